@@ -1,0 +1,207 @@
+"""SSH through fabric/paramiko: one connection for the whole run, host keys always verified.
+
+fabric's Connection installs paramiko's AutoAddPolicy and loads no
+known_hosts, which trusts any key on first sight. We replace both: keys come
+only from the known_hosts file the inventory names, and an unknown key is
+refused unless the user opted in to accept-new (OpenSSH's
+``StrictHostKeyChecking=accept-new``: a *changed* key is still refused).
+
+Every paramiko and socket exception is translated here, into an error that
+names the inventory host and says what to do next.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import select
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from remediate.errors import AuthFailed, CommandTimeout, HostKeyChanged, HostKeyUnknown, HostUnreachable
+from remediate.transport.base import Result, Transport
+
+if TYPE_CHECKING:
+    import paramiko
+
+__all__ = ["SSHTarget", "SSHTransport", "fingerprint"]
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to connect; built from the inventory."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    accept_new_host_key: bool = False
+    connect_timeout: float = 10.0
+
+    @property
+    def host_key_name(self) -> str:
+        """The name known_hosts files use: ``host`` on port 22, ``[host]:port`` otherwise."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(os.path.expanduser(self.known_hosts))
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint, as ``ssh-keygen -l`` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _policies(target: SSHTarget) -> Any:
+    import paramiko
+
+    class RefuseUnknown(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            raise HostKeyUnknown(
+                f"{target.name}: host key for {target.host_key_name} is not in {target.known_hosts_path} "
+                f"(server offers {key.get_name()} {fingerprint(key)}); verify that fingerprint out of band, "
+                f"then add it with `ssh-keyscan -p {target.port} {target.address} >> {target.known_hosts_path}`"
+                f" or rerun with --accept-new-host-key"
+            )
+
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            path = target.known_hosts_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fh.write(f"{target.host_key_name} {key.get_name()} {key.get_base64()}\n")
+
+    return AcceptNew() if target.accept_new_host_key else RefuseUnknown()
+
+
+class SSHTransport(Transport):
+    """Commands over one SSH connection, opened lazily on first use."""
+
+    def __init__(self, target: SSHTarget, *, become_user: str | None = None, timeout: float = 60.0) -> None:
+        super().__init__(target.name, become_user=become_user, timeout=timeout)
+        self.target = target
+        self._conn: Any = None
+        #: How many commands went over the wire: the round trips a run costs.
+        self.round_trips = 0
+
+    # -- connection --------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._conn is not None:
+            return
+        import paramiko
+        from fabric import Config, Connection
+
+        t = self.target
+        conn = Connection(
+            host=t.address,
+            port=t.port,
+            user=t.user,
+            connect_timeout=int(max(1, t.connect_timeout)),
+            # The inventory is the whole truth about how to reach a host.
+            config=Config(overrides={"load_ssh_configs": False}),
+            connect_kwargs={
+                "key_filename": os.path.expanduser(t.key_file) if t.key_file else None,
+                "look_for_keys": t.key_file is None,
+                "allow_agent": t.key_file is None,
+                "banner_timeout": t.connect_timeout,
+                "auth_timeout": t.connect_timeout,
+                "channel_timeout": t.connect_timeout,
+            },
+        )
+        client: paramiko.SSHClient = conn.client
+        client.set_missing_host_key_policy(_policies(t))
+        if t.known_hosts_path.exists():
+            try:
+                client.load_host_keys(str(t.known_hosts_path))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyUnknown(f"{t.name}: cannot read known_hosts {t.known_hosts_path}: {exc}") from exc
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyChanged(
+                f"{t.name}: host key for {t.host_key_name} has CHANGED: {t.known_hosts_path} has "
+                f"{fingerprint(exc.expected_key)}, the server offers {fingerprint(exc.key)}. This may be an "
+                f"attack or a reinstalled host; verify out of band, then remove the old entry with "
+                f"`ssh-keygen -R '{t.host_key_name}' -f {t.known_hosts_path}`"
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise AuthFailed(
+                f"authentication failed as {t.user or 'the current user'} at {t.address}:{t.port}"
+                f" (key {t.key_file or 'from agent/~/.ssh'}): {exc}",
+                host=t.name,
+            ) from exc
+        except (TimeoutError, socket.timeout) as exc:
+            raise HostUnreachable(
+                f"no SSH answer from {t.address}:{t.port} within {t.connect_timeout:g}s", host=t.name
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(f"cannot connect to {t.address}:{t.port}: {_reason(exc)}", host=t.name) from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- commands ----------------------------------------------------------------
+
+    def _exec(self, argv: tuple[str, ...], stdin: bytes | None, timeout: float) -> Result:
+        import paramiko
+
+        self.connect()
+        command = shlex.join(argv)  # the one place an argv becomes a string
+        transport = self._conn.client.get_transport()
+        deadline = time.monotonic() + timeout
+        self.round_trips += 1
+        try:
+            chan = transport.open_session(timeout=self.target.connect_timeout)
+            try:
+                chan.settimeout(timeout)
+                chan.exec_command(command)
+                if stdin:
+                    chan.sendall(stdin)
+                chan.shutdown_write()
+                out, err = self._collect(chan, deadline, argv)
+                exited = chan.recv_exit_status()
+            finally:
+                chan.close()
+        except (TimeoutError, socket.timeout) as exc:
+            raise CommandTimeout(f"`{argv[0]}` ran longer than {timeout:g}s", host=self.name) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._conn = None
+            raise HostUnreachable(f"connection lost while running `{argv[0]}`: {_reason(exc)}", host=self.name) from exc
+        return Result(self.name, argv, out, err, exited)
+
+    def _collect(self, chan: paramiko.Channel, deadline: float, argv: tuple[str, ...]) -> tuple[bytes, bytes]:
+        out: list[bytes] = []
+        err: list[bytes] = []
+        while not chan.exit_status_ready():
+            if chan.recv_ready():
+                out.append(chan.recv(65536))
+            elif chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536))
+            else:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                # The channel's pipe wakes on stdout and stderr data alike.
+                select.select([chan], [], [], 0.005)
+        while chunk := chan.recv(65536):
+            out.append(chunk)
+        while chunk := chan.recv_stderr(65536):
+            err.append(chunk)
+        return b"".join(out), b"".join(err)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
