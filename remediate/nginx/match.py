@@ -114,6 +114,10 @@ def find_server(config: NginxConfig, host: str, port: int = 80, addr: str | None
     if specific:
         candidates = specific
         listen_addr = addr
+    elif addr is None:
+        # The address the request arrived on is unknown: any listen on the port may serve it.
+        candidates = [(s, ls) for s, ls in servers if any(ls_.port == port for ls_ in ls)]
+        listen_addr = None
     else:
         candidates = [(s, ls) for s, ls in servers if any(ls_.port == port and ls_.addr == "*" for ls_ in ls)]
         listen_addr = "*"
@@ -149,7 +153,7 @@ def find_server(config: NginxConfig, host: str, port: int = 80, addr: str | None
         if re.search(pattern, name):
             return server
     for server, listens in candidates:
-        if any(ls.default and ls.port == port and ls.addr == listen_addr for ls in listens):
+        if any(ls.default and ls.port == port and listen_addr in (None, ls.addr) for ls in listens):
             return server
     return candidates[0][0]
 

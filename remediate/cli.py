@@ -1,0 +1,316 @@
+"""The ``remediate`` command: a thin layer over the library.
+
+Imports are lazy so that ``remediate --help`` does not pay for paramiko.
+Every RemediateError becomes one line on stderr and its documented exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from remediate import __version__
+from remediate.errors import EXIT_FAILED, EXIT_OK, RemediateError
+
+__all__ = ["main"]
+
+EXIT_CODES = """\
+exit codes:
+  0  success (fixed, nothing to do, or the command did what it said)
+  1  failed: something went wrong; the message says what and where
+  2  usage: the command line is wrong
+  3  refused: remediate would not go on (host key, lock held, ambiguous) and changed nothing
+  4  rolled back: a change failed its checks and was undone
+  5  bad input: inventory or config file is wrong (the message gives file:line)
+  6  unreachable: SSH connect, authentication or a command timed out
+"""
+
+DEFAULT_LAB = "/tmp/remediate-lab"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like every other refusal
+        self.exit(2, f"remediate: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="remediate",
+        description="Find why nginx answers 502 Bad Gateway, and fix it safely over SSH.",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"remediate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def host_args(p: argparse.ArgumentParser, need_host: bool = True) -> None:
+        p.add_argument(
+            "-i", "--inventory", default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
+            help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
+        )
+        if need_host:
+            p.add_argument("--host", required=True, help="inventory name of the nginx host")
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    inv = sub.add_parser(
+        "inventory", help="show the hosts of an inventory and the vars remediate will use",
+        description="Load an inventory the way remediate reads it: Ansible's merge order, typed vars, defaults.",
+        formatter_class=fmt, epilog="example:\n  remediate inventory -i lab/inventory.yml --host web01",
+    )
+    host_args(inv, need_host=False)
+    inv.add_argument("--host", help="show one host's vars in full")
+
+    conf = sub.add_parser(
+        "config", help="fetch a host's nginx config (nginx -T over SSH) and show what it proxies where",
+        description=(
+            "Connect to the host, read the effective config in one round trip (nginx -T), parse every\n"
+            "file, and list each *_pass with its server and location and file:line. With --route,\n"
+            "show which server and location handle a URL, by nginx's own matching rules."
+        ),
+        formatter_class=fmt,
+        epilog="example:\n  remediate config -i lab/inventory.yml --host web01 --route http://web01.lab:8080/api/users",
+    )
+    host_args(conf)
+    conf.add_argument("--route", metavar="URL", help="which server/location handles this URL")
+    conf.add_argument(
+        "--accept-new-host-key", action="store_true",
+        help="trust a host key seen for the first time and add it to known_hosts (a changed key is still refused)",
+    )
+
+    lab = sub.add_parser(
+        "lab", help="a real nginx/sshd/php-fpm lab on loopback that reproduces every 502 cause",
+        description=(
+            "Build and drive the lab: two hosts on loopback (web01: nginx, php-fpm, sshd under\n"
+            "supervisord; app01: backends and sshd), dnsmasq for *.lab, a private CA. Needs root and:\n"
+            "  apt-get install nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils sudo\n"
+            "Nothing of the machine's own is touched: not ~/.ssh, /etc/nginx, the system sshd or /etc/hosts."
+        ),
+        formatter_class=fmt,
+        epilog=(
+            "examples:\n"
+            f"  remediate lab up                       # writes {DEFAULT_LAB}/inventory.yml\n"
+            "  remediate lab break --cause socket --variant permission\n"
+            "  remediate lab status\n"
+            "  remediate lab down"
+        ),
+    )
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True, parser_class=_Parser)
+
+    def lab_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--dir", default=os.environ.get("REMEDIATE_LAB", DEFAULT_LAB),
+            help=f"the lab's directory (default: $REMEDIATE_LAB or {DEFAULT_LAB})",
+        )
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    up = lab_sub.add_parser("up", help="create and start the lab")
+    lab_dir(up)
+    up.add_argument("--net", default="127.0.10", help="first three octets of the lab's loopback addresses")
+    up.add_argument("--ssh-port", type=int, default=2222)
+    up.add_argument("--http-port", type=int, default=8080)
+    brk = lab_sub.add_parser(
+        "break", help="put the lab into one runbook cause",
+        description="Reset the lab to healthy, then break it the way the runbook describes.",
+        formatter_class=fmt, epilog=_break_table(),
+    )
+    lab_dir(brk)
+    brk.add_argument("--cause", required=True, help="one of the causes below")
+    brk.add_argument("--variant", help="the variant, for causes that have several")
+    brk.add_argument("--keep", action="store_true", help="do not reset first: stack this break on the current ones")
+    for name, text in (("status", "show each probe's status code"), ("reset", "put everything back to healthy"),
+                       ("down", "stop every process the lab started")):
+        lab_dir(lab_sub.add_parser(name, help=text))
+    return parser
+
+
+def _break_table() -> str:
+    from remediate.lab.core import BREAKS
+
+    lines = ["causes and variants (probe that fails, status nginx answers):"]
+    for b in BREAKS:
+        lines.append(f"  --cause {b.cause:<17} --variant {b.variant:<12} {b.probe:<8} {b.status}  {b.summary}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "inventory": _cmd_inventory,
+        "config": _cmd_config,
+        "lab": _cmd_lab,
+    }
+    try:
+        return handlers[args.command](args)
+    except RemediateError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # a bug: still one line unless asked for the traceback
+        if os.environ.get("REMEDIATE_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (set REMEDIATE_DEBUG=1 for the traceback)")
+        return EXIT_FAILED
+
+
+def _err(message: str) -> None:
+    print(f"remediate: error: {message}", file=sys.stderr)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+# -- inventory -----------------------------------------------------------------------
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from remediate.inventory import load_inventory
+
+    inv = load_inventory(args.inventory)
+    hosts = [inv.host(args.host)] if args.host else list(inv)
+    if args.json:
+        _print_json({h.name: {"groups": list(h.groups), "vars": h.vars} for h in hosts})
+        return EXIT_OK
+    for h in hosts:
+        via = "local" if h.is_local else f"ssh {h['ansible_user'] or ''}@{h.address}:{h['ansible_port']}"
+        print(f"{h.name}  ({via}; groups: {', '.join(h.groups)})")
+        if args.host:
+            for key, value in sorted(h.vars.items()):
+                print(f"  {key:<30} {value}")
+    return EXIT_OK
+
+
+# -- config --------------------------------------------------------------------------
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from remediate.connect import open_transport
+    from remediate.inventory import load_inventory
+    from remediate.nginx import NginxConfig, route
+
+    host = load_inventory(args.inventory).host(args.host)
+    with open_transport(host, accept_new_host_key=args.accept_new_host_key) as transport:
+        dump = transport.run([*host.nginx_base_argv, "-T"], warn=True)
+    if not dump.ok:
+        raise RemediateError(f"{host.name}: `nginx -T` failed ({dump.exited}): {dump.stderr_tail()}")
+    config = NginxConfig.from_dump(dump.stdout)
+    passes = [
+        {
+            "directive": p.kind,
+            "target": p.target,
+            "location": " ".join(p.location.args) if p.location else None,
+            "where": p.directive.where,
+        }
+        for p in config.passes()
+    ]
+    user = config.user()
+    result: dict[str, Any] = {
+        "host": host.name,
+        "files": list(config.files),
+        "user": list(user) if user else None,
+        "upstreams": {name: d.where for name, d in config.upstreams().items()},
+        "passes": passes,
+    }
+    if args.route:
+        url = urlsplit(args.route if "://" in args.route else "http://" + args.route)
+        hostname = url.hostname or ""
+        addr = hostname if hostname.replace(".", "").isdigit() or ":" in hostname else None
+        match = route(config, hostname, url.path or "/", url.port or 80, addr)
+        result["route"] = None if match is None else {
+            "server": match.server.where,
+            "location": " ".join(match.location.args) if match.location else None,
+            "location_where": match.location.where if match.location else None,
+        }
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"{host.name}: {len(config.files)} files, worker user {user[0] if user else '(nginx default)'}")
+    for p in passes:
+        print(f"  {p['directive']:<13} {p['target']:<45} location {p['location'] or '-':<16} {p['where']}")
+    if args.route:
+        r = result["route"]
+        print(f"route {args.route}: " + (f"location {r['location']} at {r['location_where']}" if r else "no server"))
+    return EXIT_OK
+
+
+# -- lab -----------------------------------------------------------------------------
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from remediate.lab.core import PROBES, Lab, LabConfig
+
+    lab = Lab(args.dir)
+    started = time.monotonic()
+
+    def progress(step: str) -> None:
+        if not args.json:
+            print(f"  [{time.monotonic() - started:5.1f}s] {step}", file=sys.stderr, flush=True)
+
+    if args.lab_command == "up":
+        cfg = lab.up(
+            LabConfig(dir=str(lab.dir), net=args.net, ssh_port=args.ssh_port, http_port=args.http_port),
+            progress=progress,
+        )
+        if args.json:
+            _print_json({"dir": str(lab.dir), "inventory": str(lab.inventory), "net": cfg.net})
+            return EXIT_OK
+        base = f"http://{cfg.addr(1)}:{cfg.http_port}"
+        print(f"lab up in {time.monotonic() - started:.1f}s: {lab.dir}")
+        print(f"  web01  {cfg.addr(1)}  ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
+        print(f"  app01  {cfg.addr(2)}  ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
+              f"flaky :{cfg.flaky_port}, svc.lab at {cfg.addr(5)}")
+        print(f"  dns    {cfg.addr(3)}:53  (dnsmasq, *.lab)")
+        print(f"  inventory: {lab.inventory}")
+        print(f"next: remediate lab break --dir {lab.dir} --cause socket --variant missing")
+        return EXIT_OK
+    if args.lab_command == "break":
+        spec = lab.break_(args.cause, args.variant, keep=args.keep)
+        cfg = lab.config()
+        status = lab.probe(cfg, PROBES[spec.probe])
+        if args.json:
+            _print_json({"cause": spec.cause, "variant": spec.variant, "probe": PROBES[spec.probe], "status": status})
+            return EXIT_OK
+        print(f"broke {spec.cause}/{spec.variant}: {spec.summary}")
+        print(f"  GET {PROBES[spec.probe]} through nginx now answers {status}")
+        print(f"  error log: {lab.web(cfg).nginx}/logs/error.log")
+        return EXIT_OK
+    if args.lab_command == "reset":
+        lab.reset()
+        if not args.json:
+            print("lab reset: every probe answers 200")
+        return EXIT_OK
+    if args.lab_command == "down":
+        killed = lab.down()
+        if args.json:
+            _print_json({"dir": str(lab.dir), "stopped": True, "killed": killed})
+        else:
+            print(f"lab down: no process left{f' ({len(killed)} needed SIGKILL)' if killed else ''}")
+        return EXIT_OK
+    report = lab.status()
+    if args.json:
+        _print_json(report)
+        return EXIT_OK
+    print(f"lab {report['dir']}: " + ", ".join(f"{k} {'up' if v else 'DOWN'}" for k, v in report["running"].items()))
+    if report["broken"]:
+        print("broken: " + ", ".join(report["broken"]))
+    for name, path in PROBES.items():
+        print(f"  {report['probes'].get(name, '-')!s:>7}  {path:<16} ({name})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real lab, built once per test session.
+
+The lab needs root and real programs. When they are missing the lab tests
+*fail* with the install command; they never skip, so CI cannot pass by
+silently running less.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from remediate.inventory import Host, Inventory, load_inventory
+from remediate.lab.core import APT_PACKAGES, Lab, LabConfig
+
+# The tests' lab lives on its own addresses so a demo lab (127.0.10.x) can run beside it.
+TEST_NET = "127.0.20"
+
+
+def _lab_prerequisites() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab tests need root"
+    missing = [p for p in ("nginx", "sshd", "supervisord", "dnsmasq", "unshare", "sudo") if not shutil.which(p)
+               and not Path(f"/usr/sbin/{p}").exists()]
+    if missing:
+        return f"missing {', '.join(missing)}; run: apt-get install {' '.join(APT_PACKAGES)}"
+    return None
+
+
+def make_lab_dir(prefix: str) -> Path:
+    # Not pytest's tmp_path: that lives under a 0700 directory, and nginx's workers (www-data) must reach the lab.
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    problem = _lab_prerequisites()
+    if problem:
+        pytest.fail(f"cannot build the lab: {problem}", pytrace=False)
+    directory = make_lab_dir("remediate-test-lab-")
+    the_lab = Lab(directory)
+    the_lab.up(LabConfig(dir=str(directory), net=TEST_NET))
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_cfg(lab: Lab) -> LabConfig:
+    return lab.config()
+
+
+@pytest.fixture(scope="session")
+def lab_inventory(lab: Lab) -> Inventory:
+    return load_inventory(lab.inventory)
+
+
+@pytest.fixture(scope="session")
+def web01(lab_inventory: Inventory) -> Host:
+    return lab_inventory.host("web01")
