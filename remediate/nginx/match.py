@@ -32,9 +32,13 @@ class Location:
     pattern: str
 
     def regex(self) -> re.Pattern[str]:
-        # PCRE's (?<name>...) is Python's (?P<name>...)
-        source = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", self.pattern)
-        return re.compile(source, re.IGNORECASE if self.modifier == "~*" else 0)
+        return pcre(self.pattern, caseless=self.modifier == "~*")
+
+
+def pcre(pattern: str, *, caseless: bool = False) -> re.Pattern[str]:
+    """A PCRE pattern as Python's re reads it: (?<name>...) becomes (?P<name>...)."""
+    source = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)
+    return re.compile(source, re.IGNORECASE if caseless else 0)
 
 
 def parse_location(d: Directive) -> Location:
@@ -150,7 +154,7 @@ def find_server(config: NginxConfig, host: str, port: int = 80, addr: str | None
     if best:
         return best[1]
     for server, pattern in regex:
-        if re.search(pattern, name):
+        if pcre(pattern, caseless=True).search(name):  # nginx compiles server_name regexes caseless
             return server
     for server, listens in candidates:
         if any(ls.default and ls.port == port and listen_addr in (None, ls.addr) for ls in listens):
