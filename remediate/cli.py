@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def host_args(p: argparse.ArgumentParser, need_host: bool = True) -> None:
         p.add_argument(
-            "-i", "--inventory", default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
+            "-i",
+            "--inventory",
+            default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
             help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
         )
         if need_host:
@@ -59,15 +61,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     inv = sub.add_parser(
-        "inventory", help="show the hosts of an inventory and the vars remediate will use",
+        "inventory",
+        help="show the hosts of an inventory and the vars remediate will use",
         description="Load an inventory the way remediate reads it: Ansible's merge order, typed vars, defaults.",
-        formatter_class=fmt, epilog="example:\n  remediate inventory -i lab/inventory.yml --host web01",
+        formatter_class=fmt,
+        epilog="example:\n  remediate inventory -i lab/inventory.yml --host web01",
     )
     host_args(inv, need_host=False)
     inv.add_argument("--host", help="show one host's vars in full")
 
     conf = sub.add_parser(
-        "config", help="fetch a host's nginx config (nginx -T over SSH) and show what it proxies where",
+        "config",
+        help="fetch a host's nginx config (nginx -T over SSH) and show what it proxies where",
         description=(
             "Connect to the host, read the effective config in one round trip (nginx -T), parse every\n"
             "file, and list each *_pass with its server and location and file:line. With --route,\n"
@@ -79,12 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     host_args(conf)
     conf.add_argument("--route", metavar="URL", help="which server/location handles this URL")
     conf.add_argument(
-        "--accept-new-host-key", action="store_true",
+        "--accept-new-host-key",
+        action="store_true",
         help="trust a host key seen for the first time and add it to known_hosts (a changed key is still refused)",
     )
 
     lab = sub.add_parser(
-        "lab", help="a real nginx/sshd/php-fpm lab on loopback that reproduces every 502 cause",
+        "lab",
+        help="a real nginx/sshd/php-fpm lab on loopback that reproduces every 502 cause",
         description=(
             "Build and drive the lab: two hosts on loopback (web01: nginx, php-fpm, sshd under\n"
             "supervisord; app01: backends and sshd), dnsmasq for *.lab, a private CA. Needs root and:\n"
@@ -104,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def lab_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--dir", default=os.environ.get("REMEDIATE_LAB", DEFAULT_LAB),
+            "--dir",
+            default=os.environ.get("REMEDIATE_LAB", DEFAULT_LAB),
             help=f"the lab's directory (default: $REMEDIATE_LAB or {DEFAULT_LAB})",
         )
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -115,16 +123,21 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ssh-port", type=int, default=2222)
     up.add_argument("--http-port", type=int, default=8080)
     brk = lab_sub.add_parser(
-        "break", help="put the lab into one runbook cause",
+        "break",
+        help="put the lab into one runbook cause",
         description="Reset the lab to healthy, then break it the way the runbook describes.",
-        formatter_class=fmt, epilog=_break_table(),
+        formatter_class=fmt,
+        epilog=_break_table(),
     )
     lab_dir(brk)
     brk.add_argument("--cause", required=True, help="one of the causes below")
     brk.add_argument("--variant", help="the variant, for causes that have several")
     brk.add_argument("--keep", action="store_true", help="do not reset first: stack this break on the current ones")
-    for name, text in (("status", "show each probe's status code"), ("reset", "put everything back to healthy"),
-                       ("down", "stop every process the lab started")):
+    for name, text in (
+        ("status", "show each probe's status code"),
+        ("reset", "put everything back to healthy"),
+        ("down", "stop every process the lab started"),
+    ):
         lab_dir(lab_sub.add_parser(name, help=text))
     return parser
 
@@ -230,11 +243,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
         hostname = url.hostname or ""
         addr = hostname if hostname.replace(".", "").isdigit() or ":" in hostname else None
         match = route(config, hostname, url.path or "/", url.port or 80, addr)
-        result["route"] = None if match is None else {
-            "server": match.server.where,
-            "location": " ".join(match.location.args) if match.location else None,
-            "location_where": match.location.where if match.location else None,
-        }
+        result["route"] = (
+            None
+            if match is None
+            else {
+                "server": match.server.where,
+                "location": " ".join(match.location.args) if match.location else None,
+                "location_where": match.location.where if match.location else None,
+            }
+        )
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -271,8 +288,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         base = f"http://{cfg.addr(1)}:{cfg.http_port}"
         print(f"lab up in {time.monotonic() - started:.1f}s: {lab.dir}")
         print(f"  web01  {cfg.addr(1)}  ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
-        print(f"  app01  {cfg.addr(2)}  ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
-              f"flaky :{cfg.flaky_port}, svc.lab at {cfg.addr(5)}")
+        print(
+            f"  app01  {cfg.addr(2)}  ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
+            f"flaky :{cfg.flaky_port}, svc.lab at {cfg.addr(5)}"
+        )
         print(f"  dns    {cfg.addr(3)}:53  (dnsmasq, *.lab)")
         print(f"  inventory: {lab.inventory}")
         print(f"next: remediate lab break --dir {lab.dir} --cause socket --variant missing")

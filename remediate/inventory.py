@@ -10,6 +10,7 @@ with its type, its Debian default and one line of documentation;
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Callable, Iterator
@@ -76,6 +77,27 @@ def _opt_str_list(value: Any) -> list[str] | None:
     return None if value is None else _str_list(value)
 
 
+def _services(value: Any) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError("a mapping of service name to {port: N}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in value.items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or ("port" in spec and _int_or_none(spec["port"]) is None):
+            raise TypeError(f"a mapping of service name to {{port: N}} (service {name!r})")
+        out[str(name)] = {**spec, **({"port": int(spec["port"])} if "port" in spec else {})}
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return _int(value)
+    except TypeError:
+        return None
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if isinstance(value, str) and value in choices:
@@ -127,6 +149,11 @@ VARS: tuple[Var, ...] = (
     Var("php_fpm_conf", _str, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),
     Var("php_fpm_service", _str, "php8.2-fpm", "php-fpm's service name"),
     Var("php_fpm_pools", _str_list, ["/etc/php/8.2/fpm/pool.d/www.conf"], "pool files remediate may edit"),
+    # backends this host serves (for restarting a crashed upstream)
+    Var("services", _services, {}, "services on this host and the port each listens on"),
+    # dns and tls
+    Var("resolvers", _opt_str_list, None, "nameservers for nginx's resolver (default: the host's resolv.conf)"),
+    Var("tls_ca_bundle", _opt_str, None, "CA bundle that signs private HTTPS backends"),
     # verification
     Var("probe_urls", _str_list, [], "URLs that must not answer 502 once fixed"),
 )
@@ -241,10 +268,12 @@ class _Loader:
             if group_name != "all" and group_name not in self.groups["all"].children:
                 self.groups["all"].children.append(str(group_name))
         depths = self.depths()
+        members = {name: self.all_hosts(name, set()) for name in self.groups}
         hosts: dict[str, Host] = {}
         for host_name in self.host_names():
+            # A host in a child group belongs to every ancestor too, as in Ansible.
             member_of = sorted(
-                (g for g in self.groups.values() if host_name in g.hosts or g.name == "all"),
+                (g for g in self.groups.values() if host_name in members[g.name] or g.name == "all"),
                 key=lambda g: (depths.get(g.name, 0), g.name),
             )
             merged: dict[str, tuple[Any, int]] = {}
@@ -317,6 +346,17 @@ class _Loader:
             frontier = nxt
         return depth
 
+    def all_hosts(self, name: str, seen: set[str]) -> set[str]:
+        """The hosts of group ``name`` and of all its descendants."""
+        if name in seen:
+            return set()
+        seen.add(name)
+        group = self.groups[name]
+        found = set(group.hosts)
+        for child in group.children:
+            found |= self.all_hosts(child, seen)
+        return found
+
     def host_names(self) -> list[str]:
         seen: dict[str, None] = {}
         for group in self.groups.values():
@@ -327,18 +367,16 @@ class _Loader:
     def typed(self, host: str, merged: dict[str, tuple[Any, int]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for var in VARS:
-            result[var.name] = var.default
+            result[var.name] = copy.deepcopy(var.default)  # hosts never share a mutable default
         for key, (value, line) in merged.items():
-            var = _BY_NAME.get(key)
-            if var is None:
+            known = _BY_NAME.get(key)
+            if known is None:
                 result[key] = value  # the user's own vars pass through untouched
                 continue
             try:
-                result[key] = var.convert(value)
+                result[key] = known.convert(value)
             except TypeError as exc:
-                raise self.fail(
-                    f"var {key!r} of host {host!r} must be {exc}, not {_describe(value)}", line
-                ) from None
+                raise self.fail(f"var {key!r} of host {host!r} must be {exc}, not {_describe(value)}", line) from None
         return result
 
 

@@ -25,8 +25,11 @@ TEST_NET = "127.0.20"
 def _lab_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "the lab tests need root"
-    missing = [p for p in ("nginx", "sshd", "supervisord", "dnsmasq", "unshare", "sudo") if not shutil.which(p)
-               and not Path(f"/usr/sbin/{p}").exists()]
+    missing = [
+        p
+        for p in ("nginx", "sshd", "supervisord", "dnsmasq", "unshare", "sudo")
+        if not shutil.which(p) and not Path(f"/usr/sbin/{p}").exists()
+    ]
     if missing:
         return f"missing {', '.join(missing)}; run: apt-get install {' '.join(APT_PACKAGES)}"
     return None
@@ -67,3 +70,12 @@ def lab_inventory(lab: Lab) -> Inventory:
 @pytest.fixture(scope="session")
 def web01(lab_inventory: Inventory) -> Host:
     return lab_inventory.host("web01")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: the run must prove everything it claims."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and os.environ.get("CI"):
+        reporter.write_line(f"CI: {skipped} test(s) skipped; every test must run in CI", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

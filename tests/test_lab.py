@@ -6,11 +6,10 @@ import re
 import time
 
 import pytest
+from conftest import make_lab_dir
 
 from remediate.errors import UsageError
 from remediate.lab.core import BREAKS, PROBES, Break, Lab, LabConfig, _pid_alive, find_break
-
-from conftest import make_lab_dir
 
 
 def test_healthy_lab_answers_200_on_every_probe(lab: Lab, lab_cfg: LabConfig) -> None:
@@ -79,7 +78,15 @@ def test_lab_down_leaves_no_process_behind() -> None:
     lab.up(LabConfig(dir=str(directory), net="127.0.21"))
     started = lab.processes()
     names = " ".join(started.values())
-    for expected in ("dnsmasq", "sshd", "nginx: master", "nginx: worker", "php-fpm", "supervisord", "backend"):
+    for expected in (
+        "dnsmasq",
+        "sshd",
+        "nginx: master",
+        "nginx: worker",
+        "php-fpm",
+        "supervisord",
+        "backend",
+    ):
         assert expected in names, f"{expected} not among the lab's processes: {names}"
     lab.down()
     assert lab.processes() == {}

@@ -112,7 +112,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxConfig]:
     d = tmp_path_factory.mktemp("nginx-match")
     conf = d / "nginx.conf"
     conf.write_text(SITE.replace("{d}", str(d)))
-    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
+    proc = subprocess.Popen(
         [nginx_bin, "-p", str(d), "-c", str(conf), "-g", "daemon off; master_process off;"],
         stderr=subprocess.PIPE,
     )

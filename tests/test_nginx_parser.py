@@ -10,7 +10,15 @@ import pytest
 
 from remediate.errors import ConfigParseError
 from remediate.nginx import NginxConfig, apply_patches, dump, parse, split_dump
-from remediate.nginx.edit import MARKER, Patch, insert_in_block, quote, remove_directive, render_directive, replace_args
+from remediate.nginx.edit import (
+    MARKER,
+    Patch,
+    insert_in_block,
+    quote,
+    remove_directive,
+    render_directive,
+    replace_args,
+)
 from remediate.nginx.lexer import unescape
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -26,7 +34,12 @@ def test_parse_then_dump_returns_the_same_bytes(path: Path) -> None:
 
 def _ours(directives: list[Any]) -> list[dict[str, Any]]:
     return [
-        {"directive": d.name, "line": d.line, "args": d.args, **({"block": _ours(d.children)} if d.block is not None else {})}
+        {
+            "directive": d.name,
+            "line": d.line,
+            "args": d.args,
+            **({"block": _ours(d.children)} if d.block is not None else {}),
+        }
         for d in directives
     ]
 
@@ -151,7 +164,10 @@ def test_includes_resolve_globs_in_glob_order() -> None:
     http = config.http()
     assert http is not None
     assert [d.name for d in config.children(http)] == ["upstream", "server", "server"]
-    assert [d.file for d in config.servers()] == ["/etc/nginx/sites-enabled/a.conf", "/etc/nginx/sites-enabled/b.conf"]
+    assert [d.file for d in config.servers()] == [
+        "/etc/nginx/sites-enabled/a.conf",
+        "/etc/nginx/sites-enabled/b.conf",
+    ]
     passes = config.passes()
     assert [(p.kind, p.target, p.location.args if p.location else None) for p in passes] == [
         ("fastcgi_pass", "unix:/run/php.sock", ["/a/"]),
@@ -209,7 +225,10 @@ def test_insert_in_block_matches_indentation_and_line_endings() -> None:
     assert f"            proxy_read_timeout 120s;  {MARKER}\r\n        }}".encode() in after
     assert dump(parse(after).nodes) == after
     reparsed = parse(after)
-    assert [d.name for d in reparsed.walk() if d.name.startswith("proxy_")] == ["proxy_pass", "proxy_read_timeout"]
+    assert [d.name for d in reparsed.walk() if d.name.startswith("proxy_")] == [
+        "proxy_pass",
+        "proxy_read_timeout",
+    ]
 
 
 def test_insert_in_block_with_tabs_after_open_brace() -> None:

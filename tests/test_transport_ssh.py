@@ -93,8 +93,14 @@ def test_atomic_write_keeps_owner_and_mode(ssh: SSHTransport, lab_cfg: object, t
 
 def test_atomic_write_through_a_symlink_keeps_the_link(ssh: SSHTransport) -> None:
     """Writing a sites-enabled style symlink replaces its target and leaves the link a link."""
-    ssh.run(["sh", "-c", 'mkdir -p /tmp/rw-avail /tmp/rw-enabled && echo a > /tmp/rw-avail/s.conf && '
-             'ln -sfn ../rw-avail/s.conf /tmp/rw-enabled/s.conf'])
+    ssh.run(
+        [
+            "sh",
+            "-c",
+            "mkdir -p /tmp/rw-avail /tmp/rw-enabled && echo a > /tmp/rw-avail/s.conf && "
+            "ln -sfn ../rw-avail/s.conf /tmp/rw-enabled/s.conf",
+        ]
+    )
     ssh.write_file("/tmp/rw-enabled/s.conf", b"b\n")
     assert ssh.run(["readlink", "/tmp/rw-enabled/s.conf"]).out.strip() == "../rw-avail/s.conf"
     assert ssh.read_file("/tmp/rw-avail/s.conf") == b"b\n"
@@ -131,7 +137,7 @@ def test_changed_host_key_is_refused(web01: Host, tmp_path: Path) -> None:
     other = pki.make_ssh_key(tmp_path / "other_host_key")
     known = tmp_path / "known_hosts"
     known.write_text(f"[{web01.address}]:{web01['ansible_port']} {other}\n")
-    with pytest.raises(HostKeyChanged, match="CHANGED.*ssh-keygen -R"):
+    with pytest.raises(HostKeyChanged, match=r"CHANGED.*ssh-keygen -R"):
         SSHTransport(_target(web01, known_hosts=str(known))).run(["true"])
 
 
@@ -148,7 +154,7 @@ def test_accept_new_host_key_is_explicit_and_records_it(web01: Host, tmp_path: P
 def test_wrong_client_key_is_refused(web01: Host, tmp_path: Path) -> None:
     """A client key the host does not know fails as AuthFailed, naming the host."""
     pki.make_ssh_key(tmp_path / "stranger")
-    with pytest.raises(AuthFailed, match="^web01: authentication failed"):
+    with pytest.raises(AuthFailed, match=r"^web01: authentication failed"):
         SSHTransport(_target(web01, key_file=str(tmp_path / "stranger"))).run(["true"])
 
 
@@ -176,7 +182,7 @@ def test_silent_host_fails_within_its_timeout(web01: Host) -> None:
 
 def test_command_past_its_timeout_raises(ssh: SSHTransport) -> None:
     """A command that runs longer than its timeout raises CommandTimeout."""
-    with pytest.raises(CommandTimeout, match="ran longer than 0.5s"):
+    with pytest.raises(CommandTimeout, match=r"ran longer than 0.5s"):
         ssh.run(["sleep", "5"], timeout=0.5)
 
 

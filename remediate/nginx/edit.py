@@ -7,6 +7,7 @@ tabs, CRLF. Lines remediate adds carry ``# managed by remediate`` so a human
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Patch:
 
 def apply_patches(data: bytes, patches: Sequence[Patch]) -> bytes:
     ordered = sorted(patches, key=lambda p: (p.start, p.end))
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if after.start < before.end:
             raise ValueError(f"overlapping patches at bytes {before.start}-{before.end} and {after.start}")
     out = bytearray()
@@ -105,7 +106,7 @@ def insert_in_block(file: ConfigFile, block: Directive, lines: Sequence[str], *,
         return Patch(file.path, pos, pos, text)
     open_end = block.terminator.end
     eol = data.find(b"\n", open_end)
-    if eol == -1 or data[open_end:eol].strip(b" \t\r") and not data[open_end:eol].strip().startswith(b"#"):
+    if eol == -1 or (data[open_end:eol].strip(b" \t\r") and not data[open_end:eol].strip().startswith(b"#")):
         return Patch(file.path, open_end, open_end, newline + text.rstrip(b"\r\n"))
     return Patch(file.path, eol + 1, eol + 1, text)
 

@@ -170,9 +170,7 @@ def find_location(config: NginxConfig, block: Directive, uri: str) -> Directive 
     return _find(config, block, uri, None)[0]
 
 
-def _find(
-    config: NginxConfig, block: Directive, uri: str, current: Directive | None
-) -> tuple[Directive | None, bool]:
+def _find(config: NginxConfig, block: Directive, uri: str, current: Directive | None) -> tuple[Directive | None, bool]:
     """One level of ngx_http_core_find_location: (the location chosen so far, final?)."""
     locations = [parse_location(d) for d in config.find("location", block)]
     for loc in locations:

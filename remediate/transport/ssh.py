@@ -17,7 +17,6 @@ import hashlib
 import os
 import select
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +139,7 @@ class SSHTransport(Transport):
                 f" (key {t.key_file or 'from agent/~/.ssh'}): {exc}",
                 host=t.name,
             ) from exc
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise HostUnreachable(
                 f"no SSH answer from {t.address}:{t.port} within {t.connect_timeout:g}s", host=t.name
             ) from exc
@@ -175,7 +174,7 @@ class SSHTransport(Transport):
                 exited = chan.recv_exit_status()
             finally:
                 chan.close()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise CommandTimeout(f"`{argv[0]}` ran longer than {timeout:g}s", host=self.name) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self._conn = None

@@ -1,0 +1,82 @@
+"""The command line as a user meets it: help, one-line errors with exit codes, and real output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from remediate.errors import EXIT_USAGE
+from remediate.inventory import Inventory
+from remediate.lab.core import Lab
+
+
+def _remediate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remediate.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_help_teaches_commands_and_exit_codes() -> None:
+    """--help lists the commands and documents every exit code."""
+    done = _remediate("--help")
+    assert done.returncode == 0
+    for word in ("lab", "config", "inventory", "exit codes:", "3  refused", "5  bad input", "6  unreachable"):
+        assert word in done.stdout
+
+
+def test_lab_break_help_lists_every_cause() -> None:
+    """`lab break --help` shows every cause and variant with the status it produces."""
+    done = _remediate("lab", "break", "--help")
+    for word in ("--cause down", "--variant slash", "--variant no-resolver", "--cause workers"):
+        assert word in done.stdout
+
+
+def test_usage_errors_are_one_line_with_exit_2() -> None:
+    """A bad command line gives one line on stderr and exit code 2."""
+    for args in (("lab", "break", "--cause", "nope", "--dir", "/tmp/no-lab"), ("frobnicate",), ("config",)):
+        done = _remediate(*args)
+        assert done.returncode == EXIT_USAGE, args
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_lab_command_without_a_lab_says_how_to_make_one(tmp_path: Path) -> None:
+    """Driving a lab that does not exist is one line that names `lab up`."""
+    done = _remediate("lab", "status", "--dir", str(tmp_path / "none"))
+    assert done.returncode == 1
+    assert "remediate lab up --dir" in done.stderr
+
+
+def test_config_lists_passes_over_ssh(lab: Lab, lab_inventory: Inventory) -> None:
+    """`remediate config` reads nginx -T over SSH and reports every *_pass with file:line and the route."""
+    done = _remediate(
+        "config",
+        "-i",
+        str(lab.inventory),
+        "--host",
+        "web01",
+        "--json",
+        "--route",
+        "http://web01.lab:8080/index.php",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    kinds = {(p["directive"], p["location"]) for p in report["passes"]}
+    assert ("fastcgi_pass", "~ \\.php$") in kinds and ("proxy_pass", "/api/") in kinds
+    assert report["user"] == ["www-data", "www-data"]
+    assert report["route"]["location"] == "~ \\.php$"
+    assert any(f.endswith("sites-enabled/lab.conf") for f in report["files"])
+
+
+def test_lab_status_json(lab: Lab) -> None:
+    """`lab status --json` reports each probe's status code."""
+    lab.reset()
+    done = _remediate("lab", "status", "--dir", str(lab.dir), "--json")
+    report = json.loads(done.stdout)
+    assert set(report["probes"].values()) == {200}
+    assert all(report["running"].values())
