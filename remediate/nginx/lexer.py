@@ -40,7 +40,9 @@ class Kind(enum.Enum):
 
 
 TRIVIA = (Kind.SPACE, Kind.COMMENT)
-_SPACE = b" \t\r\n"
+_SPACES = re.compile(rb"[ \t\r\n]+")
+# The bytes a word can run over without a rule applying: not whitespace, ';', '{', '\\' or '$'.
+_PLAIN = re.compile(rb"[^ \t\r\n;{\\$]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +117,9 @@ class _Lexer:
         while self.pos < n:
             ch = data[self.pos : self.pos + 1]
             if ch in (b" ", b"\t", b"\r", b"\n"):
-                end = self.pos
-                while end < n and data[end] in _SPACE:
-                    end += 1
-                yield self.emit(Kind.SPACE, end)
+                space = _SPACES.match(data, self.pos)
+                assert space is not None
+                yield self.emit(Kind.SPACE, space.end())
             elif ch == b"#":
                 end = data.find(b"\n", self.pos)
                 yield self.emit(Kind.COMMENT, n if end == -1 else end)
@@ -133,14 +134,16 @@ class _Lexer:
                     yield from self.lua_body()
             elif ch in (b'"', b"'"):
                 token = self.emit(Kind.STRING, self.string_end(ch))
-                words_in_statement.append(token.value)
+                if not words_in_statement:  # only the directive name decides anything here
+                    words_in_statement.append(token.value)
                 yield token
                 follow = data[self.pos : self.pos + 1]
                 if follow and follow not in (b" ", b"\t", b"\r", b"\n", b";", b"{", b")"):
                     raise self.error(f'unexpected "{follow.decode("latin-1")}"', self.line)
             else:
                 token = self.emit(Kind.WORD, self.word_end())
-                words_in_statement.append(token.value)
+                if not words_in_statement:
+                    words_in_statement.append(token.value)
                 yield token
 
     def string_end(self, quote: bytes) -> int:
@@ -158,6 +161,11 @@ class _Lexer:
         data, i = self.data, self.pos
         variable = False
         while i < len(data):
+            plain = _PLAIN.match(data, i).end()  # type: ignore[union-attr]  # [^...]* always matches
+            if plain > i:
+                i = plain
+                variable = False
+                continue
             ch = data[i : i + 1]
             if ch == b"\\":
                 i += 2
