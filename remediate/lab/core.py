@@ -18,6 +18,7 @@ from one, so nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -104,36 +105,97 @@ class Break:
 
 
 BREAKS: tuple[Break, ...] = (
-    Break("down", "crash", "app", 502, r"connect\(\) failed \(111: Connection refused\) while connecting to upstream",
-          summary="app01's app crashed (SIGKILL); supervisor shows it EXITED"),
-    Break("proxy-pass", "port", "api", 502,
-          r"connect\(\) failed \(111: Connection refused\) while connecting to upstream.*upstream: \"http://[0-9.]+:8081",
-          summary="location /api/ proxies to port 8081; the app listens on 8080"),
-    Break("proxy-pass", "slash", "api", 502, r"\"GET /api/users HTTP/1\.1\" 502", log="access",
-          summary="proxy_pass has a trailing slash: /api/users reaches the app as /users (404, shown as 502)"),
-    Break("dns", "no-resolver", "dyn", 502, r"no resolver defined to resolve app01\.lab",
-          summary="location /dyn/ proxies to a variable but has no resolver"),
-    Break("dns", "stale", "svc", 502,
-          r"connect\(\) failed \(111: Connection refused\) while connecting to upstream.*upstream: \"http://[0-9.]+\.5:",
-          summary="svc.lab moved to .6; nginx still uses the .5 it resolved at start"),
-    Break("timeout", "read", "reports", 504,
-          r"upstream timed out \(110: Connection timed out\) while reading response header from upstream",
-          summary="/reports/ now takes 4s; proxy_read_timeout is 2s"),
-    Break("invalid-response", "empty", "healthz", 502,
-          r"upstream prematurely closed connection while reading response header from upstream",
-          summary="the flaky backend accepts and closes without a byte"),
-    Break("invalid-response", "tls", "secure", 502, r"upstream SSL certificate verify error",
-          summary="the TLS backend's certificate is now from the internal CA nginx does not trust"),
-    Break("socket", "missing", "php", 502,
-          r"\[crit\].*connect\(\) to unix:\S+php-fpm\.sock failed \(2: No such file or directory\)",
-          summary="php-fpm is stopped; its socket is gone"),
-    Break("socket", "permission", "php", 502,
-          r"\[crit\].*connect\(\) to unix:\S+php-fpm\.sock failed \(13: Permission denied\)",
-          summary="the pool's socket belongs to nobody:nogroup; nginx runs as www-data"),
+    Break(
+        "down",
+        "crash",
+        "app",
+        502,
+        r"connect\(\) failed \(111: Connection refused\) while connecting to upstream",
+        summary="app01's app crashed (SIGKILL); supervisor shows it EXITED",
+    ),
+    Break(
+        "proxy-pass",
+        "port",
+        "api",
+        502,
+        r"connect\(\) failed \(111: Connection refused\) while connecting to upstream.*upstream: \"http://[0-9.]+:8081",
+        summary="location /api/ proxies to port 8081; the app listens on 8080",
+    ),
+    Break(
+        "proxy-pass",
+        "slash",
+        "api",
+        502,
+        r"\"GET /api/users HTTP/1\.1\" 502",
+        log="access",
+        summary="proxy_pass has a trailing slash: /api/users reaches the app as /users (404, shown as 502)",
+    ),
+    Break(
+        "dns",
+        "no-resolver",
+        "dyn",
+        502,
+        r"no resolver defined to resolve app01\.lab",
+        summary="location /dyn/ proxies to a variable but has no resolver",
+    ),
+    Break(
+        "dns",
+        "stale",
+        "svc",
+        502,
+        r"connect\(\) failed \(111: Connection refused\) while connecting to upstream.*upstream: \"http://[0-9.]+\.5:",
+        summary="svc.lab moved to .6; nginx still uses the .5 it resolved at start",
+    ),
+    Break(
+        "timeout",
+        "read",
+        "reports",
+        504,
+        r"upstream timed out \(110: Connection timed out\) while reading response header from upstream",
+        summary="/reports/ now takes 4s; proxy_read_timeout is 2s",
+    ),
+    Break(
+        "invalid-response",
+        "empty",
+        "healthz",
+        502,
+        r"upstream prematurely closed connection while reading response header from upstream",
+        summary="the flaky backend accepts and closes without a byte",
+    ),
+    Break(
+        "invalid-response",
+        "tls",
+        "secure",
+        502,
+        r"upstream SSL certificate verify error",
+        summary="the TLS backend's certificate is now from the internal CA nginx does not trust",
+    ),
+    Break(
+        "socket",
+        "missing",
+        "php",
+        502,
+        r"\[crit\].*connect\(\) to unix:\S+php-fpm\.sock failed \(2: No such file or directory\)",
+        summary="php-fpm is stopped; its socket is gone",
+    ),
+    Break(
+        "socket",
+        "permission",
+        "php",
+        502,
+        r"\[crit\].*connect\(\) to unix:\S+php-fpm\.sock failed \(13: Permission denied\)",
+        summary="the pool's socket belongs to nobody:nogroup; nginx runs as www-data",
+    ),
     # nginx answers 500 here, not the runbook's 502: ngx_http_upstream_connect() finalizes
     # with NGX_HTTP_INTERNAL_SERVER_ERROR when ngx_event_connect_peer() finds no free connection.
-    Break("workers", "load", "app", 500, r"worker_connections are not enough while connecting to upstream",
-          summary="a bounded background load holds all but one of worker_connections (nginx answers 500)"),
+    Break(
+        "workers",
+        "load",
+        "app",
+        500,
+        r"worker_connections are not enough while connecting to upstream",
+        summary="a bounded background load holds all but one of worker_connections (nginx answers 500)",
+    ),
 )
 CAUSES = tuple(dict.fromkeys(b.cause for b in BREAKS))
 
@@ -215,10 +277,20 @@ class Lab:
             progress(f"starting dnsmasq on {cfg.addr(3)}:53")
             state.roots["dnsmasq"] = self._spawn(
                 [
-                    "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-                    f"--addn-hosts={self.dir}/dns/hosts", f"--listen-address={cfg.addr(3)}",
-                    "--bind-interfaces", "--port=53", "--local-ttl=1", "--local=/lab/", "--user=nobody", "--group=nogroup",
-                    f"--pid-file={self.dir}/dns/dnsmasq.pid", f"--log-facility={self.dir}/dns/dnsmasq.log",
+                    "dnsmasq",
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    f"--addn-hosts={self.dir}/dns/hosts",
+                    f"--listen-address={cfg.addr(3)}",
+                    "--bind-interfaces",
+                    "--port=53",
+                    "--local-ttl=1",
+                    "--local=/lab/",
+                    "--user=nobody",
+                    "--group=nogroup",
+                    f"--pid-file={self.dir}/dns/dnsmasq.pid",
+                    f"--log-facility={self.dir}/dns/dnsmasq.log",
                 ],
                 self.dir / "dns" / "dnsmasq.out",
             )
@@ -231,16 +303,29 @@ class Lab:
                 Path(app.root) / "supervisor" / "console.log",
             )
             self._save(state)
-            for port, program in ((cfg.ssh_port, "sshd"), (cfg.app_port, "app"), (cfg.tls_port, "tls"),
-                                  (cfg.flaky_port, "flaky")):
+            for port, program in (
+                (cfg.ssh_port, "sshd"),
+                (cfg.app_port, "app"),
+                (cfg.tls_port, "tls"),
+                (cfg.flaky_port, "flaky"),
+            ):
                 self._wait_program(cfg, "app01", program, cfg.addr(2), port)
             self._wait_program(cfg, "app01", "svc-blue", cfg.addr(5), cfg.app_port)
             progress(f"starting web01 ({cfg.addr(1)}): sshd, nginx and php-fpm under supervisord")
             web = self.web(cfg)
             state.roots["web01"] = self._spawn(
                 [
-                    "unshare", "--mount", "--propagation", "private", "--",
-                    "sh", f"{web.root}/bin/enter", "supervisord", "-n", "-c", f"{web.root}/supervisor/supervisord.conf",
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    f"{web.root}/bin/enter",
+                    "supervisord",
+                    "-n",
+                    "-c",
+                    f"{web.root}/supervisor/supervisord.conf",
                 ],
                 Path(web.root) / "supervisor" / "console.log",
             )
@@ -285,7 +370,7 @@ class Lab:
             loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
             keep_trailing_newline=True,
             undefined=jinja2.StrictUndefined,
-            autoescape=False,  # noqa: S701 - these are config files, not HTML
+            autoescape=False,
         )
         return env.get_template(name).render(**context)
 
@@ -295,8 +380,11 @@ class Lab:
             "app": self.app(cfg),
             "dns": {"addr": cfg.addr(3)},
             "ports": {
-                "ssh": cfg.ssh_port, "http": cfg.http_port, "app": cfg.app_port,
-                "tls": cfg.tls_port, "flaky": cfg.flaky_port,
+                "ssh": cfg.ssh_port,
+                "http": cfg.http_port,
+                "app": cfg.app_port,
+                "tls": cfg.tls_port,
+                "flaky": cfg.flaky_port,
             },
             "worker_connections": cfg.worker_connections,
             "read_timeout": cfg.read_timeout,
@@ -314,11 +402,26 @@ class Lab:
             shutil.rmtree(self.dir)
         web, app = self.web(cfg), self.app(cfg)
         for path in (
-            "ssh", "pki", "dns", "load",
-            "web01/ssh", "web01/supervisor/log", "web01/etc", "web01/bin", "web01/www",
-            "web01/nginx/conf.d", "web01/nginx/sites-available", "web01/nginx/sites-enabled",
-            "web01/nginx/logs", "web01/nginx/ssl", "web01/php/pool.d", "web01/php/run", "web01/php/log",
-            "app01/ssh", "app01/supervisor/log", "app01/state",
+            "ssh",
+            "pki",
+            "dns",
+            "load",
+            "web01/ssh",
+            "web01/supervisor/log",
+            "web01/etc",
+            "web01/bin",
+            "web01/www",
+            "web01/nginx/conf.d",
+            "web01/nginx/sites-available",
+            "web01/nginx/sites-enabled",
+            "web01/nginx/logs",
+            "web01/nginx/ssl",
+            "web01/php/pool.d",
+            "web01/php/run",
+            "web01/php/log",
+            "app01/ssh",
+            "app01/supervisor/log",
+            "app01/state",
         ):
             (self.dir / path).mkdir(parents=True, exist_ok=True)
             (self.dir / path).chmod(0o755)
@@ -341,9 +444,7 @@ class Lab:
         shutil.copy(pki_dir / "public-ca.crt", Path(web.nginx) / "ssl" / "public-ca.crt")
         # web01's view of /etc: names resolve through the lab's dnsmasq.
         (Path(web.root) / "etc" / "resolv.conf").write_text(f"nameserver {cfg.addr(3)}\noptions timeout:1\n")
-        (Path(web.root) / "etc" / "hosts").write_text(
-            f"127.0.0.1\tlocalhost\n{cfg.addr(1)}\tweb01.lab web01\n"
-        )
+        (Path(web.root) / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost\n{cfg.addr(1)}\tweb01.lab web01\n")
         enter = Path(web.root) / "bin" / "enter"
         enter.write_text(self._render("enter-web01.sh.j2", **self._context(cfg)))
         enter.chmod(0o755)
@@ -395,10 +496,16 @@ class Lab:
                 "autostart": True,
             },
             {"name": "flaky", "command": backend("flaky", "flaky", f"{app.addr}:{cfg.flaky_port}"), "autostart": True},
-            {"name": "svc-blue", "command": backend("app", "svc-blue", f"{cfg.addr(5)}:{cfg.app_port}"),
-             "autostart": True},
-            {"name": "svc-green", "command": backend("app", "svc-green", f"{cfg.addr(6)}:{cfg.app_port}"),
-             "autostart": False},
+            {
+                "name": "svc-blue",
+                "command": backend("app", "svc-blue", f"{cfg.addr(5)}:{cfg.app_port}"),
+                "autostart": True,
+            },
+            {
+                "name": "svc-green",
+                "command": backend("app", "svc-green", f"{cfg.addr(6)}:{cfg.app_port}"),
+                "autostart": False,
+            },
         ]
         for host, programs in ((web, web_programs), (app, app_programs)):
             (Path(host.root) / "supervisor" / "supervisord.conf").write_text(
@@ -478,8 +585,13 @@ all:
         env = {**os.environ, ENV_MARK: str(self.dir)}
         with log.open("ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True, cwd=str(self.dir),
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=str(self.dir),
             )
         time.sleep(0.05)
         if proc.poll() is not None:
@@ -655,9 +767,20 @@ all:
         status.unlink(missing_ok=True)
         pid = self._spawn(
             [
-                cfg.python, "-m", "remediate.lab.backend", "load",
-                "--target", f"{cfg.addr(1)}:{cfg.http_port}", "--probe", PROBES["app"],
-                "--status", str(status), "--max-conns", str(cfg.worker_connections * 4), "--duration", "600",
+                cfg.python,
+                "-m",
+                "remediate.lab.backend",
+                "load",
+                "--target",
+                f"{cfg.addr(1)}:{cfg.http_port}",
+                "--probe",
+                PROBES["app"],
+                "--status",
+                str(status),
+                "--max-conns",
+                str(cfg.worker_connections * 4),
+                "--duration",
+                "600",
             ],
             self.dir / "load" / "load.log",
         )
@@ -699,8 +822,9 @@ all:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             now = set(_children(master))
-            if now - before and all(_cmdline(pid) in ("", None) or "shutting down" in (_cmdline(pid) or "")
-                                    for pid in before):
+            if now - before and all(
+                _cmdline(pid) in ("", None) or "shutting down" in (_cmdline(pid) or "") for pid in before
+            ):
                 return
             time.sleep(0.02)
         log = Path(web_log := f"{self.web(cfg).nginx}/logs/error.log")
@@ -778,17 +902,13 @@ def _pid_alive(pid: int) -> bool:
 
 def _signal(pid: int | None, sig: int) -> None:
     if pid:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _read_pid(path: Path) -> int | None:
