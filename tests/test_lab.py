@@ -91,3 +91,13 @@ def test_lab_down_leaves_no_process_behind() -> None:
     lab.down()
     assert lab.processes() == {}
     assert not [pid for pid in started if _pid_alive(pid)]
+
+
+def test_reset_stops_the_load_and_forgets_it(lab: Lab, lab_cfg: LabConfig) -> None:
+    """After a workers break, reset stops the load generator and status no longer lists it."""
+    lab.reset()
+    lab.break_("workers", "load", keep=True)
+    pid = lab._load().roots["load"]
+    lab.reset()
+    assert not _pid_alive(pid)
+    assert "load" not in lab.status()["running"]

@@ -696,9 +696,9 @@ all:
 
     def reset(self) -> None:
         """Put every file and process back to the healthy baseline and wait until all probes answer 200."""
-        state = self._load()
         cfg = self.config()
         self._stop_load()
+        state = self._load()  # after _stop_load, which saves its own change
         self._write_baseline(cfg)
         _signal(_read_pid(self.dir / "dns" / "dnsmasq.pid"), signal.SIGHUP)
         self.ctl(cfg, "app01", "stop", "svc-green", check=False)
