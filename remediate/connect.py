@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from remediate.inventory import Host
 from remediate.transport.base import Transport
 
-__all__ = ["open_transport"]
+if TYPE_CHECKING:
+    from remediate.transport.ssh import SSHTarget
+
+__all__ = ["open_transport", "ssh_target"]
 
 
 def open_transport(host: Host, *, accept_new_host_key: bool = False) -> Transport:
@@ -15,9 +20,18 @@ def open_transport(host: Host, *, accept_new_host_key: bool = False) -> Transpor
         from remediate.transport.local import LocalTransport
 
         return LocalTransport(host.name, become_user=host.become_user, timeout=timeout)
-    from remediate.transport.ssh import SSHTarget, SSHTransport
+    from remediate.transport.ssh import SSHTransport
 
-    target = SSHTarget(
+    return SSHTransport(
+        ssh_target(host, accept_new_host_key=accept_new_host_key), become_user=host.become_user, timeout=timeout
+    )
+
+
+def ssh_target(host: Host, *, accept_new_host_key: bool = False) -> SSHTarget:
+    """Where and how to reach ``host`` over SSH, from its inventory vars."""
+    from remediate.transport.ssh import SSHTarget
+
+    return SSHTarget(
         name=host.name,
         address=host.address,
         port=int(host["ansible_port"]),
@@ -27,4 +41,3 @@ def open_transport(host: Host, *, accept_new_host_key: bool = False) -> Transpor
         accept_new_host_key=accept_new_host_key,
         connect_timeout=float(host["ssh_connect_timeout"]),
     )
-    return SSHTransport(target, become_user=host.become_user, timeout=timeout)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from remediate.connect import ssh_target
 from remediate.errors import (
     AuthFailed,
     CommandFailed,
@@ -24,16 +25,7 @@ from remediate.transport.ssh import SSHTarget, SSHTransport
 
 
 def _target(host: Host, **changes: object) -> SSHTarget:
-    target = SSHTarget(
-        name=host.name,
-        address=host.address,
-        port=int(host["ansible_port"]),
-        user=host["ansible_user"],
-        key_file=host["ansible_ssh_private_key_file"],
-        known_hosts=host["known_hosts"],
-        connect_timeout=5.0,
-    )
-    return dataclasses.replace(target, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(ssh_target(host), **{"connect_timeout": 5.0, **changes})  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -936,20 +936,26 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
-def _wait_port(addr: str, port: int, what: str, timeout: float = 20.0, udp: bool = False) -> None:
+def _wait_until(ready: Callable[[], bool], timeout: float, failure: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if udp:
-            if _udp_bound(addr, port):
-                return
-        else:
-            try:
-                with socket.create_connection((addr, port), timeout=1):
-                    return
-            except OSError:
-                pass
+        if ready():
+            return
         time.sleep(0.05)
-    raise LabError(f"{what} is not listening on {addr}:{port} after {timeout:g}s")
+    raise LabError(f"{failure} after {timeout:g}s")
+
+
+def _accepts(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(addr: str, port: int, what: str, timeout: float = 20.0, udp: bool = False) -> None:
+    check = (lambda: _udp_bound(addr, port)) if udp else (lambda: _accepts(addr, port))
+    _wait_until(check, timeout, f"{what} is not listening on {addr}:{port}")
 
 
 def _udp_bound(addr: str, port: int) -> bool:
@@ -962,21 +968,8 @@ def _udp_bound(addr: str, port: int) -> bool:
 
 
 def _wait_closed(addr: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((addr, port), timeout=0.5):
-                pass
-        except OSError:
-            return
-        time.sleep(0.05)
-    raise LabError(f"{addr}:{port} still accepts connections after {timeout:g}s")
+    _wait_until(lambda: not _accepts(addr, port), timeout, f"{addr}:{port} still accepts connections")
 
 
 def _wait_path(path: Path, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise LabError(f"{what} did not appear at {path} after {timeout:g}s")
+    _wait_until(path.exists, timeout, f"{what} did not appear at {path}")
