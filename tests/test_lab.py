@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from conftest import make_lab_dir
 
 from remediate.errors import UsageError
 from remediate.lab.core import BREAKS, PROBES, Break, Lab, LabConfig, _pid_alive, find_break
+
+
+def _wait_for_text(path: Path, since: int, pattern: str, timeout: float = 5.0) -> str:
+    """The text appended to ``path`` after byte ``since``, once it matches ``pattern`` (or at the timeout).
+
+    Log lines land asynchronously (nginx as it answers, supervisord as it copies a child's stderr).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with path.open("rb") as fh:
+            fh.seek(since)
+            text = fh.read().decode("utf-8", "replace")
+        if re.search(pattern, text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
 
 
 def test_healthy_lab_answers_200_on_every_probe(lab: Lab, lab_cfg: LabConfig) -> None:
@@ -26,13 +42,8 @@ def test_break_gives_real_status_and_signature(lab: Lab, lab_cfg: LabConfig, spe
     lab.break_(spec.cause, spec.variant, keep=True)
     status = lab.probe(lab_cfg, PROBES[spec.probe])
     assert status == spec.status
-    deadline = time.monotonic() + 5  # nginx writes the log line as it answers; allow for the write
-    text = ""
-    while time.monotonic() < deadline:
-        text = lab.new_log_text(lab_cfg, spec.log, log_start)
-        if re.search(spec.signature, text):
-            break
-        time.sleep(0.1)
+    path = lab.dir / "web01" / "nginx" / "logs" / f"{spec.log}.log"
+    text = _wait_for_text(path, log_start, spec.signature)
     assert re.search(spec.signature, text), f"no {spec.signature!r} in new {spec.log}.log text:\n{text[-800:]}"
 
 
@@ -43,10 +54,7 @@ def test_slash_variant_reaches_backend_without_prefix(lab: Lab, lab_cfg: LabConf
     log = lab.dir / "app01" / "supervisor" / "log" / "app.err.log"
     before = log.stat().st_size
     assert lab.probe(lab_cfg, "/api/users") == 502
-    with log.open("rb") as fh:
-        fh.seek(before)
-        seen = fh.read().decode()
-    assert '"GET /users HTTP/1.1" 404' in seen
+    assert '"GET /users HTTP/1.1" 404' in _wait_for_text(log, before, re.escape('"GET /users HTTP/1.1" 404'))
 
 
 def test_reset_heals_a_stack_of_breaks(lab: Lab, lab_cfg: LabConfig) -> None:
