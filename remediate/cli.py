@@ -89,6 +89,52 @@ def _parser() -> argparse.ArgumentParser:
         help="trust a host key seen for the first time and add it to known_hosts (a changed key is still refused)",
     )
 
+    run = sub.add_parser(
+        "run",
+        help="diagnose one cause on a host and fix it, guarded (validate, reload, probe, roll back on failure)",
+        description=(
+            "Collect the evidence in one round trip, decide from it (with the reason), plan the fix as a\n"
+            "diff, then apply it on the host as one transaction: back up, compare-and-swap, atomic write,\n"
+            "nginx -t / php-fpm -t, reload or restart, confirm, probe. Any failure restores every file\n"
+            "byte for byte and reloads. A fix already in place is not made again."
+        ),
+        formatter_class=fmt,
+        epilog=(
+            "examples:\n"
+            "  remediate run -i lab/inventory.yml --host web01 --cause socket --check   # show the diff only\n"
+            "  remediate run -i lab/inventory.yml --host web01 --cause socket --yes\n\n" + EXIT_CODES
+        ),
+    )
+    host_args(run)
+    run.add_argument("--cause", required=True, help="the runbook cause to fix (see `remediate playbooks`)")
+    run.add_argument("--check", action="store_true", help="show what would change, write nothing")
+    run.add_argument("--yes", "-y", action="store_true", help="apply without asking (required when not on a terminal)")
+    run.add_argument(
+        "--playbooks", action="append", metavar="DIR", help="extra playbook directory (overrides by cause)"
+    )
+    run.add_argument(
+        "--accept-new-host-key", action="store_true", help="trust a first-seen host key (never a changed one)"
+    )
+
+    rb = sub.add_parser(
+        "rollback",
+        help="undo a run from the host's journal",
+        description="Restore every file RUN_ID changed (bytes, owner, mode), validate, and reload.\n"
+        "Refuses when a file was edited since that run, unless --force.",
+        formatter_class=fmt,
+    )
+    host_args(rb)
+    rb.add_argument("run_id", metavar="RUN_ID")
+    rb.add_argument("--force", action="store_true", help="restore even files edited since the run")
+    rb.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
+
+    pbs = sub.add_parser("playbooks", help="list the playbooks (one per cause)")
+    pbs.add_argument("--playbooks", action="append", metavar="DIR", help="extra playbook directory")
+    pbs.add_argument("--json", action="store_true")
+    shw = sub.add_parser("show", help="print a playbook's evidence, decisions, fixes and verify steps")
+    shw.add_argument("cause")
+    shw.add_argument("--playbooks", action="append", metavar="DIR", help="extra playbook directory")
+
     lab = sub.add_parser(
         "lab",
         help="a real nginx/sshd/php-fpm lab on loopback that reproduces every 502 cause",
@@ -160,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "inventory": _cmd_inventory,
         "config": _cmd_config,
+        "run": _cmd_run,
+        "rollback": _cmd_rollback,
+        "playbooks": _cmd_playbooks,
+        "show": _cmd_show,
         "lab": _cmd_lab,
     }
     try:
@@ -170,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `remediate ... | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # a bug: still one line unless asked for the traceback
         if os.environ.get("REMEDIATE_DEBUG"):
             raise
@@ -261,6 +314,112 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.route:
         r = result["route"]
         print(f"route {args.route}: " + (f"location {r['location']} at {r['location_where']}" if r else "no server"))
+    return EXIT_OK
+
+
+# -- run, rollback, playbooks ------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from remediate.errors import Refused
+    from remediate.inventory import load_inventory
+    from remediate.run import Report, run
+
+    host = load_inventory(args.inventory).host(args.host)
+    interactive = sys.stdin.isatty() and not args.json
+    if not (args.check or args.yes or interactive):
+        raise Refused("not on a terminal and --yes not given: refusing to change anything (use --check to look)")
+
+    def show(report: Report) -> None:
+        if not args.json:
+            _print_head(report)
+            print(report.plan.diff() or "(no file changes)\n", end="")
+            for action in report.plan.actions:
+                print(f"  then: {action.describe()}")
+
+    def confirm(report: Report) -> bool:
+        answer = input(f"apply this to {report.host}? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    report = run(
+        host,
+        args.cause,
+        check=args.check,
+        yes=args.yes,
+        confirm=confirm,
+        show=show,
+        playbooks=args.playbooks,
+        accept_new_host_key=args.accept_new_host_key,
+    )
+    if args.json:
+        _print_json(report.to_json())
+        return report.exit_code
+    if report.plan.empty:
+        _print_head(report)
+    for s in report.steps:
+        mark = "ok " if s["ok"] else "FAIL"
+        print(f"  [{mark}] {s['step']:<16} {s['seconds']:>6.2f}s  {s['detail']}")
+    for r in report.recovered:
+        print(f"  recovered crashed run {r['run_id']}: restored {', '.join(r['restored']) or 'nothing'}")
+    line = f"{report.outcome}: {report.message}" if report.message else report.outcome
+    print(line, file=sys.stderr if report.exit_code else sys.stdout)
+    print(f"run {report.run_id} on {report.host}; journal {report.journal}")
+    return report.exit_code
+
+
+def _print_head(report: Any) -> None:
+    if getattr(report, "_head_printed", False):
+        return
+    report._head_printed = True
+    print(f"cause {report.cause} on {report.host} (run {report.run_id})")
+    if report.decision:
+        print(f"decision {report.decision['name']}: {report.decision['reason']}")
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from remediate.inventory import load_inventory
+    from remediate.run import rollback
+
+    host = load_inventory(args.inventory).host(args.host)
+    report = rollback(host, args.run_id, force=args.force, accept_new_host_key=args.accept_new_host_key)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"{report.outcome}: {report.message}", file=sys.stderr if report.exit_code else sys.stdout)
+    return report.exit_code
+
+
+def _cmd_playbooks(args: argparse.Namespace) -> int:
+    from remediate.playbook import load_playbooks
+
+    books = load_playbooks(args.playbooks)
+    if args.json:
+        _print_json({c: {"summary": b.summary, "path": b.path} for c, b in sorted(books.items())})
+        return EXIT_OK
+    for cause, book in sorted(books.items()):
+        print(f"{cause:<18} {book.summary}  ({book.path})")
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from remediate.playbook import find_playbook
+
+    book = find_playbook(args.cause, args.playbooks)
+    print(f"{book.cause}: {book.summary}\n  {book.runbook}\n  {book.path}\n\nevidence (one round trip):")
+    for name, collect, step_args in book.evidence:
+        print(f"  {name:<10} {collect}{' ' + json.dumps(step_args) if step_args else ''}")
+    print("\ndecisions (first that holds wins):")
+    for d in book.decisions:
+        then = f"fix {d.fix}" if d.fix else d.outcome
+        print(f"  {d.name}: when {d.when}\n      -> {then}")
+    print("\nfixes:")
+    for fix, steps in book.fixes.items():
+        print(f"  {fix}:")
+        for step in steps:
+            print(f"    {step.module} {json.dumps(step.args)}")
+    print("\nverify:")
+    for item in book.verify:
+        print(f"  {json.dumps(item)}")
     return EXIT_OK
 
 

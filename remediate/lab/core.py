@@ -564,12 +564,14 @@ all:
       php_fpm_conf: {web.root}/php/php-fpm.conf
       php_fpm_service: php-fpm
       php_fpm_pools: [{web.root}/php/pool.d/www.conf]
+      journal_dir: {web.root}/journal
       resolvers: ["{cfg.addr(3)}"]
       tls_ca_bundle: {self.dir}/pki/internal-ca.crt
       probe_urls:
 {probes}
     app01:
       ansible_host: {app.addr}
+      journal_dir: {app.root}/journal
       supervisor_config: {app.root}/supervisor/supervisord.conf
       restartable_services: [app, tls, flaky, svc-blue, svc-green]
       services:

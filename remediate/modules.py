@@ -1,0 +1,113 @@
+"""Fix modules: each turns rendered args plus the evidence into a Plan (file changes and service actions).
+
+Modules never touch the host; they only compute. A module that cannot act
+safely raises Refused with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from remediate.errors import InputError, Refused
+from remediate.evidence import Context
+from remediate.inventory import Host
+from remediate.plan import Action, Change, Plan
+
+__all__ = ["MODULES", "ini_set", "restart_argv", "service_restart", "validate_argv"]
+
+INI_MARKER = "; managed by remediate"
+
+
+def restart_argv(host: Host, service: str) -> list[str]:
+    manager = host["service_manager"]
+    if manager == "systemd":
+        return ["systemctl", "restart", service]
+    if manager == "supervisor":
+        conf = host["supervisor_config"]
+        return ["supervisorctl", *(["-c", conf] if conf else []), "restart", service]
+    return ["service", service, "restart"]
+
+
+def validate_argv(host: Host, kind: str) -> list[str]:
+    if kind == "nginx":
+        return [*host.nginx_base_argv, "-t"]
+    if kind == "php-fpm":
+        return [host["php_fpm_bin"], "-t", "-y", host["php_fpm_conf"]]
+    raise ValueError(f"unknown validation {kind!r}")
+
+
+def service_restart(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Restart a service the inventory lists as restartable; optionally wait for its socket."""
+    service = str(args["service"])
+    allowed = ctx.host["restartable_services"]
+    if service not in allowed:
+        raise Refused(
+            f"{ctx.host.name}: the fix needs to restart {service!r}, which is not in restartable_services "
+            f"({', '.join(allowed) or 'empty'}); add it to the inventory to allow it"
+        )
+    argv = tuple(restart_argv(ctx.host, service))
+    return Plan(actions=[Action("restart", service, argv, wait_socket=args.get("wait_socket") or None)])
+
+
+_KEY_LINE = re.compile(
+    r"^(?P<lead>\s*)(?P<key>[A-Za-z0-9_.\[\]]+)(?P<eq>\s*=\s*)(?P<value>[^;\r\n]*?)(?P<tail>\s*(;.*)?)$"
+)
+
+
+def ini_set(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Set ``key = value`` lines in one ``[section]`` of a flat ini file (php-fpm pools).
+
+    A key that is set is updated in place (only its value changes); a missing key
+    is added at the end of the section, marked. Line edits are right here: these
+    files are flat ``key = value``, not nested blocks.
+    """
+    path = str(args["path"])
+    section = str(args["section"])
+    values = {str(k): str(v) for k, v in dict(args["values"]).items()}
+    if path not in ctx.files:
+        raise InputError(f"ini_set: {path} was not collected as evidence (is it in php_fpm_pools?)")
+    before = ctx.files[path]
+    text = before.decode("utf-8", "surrogateescape")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=True)
+    start = end = None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if stripped[1:-1] == section:
+                start = index + 1
+            elif start is not None and end is None:
+                end = index
+    if start is None:
+        raise Refused(f"{ctx.host.name}: {path} has no [{section}] section")
+    end = len(lines) if end is None else end
+    pending = dict(values)
+    for index in range(start, end):
+        body = lines[index].rstrip("\r\n")
+        m = _KEY_LINE.match(body)
+        if not m or m.group("key") not in pending or body.lstrip().startswith((";", "#")):
+            continue
+        wanted = pending.pop(m.group("key"))
+        if m.group("value").strip().strip("\"'") != wanted:
+            ending = lines[index][len(body) :]
+            lines[index] = f"{m.group('lead')}{m.group('key')}{m.group('eq')}{wanted}{m.group('tail')}{ending}"
+    if pending:
+        insert_at = end
+        while insert_at > start and not lines[insert_at - 1].strip():
+            insert_at -= 1
+        if insert_at > 0 and not lines[insert_at - 1].endswith(("\n", "\r")):
+            lines[insert_at - 1] += newline
+        added = [f"{key} = {value} {INI_MARKER}{newline}" for key, value in pending.items()]
+        lines[insert_at:insert_at] = added
+    after = "".join(lines).encode("utf-8", "surrogateescape")
+    if after == before:
+        return Plan()
+    return Plan(changes=[Change(path, before, after, str(args.get("validate", "php-fpm")))])
+
+
+MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
+    "service_restart": service_restart,
+    "ini_set": ini_set,
+}

@@ -1,0 +1,84 @@
+"""Every change is a value first: planned, shown as a diff, and only then applied."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Action", "Change", "Plan"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Replace the bytes of ``path`` (``before``, as read from the host) with ``after``."""
+
+    path: str
+    before: bytes
+    after: bytes
+    validate: str  # "nginx" or "php-fpm": which test must pass before the change stands
+
+    @property
+    def before_sha(self) -> str:
+        return hashlib.sha256(self.before).hexdigest()
+
+    def diff(self) -> str:
+        before = self.before.decode("utf-8", "replace").splitlines(keepends=True)
+        after = self.after.decode("utf-8", "replace").splitlines(keepends=True)
+        lines = difflib.unified_diff(before, after, f"a{self.path}", f"b{self.path}")
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A service action the plan needs: reload nginx, or restart a service."""
+
+    kind: str  # "reload" | "restart"
+    service: str
+    argv: tuple[str, ...]
+    wait_socket: str | None = None
+    pid_file: str | None = None
+
+    def describe(self) -> str:
+        what = f"{self.kind} {self.service}: {' '.join(self.argv)}"
+        return what + (f" (then wait for {self.wait_socket})" if self.wait_socket else "")
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"kind": self.kind, "service": self.service, "argv": list(self.argv)}
+        if self.wait_socket:
+            wire["wait_socket"] = self.wait_socket
+        if self.pid_file:
+            wire["pid_file"] = self.pid_file
+        return wire
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.actions
+
+    def add(self, other: Plan) -> None:
+        for change in other.changes:
+            existing = next((i for i, c in enumerate(self.changes) if c.path == change.path), None)
+            if existing is None:
+                self.changes.append(change)
+            else:  # two steps edit one file: the later one builds on the earlier
+                first = self.changes[existing]
+                self.changes[existing] = Change(change.path, first.before, change.after, change.validate)
+        for action in other.actions:
+            if action not in self.actions:
+                self.actions.append(action)
+
+    def diff(self) -> str:
+        return "".join(c.diff() for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": [{"path": c.path, "diff": c.diff()} for c in self.changes],
+            "actions": [a.describe() for a in self.actions],
+        }

@@ -1,0 +1,361 @@
+"""One run: evidence → decision → plan → guarded apply → verify, journaled under one run_id.
+
+This is the library API the CLI (and ChatOps, and users' scripts) call::
+
+    report = remediate.run.run(inventory.host("web01"), "socket", yes=True)
+    report.outcome  # "fixed" | "nothing-to-do" | "planned" | "rolled-back" | "refused" | "failed"
+
+A run costs two round trips to the host: one for all the evidence (which also
+takes the host's lock), one for the whole transaction, done by the helper on
+the host so a dropped connection cannot leave it half-applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remediate.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROLLED_BACK,
+    Refused,
+    RemediateError,
+)
+from remediate.evidence import Context, build_request, interpret, to_json
+from remediate.inventory import Host
+from remediate.modules import MODULES, validate_argv
+from remediate.plan import Action, Plan
+from remediate.playbook import Playbook, find_playbook, render
+from remediate.transport.base import Transport
+
+__all__ = ["OUTCOME_EXIT", "Report", "call_helper", "rollback", "run"]
+
+OUTCOME_EXIT = {
+    "fixed": EXIT_OK,
+    "nothing-to-do": EXIT_OK,
+    "planned": EXIT_OK,
+    "refused": EXIT_REFUSED,
+    "rolled-back": EXIT_ROLLED_BACK,
+    "restored": EXIT_OK,  # a rollback the user asked for, done
+    "failed": EXIT_FAILED,
+}
+LOCK_LEASE = 300.0  # seconds: covers evidence → decision → confirmation → apply
+HELPER = (Path(__file__).parent / "hostside.py").read_text()
+
+
+@dataclass
+class Report:
+    run_id: str
+    host: str
+    cause: str
+    outcome: str = "failed"
+    decision: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    plan: Plan = field(default_factory=Plan)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    recovered: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    journal: str = ""
+    round_trips: int = 0
+    #: Whether this run holds the host's lock (the helper releases it at the end of an apply).
+    locked: bool = field(default=False, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return OUTCOME_EXIT[self.outcome]
+
+    def step(self, name: str, ok: bool, detail: str, started: float) -> None:
+        self.steps.append({"step": name, "ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "host": self.host,
+            "cause": self.cause,
+            "outcome": self.outcome,
+            "message": self.message,
+            "decision": self.decision,
+            "changes": self.plan.to_json()["changes"],
+            "actions": self.plan.to_json()["actions"],
+            "evidence": self.evidence,
+            "steps": self.steps,
+            "recovered": self.recovered,
+            "journal": self.journal,
+            "round_trips": self.round_trips,
+        }
+
+
+def call_helper(transport: Transport, host: Host, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """Run the host-side helper with ``request`` as JSON on stdin; one round trip."""
+    argv = [host["ansible_python_interpreter"], "-c", HELPER]
+    result = transport.run(argv, stdin=json.dumps(request).encode(), timeout=timeout, warn=True)
+    try:
+        answer: dict[str, Any] = json.loads(result.stdout or b"null")
+    except ValueError:
+        answer = {}
+    if not isinstance(answer, dict) or not answer:
+        raise RemediateError(
+            f"{host.name}: remediate's helper gave no answer (exit {result.exited}): {result.stderr_tail()}"
+        )
+    if answer.get("error"):
+        raise RemediateError(f"{host.name}: remediate's helper failed: {answer['error']}")
+    return answer
+
+
+def run(
+    host: Host,
+    cause: str,
+    *,
+    transport: Transport | None = None,
+    check: bool = False,
+    yes: bool = False,
+    confirm: Callable[[Report], bool] | None = None,
+    show: Callable[[Report], None] | None = None,
+    playbooks: list[str] | None = None,
+    accept_new_host_key: bool = False,
+    run_id: str | None = None,
+    test_pause_after_write: float | None = None,
+) -> Report:
+    """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring."""
+    from remediate.connect import open_transport
+    from remediate.journal import new_run_id, open_journal
+
+    book = find_playbook(cause, playbooks)
+    report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause)
+    log, fh, path = open_journal(report.run_id, host=host.name, cause=cause)
+    report.journal = str(path)
+    own_transport = transport is None
+    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    try:
+        log.info("start", step="start", check=check, playbook=book.path)
+        _run(
+            host,
+            book,
+            transport,
+            report,
+            log,
+            check=check,
+            yes=yes,
+            confirm=confirm,
+            show=show,
+            pause=test_pause_after_write,
+        )
+    except Refused as exc:
+        report.outcome, report.message = "refused", str(exc)
+    finally:
+        if report.locked:
+            _release(transport, host, report)
+        report.round_trips = getattr(transport, "round_trips", 0)
+        log.info("end", step="end", outcome=report.outcome, message=report.message, steps=report.steps)
+        fh.close()
+        if own_transport:
+            transport.close()
+    return report
+
+
+def _run(
+    host: Host,
+    book: Playbook,
+    transport: Transport,
+    report: Report,
+    log: Any,
+    *,
+    check: bool,
+    yes: bool,
+    confirm: Callable[[Report], bool] | None,
+    show: Callable[[Report], None] | None,
+    pause: float | None,
+) -> None:
+    """The run's body; sets report.outcome, or raises Refused."""
+    # 1. evidence, in one round trip that also takes the lock (not for --check: it writes nothing)
+    started = time.monotonic()
+    request = build_request(host, book.evidence)
+    request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
+    if not check:
+        request["lock"] = {"lease": LOCK_LEASE}
+    answer = call_helper(transport, host, request)
+    lock = answer.get("lock")
+    if lock and not lock.get("acquired"):
+        held = lock.get("held") or {}
+        since = time.strftime("%H:%M:%SZ", time.gmtime(held.get("since", 0)))
+        raise Refused(
+            f"{host.name}: run {held.get('run_id')} holds the lock (since {since}); wait for it, "
+            f"or roll it back with `remediate rollback --host {host.name} {held.get('run_id')}`"
+        )
+    report.locked = bool(lock)
+    report.recovered = answer.get("recovered") or []
+    if lock and lock.get("stale"):
+        log.warning("stale-lock", step="lock", previous=lock["stale"])
+    ctx = interpret(Context(host), book.evidence, answer)
+    _check_journal_location(host, ctx)
+    report.evidence = {name: to_json(ctx.values[name]) for name, _, _ in book.evidence}
+    report.step("evidence", True, f"{len(book.evidence)} collector(s) in one round trip", started)
+    log.info("evidence", step="evidence", evidence=report.evidence, recovered=report.recovered)
+
+    # 2. decision
+    started = time.monotonic()
+    decision, reason = book.decide(ctx)
+    report.decision = {"name": decision.name, "reason": reason, "outcome": decision.outcome}
+    report.step("decide", True, f"{decision.name}: {reason}", started)
+    log.info("decision", step="decide", decision=decision.name, reason=reason)
+    if decision.outcome == "refuse":
+        raise Refused(f"{host.name}: {decision.refuse} ({reason})")
+    if decision.outcome == "nothing-to-do":
+        report.outcome, report.message = "nothing-to-do", reason
+        return
+
+    # 3. plan
+    started = time.monotonic()
+    assert decision.fix is not None
+    plan = Plan()
+    for step in book.fixes[decision.fix]:
+        plan.add(MODULES[step.module](ctx, render(step.args, ctx)))
+    report.plan = plan
+    report.step("plan", True, f"{len(plan.changes)} file change(s), {len(plan.actions)} action(s)", started)
+    log.info("plan", step="plan", plan=plan.to_json())
+    if plan.empty:
+        report.outcome, report.message = "nothing-to-do", "the fix is already in place"
+        return
+    if show is not None:
+        show(report)
+    if check:
+        report.outcome, report.message = "planned", "--check: nothing was written"
+        return
+    if not yes and (confirm is None or not confirm(report)):
+        raise Refused(f"{host.name}: not confirmed; nothing was changed")
+
+    # 4. guarded apply, in one round trip
+    request = _apply_request(host, book, ctx, report, plan, pause)
+    answer = call_helper(transport, host, request, timeout=600)
+    report.locked = False  # the helper released it, whatever the outcome
+    report.steps += answer.get("steps", [])
+    outcome = answer.get("outcome", "failed")
+    report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
+    if answer.get("failed_step"):
+        undone = "every file restored" if report.outcome == "rolled-back" else "restore incomplete, see the journal"
+        report.message = f"{answer['failed_step']} failed ({undone}): {answer.get('reason', '')}"
+    else:
+        report.message = answer.get("reason", "") or (reason if report.outcome == "fixed" else "")
+    log.info("apply", step="apply", outcome=report.outcome, steps=answer.get("steps"), reason=answer.get("reason"))
+
+
+def _apply_request(
+    host: Host, book: Playbook, ctx: Context, report: Report, plan: Plan, pause: float | None
+) -> dict[str, Any]:
+    validates = []
+    for kind in dict.fromkeys(c.validate for c in plan.changes):
+        validates.append({"name": f"{kind} -t", "argv": validate_argv(host, kind)})
+    actions: list[Action] = list(plan.actions)
+    if any(c.validate == "nginx" for c in plan.changes):
+        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=_pid_file(host, ctx)))
+    probes: list[str] = []
+    for item in book.verify:
+        if "probe" in item:
+            value = render(item["probe"], ctx)
+            probes += [value] if isinstance(value, str) else list(value)
+    request: dict[str, Any] = {
+        "op": "apply",
+        "run_id": report.run_id,
+        "cause": report.cause,
+        "journal_dir": host["journal_dir"],
+        "lock_lease": LOCK_LEASE,
+        "changes": [
+            {"path": c.path, "before_sha": c.before_sha, "after_b64": base64.b64encode(c.after).decode()}
+            for c in plan.changes
+        ],
+        "validate": validates,
+        "actions": [a.to_wire() for a in actions],
+        "probes": list(dict.fromkeys(probes)),
+        "probe_budget": host["probe_budget"],
+        "bad_statuses": [500, 502, 503, 504],
+    }
+    if pause:
+        request["test_pause_after_write"] = pause
+    return request
+
+
+def _pid_file(host: Host, ctx: Context) -> str:
+    found = ctx.config.directive_value("pid") if ctx.config else None
+    path = found[0] if found else "/run/nginx.pid"
+    if not path.startswith("/"):
+        path = posixpath.join(host["nginx_prefix"] or "/usr/share/nginx", path)
+    return path
+
+
+def _check_journal_location(host: Host, ctx: Context) -> None:
+    """Backups must never be read as config: refuse a journal_dir inside a folder nginx includes."""
+    if ctx.config is None:
+        return
+    journal = host["journal_dir"].rstrip("/") + "/"
+    for directive, _ in ctx.config.walk():
+        if directive.name == "include" and directive.args:
+            pattern = directive.args[0]
+            folder = posixpath.dirname(
+                pattern if pattern.startswith("/") else posixpath.join(ctx.config.conf_dir, pattern)
+            )
+            if journal.startswith(folder.rstrip("/") + "/"):
+                raise Refused(
+                    f"{host.name}: journal_dir {host['journal_dir']} is inside {folder}, which nginx "
+                    f"includes ({directive.where}); choose a journal_dir outside nginx's config"
+                )
+
+
+def _release(transport: Transport, host: Host, report: Report) -> None:
+    # If this fails the lease runs out on its own; the run's outcome is what matters here.
+    with contextlib.suppress(RemediateError):
+        call_helper(transport, host, {"op": "release", "run_id": report.run_id, "journal_dir": host["journal_dir"]})
+
+
+def rollback(
+    host: Host,
+    target: str,
+    *,
+    force: bool = False,
+    transport: Transport | None = None,
+    accept_new_host_key: bool = False,
+) -> Report:
+    """Undo run ``target`` from the host's journal, guarded like any change."""
+    from remediate.connect import open_transport
+    from remediate.journal import new_run_id
+
+    report = Report(run_id=new_run_id(), host=host.name, cause=f"rollback {target}")
+    own = transport is None
+    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    try:
+        started = time.monotonic()
+        answer = call_helper(
+            transport,
+            host,
+            {
+                "op": "rollback",
+                "run_id": report.run_id,
+                "target": target,
+                "force": force,
+                "journal_dir": host["journal_dir"],
+                "lock_lease": LOCK_LEASE,
+            },
+        )
+        outcome = answer.get("outcome", "failed")
+        outcome = "restored" if outcome == "rolled-back" else outcome
+        report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
+        restored = answer.get("restored") or []
+        report.message = answer.get("reason") or (
+            f"restored {', '.join(restored)}"
+            if restored
+            else "nothing to restore: the files already hold their original bytes"
+        ) + ("; " + "; ".join(answer["problems"]) if answer.get("problems") else "")
+        report.step("rollback", report.outcome == "restored", report.message, started)
+        report.round_trips = getattr(transport, "round_trips", 0)
+    finally:
+        if own:
+            transport.close()
+    return report

@@ -1,0 +1,303 @@
+"""`remediate run --cause socket` end to end on the real lab, and every guard of the apply."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from remediate.connect import open_transport
+from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK, RemediateError
+from remediate.inventory import Host
+from remediate.lab.core import Lab, LabConfig
+from remediate.run import call_helper, rollback, run
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+
+
+def _tree_state(lab: Lab) -> dict[str, tuple[str, int, int, int]]:
+    """sha256, uid, gid and mode of every config file on web01 (nginx and php-fpm)."""
+    state = {}
+    for root in (lab.dir / "web01" / "nginx", lab.dir / "web01" / "php"):
+        for path in sorted(root.rglob("*")):
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and path.suffix in (".conf", "")
+                and "logs" not in path.parts
+                and "run" not in path.parts
+                and "log" not in path.parts
+            ):
+                st = path.stat()
+                state[str(path)] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_mode & 0o7777,
+                )
+    return state
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remediate.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ},
+    )
+
+
+@pytest.fixture
+def pool(lab: Lab) -> Path:
+    return lab.dir / "web01" / "php" / "pool.d" / "www.conf"
+
+
+@pytest.mark.parametrize("variant", ["missing", "permission"])
+def test_socket_fixed_end_to_end_then_nothing_to_do(lab: Lab, lab_cfg: LabConfig, variant: str) -> None:
+    """502 before; `run --yes` makes it 200 with exit 0; a second run says nothing to do and changes nothing."""
+    lab.reset()
+    lab.break_("socket", variant, keep=True)
+    assert lab.probe(lab_cfg, "/index.php") == 502
+    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes")
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    assert lab.probe(lab_cfg, "/index.php") == 200
+    before = _tree_state(lab)
+    again = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
+    assert again.returncode == EXIT_OK
+    report = json.loads(again.stdout)
+    assert report["outcome"] == "nothing-to-do"
+    assert report["changes"] == [] and not any(s["step"].startswith("restart") for s in report["steps"])
+    assert _tree_state(lab) == before
+
+
+def test_json_report_carries_evidence_reason_and_timed_steps(lab: Lab, lab_cfg: LabConfig) -> None:
+    """--json prints one object with run_id, outcome, the evidence, the decision's reason, changes and steps."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "fixed" and report["cause"] == "socket" and report["run_id"]
+    assert "nobody:nogroup" in report["decision"]["reason"] and "www-data" in report["decision"]["reason"]
+    socket = report["evidence"]["sockets"]["denied"][0]
+    assert socket["stat"]["owner"] == "nobody" and socket["nginx_may_connect"] is False
+    assert any("Permission denied" in line for line in report["evidence"]["log"]["last"])
+    assert "+listen.owner = www-data" in report["changes"][0]["diff"]
+    assert {s["step"] for s in report["steps"]} >= {
+        "evidence",
+        "decide",
+        "plan",
+        "backup",
+        "write",
+        "php-fpm -t",
+        "restart php-fpm",
+        "probe",
+    }
+    assert all(isinstance(s["seconds"], float | int) for s in report["steps"])
+    journal = Path(report["journal"]).read_text().splitlines()
+    assert all(json.loads(line)["run_id"] == report["run_id"] for line in journal)
+
+
+def test_check_prints_the_diff_and_writes_nothing(lab: Lab) -> None:
+    """--check shows the unified diff and leaves every file (and the journal) untouched."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    before = _tree_state(lab)
+    journal = lab.dir / "web01" / "journal"
+    runs_before = sorted(os.listdir(journal / "runs")) if (journal / "runs").exists() else []
+    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--check")
+    assert done.returncode == EXIT_OK
+    assert "-listen.owner = nobody" in done.stdout and "+listen.owner = www-data" in done.stdout
+    assert _tree_state(lab) == before
+    assert (sorted(os.listdir(journal / "runs")) if (journal / "runs").exists() else []) == runs_before
+    assert not (journal / "lock").exists()
+
+
+def test_non_interactive_without_yes_refuses(lab: Lab) -> None:
+    """Without a terminal and without --yes, run refuses before touching anything."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remediate.cli",
+            "run",
+            "-i",
+            str(lab.inventory),
+            "--host",
+            "web01",
+            "--cause",
+            "socket",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == EXIT_REFUSED
+    assert "--yes" in done.stderr
+
+
+def _bad_playbook(tmp_path: Path, extra_values: str = "", verify: str | None = None) -> str:
+    """The shipped socket playbook with a fault injected: an extra pool value, or another probe."""
+    from remediate.resources import playbooks_dir
+
+    text = (playbooks_dir() / "socket.yml").read_text()
+    if extra_values:
+        text = text.replace('          listen.mode: "0660"', '          listen.mode: "0660"\n' + extra_values)
+    if verify:
+        text = text.split("verify:")[0] + "verify:\n  - probe: " + verify + "\n"
+    directory = tmp_path / "books"
+    directory.mkdir()
+    (directory / "socket.yml").write_text(text)
+    return str(directory)
+
+
+def test_candidate_failing_validation_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_path: Path, web01: Host) -> None:
+    """A candidate php-fpm rejects: files restored byte-identical (owner, mode), nginx still serving, exit 4."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    before = _tree_state(lab)
+    books = _bad_playbook(tmp_path, extra_values='          pm: "no-such-process-manager"')
+    report = run(web01, "socket", yes=True, playbooks=[books])
+    assert report.outcome == "rolled-back" and report.exit_code == EXIT_ROLLED_BACK
+    assert "php-fpm -t" in report.message
+    assert _tree_state(lab) == before
+    assert lab.probe(lab_cfg, "/") == 200  # nginx still serves what it served
+    assert lab.probe(lab_cfg, "/index.php") == 502  # and the socket is as broken as before, not worse
+
+
+def test_probe_still_failing_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_path: Path, web01: Host) -> None:
+    """When the probe still fails after the fix, every file is restored and the run says rolled back."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    before = _tree_state(lab)
+    books = _bad_playbook(tmp_path, verify=f"http://{lab_cfg.addr(1)}:{lab_cfg.http_port + 1}/unreachable")
+    fast = dataclasses.replace(web01, vars={**web01.vars, "probe_budget": 1.0})
+    report = run(fast, "socket", yes=True, playbooks=[books])
+    assert report.outcome == "rolled-back", report.message
+    assert report.steps[-1]["step"] == "restore" and report.steps[-1]["ok"]
+    assert "probe" in [s["step"] for s in report.steps if not s["ok"]]
+    assert _tree_state(lab) == before
+
+
+def test_second_run_while_lock_is_held_is_refused(lab: Lab, web01: Host) -> None:
+    """A run while another run holds the host's lock is refused (exit 3), naming the holder."""
+    lab.reset()
+    with open_transport(web01) as t:
+        held = call_helper(
+            t,
+            web01,
+            {"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": {"lease": 60}},
+        )
+        assert held["lock"]["acquired"]
+        try:
+            report = run(web01, "socket", yes=True)
+            assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
+            assert "other-run holds the lock" in report.message
+        finally:
+            call_helper(t, web01, {"op": "release", "run_id": "other-run", "journal_dir": web01["journal_dir"]})
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over(lab: Lab, web01: Host) -> None:
+    """A lock whose lease ran out and whose helper is gone does not block the next run."""
+    lab.reset()
+    lock = Path(web01["journal_dir"]) / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"run_id": "dead-run", "pid": None, "since": 0, "expires": 1}))
+    report = run(web01, "socket", yes=True)
+    assert report.outcome == "nothing-to-do"
+    assert not lock.exists()
+
+
+def _helper_pids() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"The helper remediate runs *on the host*" in cmd:
+                found.append(int(entry))
+    return found
+
+
+def test_connection_cut_mid_apply_is_recovered_by_the_next_run(
+    lab: Lab, lab_cfg: LabConfig, web01: Host, pool: Path
+) -> None:
+    """Kill the SSH session and its helper after the write: the next run restores from the journal, then fixes."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    original = pool.read_bytes()
+    outcome: dict[str, object] = {}
+
+    def doomed() -> None:
+        try:
+            outcome["report"] = run(web01, "socket", yes=True, test_pause_after_write=20)
+        except RemediateError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=doomed)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and pool.read_bytes() == original:
+        time.sleep(0.05)
+    assert pool.read_bytes() != original, "the run never wrote the pool file"
+    for pid in _helper_pids():
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(pid, signal.SIGKILL)
+        os.kill(parent, signal.SIGKILL)  # that session's sshd child
+    thread.join(60)
+    assert "error" in outcome or getattr(outcome.get("report"), "outcome", "") != "fixed"
+    crashed = [
+        r
+        for r in os.listdir(Path(web01["journal_dir"]) / "runs")
+        if json.loads((Path(web01["journal_dir"]) / "runs" / r / "meta.json").read_text())["state"] == "applying"
+    ]
+    assert crashed
+    report = run(web01, "socket", yes=True)
+    assert [r["run_id"] for r in report.recovered] == crashed
+    assert str(pool) in report.recovered[0]["restored"]
+    assert report.outcome == "fixed"
+    assert lab.probe(lab_cfg, "/index.php") == 200
+
+
+def test_rollback_restores_the_files_of_a_run(lab: Lab, lab_cfg: LabConfig, web01: Host, pool: Path) -> None:
+    """`remediate rollback RUN_ID` puts back the exact bytes, owner and mode, and restarts what the run restarted."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    before = _tree_state(lab)
+    report = run(web01, "socket", yes=True)
+    assert report.outcome == "fixed"
+    done = _cli("rollback", "-i", str(lab.inventory), "--host", "web01", report.run_id)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert _tree_state(lab) == before
+    assert lab.probe(lab_cfg, "/index.php") == 502  # the run's fix is undone, restart included
+
+
+def test_rollback_refuses_a_file_edited_since(lab: Lab, web01: Host, pool: Path) -> None:
+    """A file edited by hand after the run makes rollback refuse (exit 3) unless --force."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    report = run(web01, "socket", yes=True)
+    assert report.outcome == "fixed"
+    pool.write_bytes(pool.read_bytes() + b"; edited by a human\n")
+    refused = rollback(web01, report.run_id)
+    assert refused.outcome == "refused" and "changed since run" in refused.message
+    assert pool.read_bytes().endswith(b"; edited by a human\n")
+    forced = rollback(web01, report.run_id, force=True)
+    assert forced.outcome == "restored" and forced.exit_code == EXIT_OK
+    assert b"listen.owner = nobody" in pool.read_bytes()
