@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"remediate: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="remediate",
@@ -173,7 +173,8 @@ def _parser() -> argparse.ArgumentParser:
         help="put the lab into one runbook cause",
         description="Reset the lab to healthy, then break it the way the runbook describes.",
         formatter_class=fmt,
-        epilog=_break_table(),
+        # Built only when `lab` is on the command line: it imports the lab, which a run does not need.
+        epilog=_break_table() if "lab" in (sys.argv[1:] if argv is None else argv) else None,
     )
     lab_dir(brk)
     brk.add_argument("--cause", required=True, help="one of the causes below")
@@ -198,7 +199,7 @@ def _break_table() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

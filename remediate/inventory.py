@@ -159,7 +159,7 @@ VARS: tuple[Var, ...] = (
     Var("probe_budget", _number, 10.0, "seconds the fixed URLs get to stop answering 502 before a rollback"),
     # the run's own state on the host
     Var("journal_dir", _str, "/var/lib/remediate", "journal (backups, lock) on the host; never under an nginx include"),
-    Var("ansible_python_interpreter", _str, "python3", "python3 on the host, for remediate's helper"),
+    Var("ansible_python_interpreter", _str, "/usr/bin/python3", "python3 on the host, for remediate's helper"),
 )
 _BY_NAME = {var.name: var for var in VARS}
 

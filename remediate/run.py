@@ -33,11 +33,12 @@ from remediate.errors import (
 from remediate.evidence import Context, build_request, interpret, to_json
 from remediate.inventory import Host
 from remediate.modules import MODULES, validate_argv
+from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, find_playbook, render
 from remediate.transport.base import Transport
 
-__all__ = ["OUTCOME_EXIT", "Report", "call_helper", "rollback", "run"]
+__all__ = ["OUTCOME_EXIT", "Report", "apply_plan", "call_helper", "rollback", "run"]
 
 OUTCOME_EXIT = {
     "fixed": EXIT_OK,
@@ -96,7 +97,8 @@ class Report:
 
 def call_helper(transport: Transport, host: Host, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
     """Run the host-side helper with ``request`` as JSON on stdin; one round trip."""
-    argv = [host["ansible_python_interpreter"], "-c", HELPER]
+    # -I -S: isolated (no PYTHON* variables, no user site) and no site import: stdlib only, and fast to start.
+    argv = [host["ansible_python_interpreter"], "-I", "-S", "-c", HELPER]
     result = transport.run(argv, stdin=json.dumps(request).encode(), timeout=timeout, warn=True)
     try:
         answer: dict[str, Any] = json.loads(result.stdout or b"null")
@@ -234,8 +236,14 @@ def _run(
         raise Refused(f"{host.name}: not confirmed; nothing was changed")
 
     # 4. guarded apply, in one round trip
-    request = _apply_request(host, book, ctx, report, plan, pause)
-    answer = call_helper(transport, host, request, timeout=600)
+    probes: list[str] = []
+    for item in book.verify:
+        if "probe" in item:
+            value = render(item["probe"], ctx)
+            probes += [value] if isinstance(value, str) else list(value)
+    answer = apply_plan(
+        transport, host, plan, run_id=report.run_id, cause=report.cause, probes=probes, config=ctx.config, pause=pause
+    )
     report.locked = False  # the helper released it, whatever the outcome
     report.steps += answer.get("steps", [])
     outcome = answer.get("outcome", "failed")
@@ -248,24 +256,34 @@ def _run(
     log.info("apply", step="apply", outcome=report.outcome, steps=answer.get("steps"), reason=answer.get("reason"))
 
 
-def _apply_request(
-    host: Host, book: Playbook, ctx: Context, report: Report, plan: Plan, pause: float | None
+def apply_plan(
+    transport: Transport,
+    host: Host,
+    plan: Plan,
+    *,
+    run_id: str,
+    cause: str,
+    probes: list[str],
+    config: NginxConfig | None = None,
+    pause: float | None = None,
 ) -> dict[str, Any]:
-    validates = []
-    for kind in dict.fromkeys(c.validate for c in plan.changes):
-        validates.append({"name": f"{kind} -t", "argv": validate_argv(host, kind)})
+    """The guarded transaction, done by the helper on the host in one round trip.
+
+    Back up, compare-and-swap, write atomically, validate (nginx -t, php-fpm -t), reload nginx
+    (confirmed by its new workers) and restart services, probe; on any failure restore every
+    file and reload. Returns the helper's answer: outcome, failed_step, reason, steps.
+    """
+    validates = [
+        {"name": f"{kind} -t", "argv": validate_argv(host, kind)}
+        for kind in dict.fromkeys(c.validate for c in plan.changes)
+    ]
     actions: list[Action] = list(plan.actions)
     if any(c.validate == "nginx" for c in plan.changes):
-        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=_pid_file(host, ctx)))
-    probes: list[str] = []
-    for item in book.verify:
-        if "probe" in item:
-            value = render(item["probe"], ctx)
-            probes += [value] if isinstance(value, str) else list(value)
+        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=_pid_file(host, config)))
     request: dict[str, Any] = {
         "op": "apply",
-        "run_id": report.run_id,
-        "cause": report.cause,
+        "run_id": run_id,
+        "cause": cause,
         "journal_dir": host["journal_dir"],
         "lock_lease": LOCK_LEASE,
         "changes": [
@@ -280,11 +298,11 @@ def _apply_request(
     }
     if pause:
         request["test_pause_after_write"] = pause
-    return request
+    return call_helper(transport, host, request, timeout=600)
 
 
-def _pid_file(host: Host, ctx: Context) -> str:
-    found = ctx.config.directive_value("pid") if ctx.config else None
+def _pid_file(host: Host, config: NginxConfig | None) -> str:
+    found = config.directive_value("pid") if config else None
     path = found[0] if found else "/run/nginx.pid"
     if not path.startswith("/"):
         path = posixpath.join(host["nginx_prefix"] or "/usr/share/nginx", path)

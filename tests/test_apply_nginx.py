@@ -1,0 +1,101 @@
+"""The guarded apply on nginx files, against the lab's real nginx: validate, reload, confirm, restore."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from remediate.connect import open_transport
+from remediate.inventory import Host
+from remediate.journal import new_run_id
+from remediate.lab.core import Lab, LabConfig
+from remediate.nginx import NginxConfig
+from remediate.plan import Change, Plan
+from remediate.run import apply_plan
+from remediate.transport.base import Transport
+
+
+@pytest.fixture
+def web(web01: Host) -> Iterator[Transport]:
+    with open_transport(web01) as transport:
+        yield transport
+
+
+def _site(lab: Lab) -> Path:
+    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+
+
+def _fingerprint(path: Path) -> tuple[str, int, int, int]:
+    st = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def _apply(web: Transport, host: Host, lab: Lab, after: bytes, probes: list[str]) -> dict[str, object]:
+    site = _site(lab)
+    # The change names the sites-enabled symlink, as nginx -T does; the write must keep the link.
+    enabled = str(lab.dir / "web01" / "nginx" / "sites-enabled" / "lab.conf")
+    plan = Plan(changes=[Change(enabled, site.read_bytes(), after, "nginx")])
+    dump = web.run([*host.nginx_base_argv, "-T"]).stdout
+    return apply_plan(
+        web, host, plan, run_id=new_run_id(), cause="test", probes=probes, config=NginxConfig.from_dump(dump)
+    )
+
+
+def test_valid_nginx_change_is_reloaded_and_confirmed(
+    lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport
+) -> None:
+    """A valid change passes nginx -t, is reloaded, confirmed by new workers, and serves."""
+    lab.reset()
+    site = _site(lab)
+    original = site.read_bytes()
+    after = original.replace(
+        b"    location = /50x.html {",
+        b'    location = /remediate-test { return 200 "new config"; }\n\n    location = /50x.html {',
+    )
+    try:
+        answer = _apply(web, web01, lab, after, [f"http://{lab_cfg.addr(1)}:{lab_cfg.http_port}/remediate-test"])
+        assert answer["outcome"] == "fixed", answer
+        steps = {s["step"]: s for s in answer["steps"]}  # type: ignore[union-attr]
+        assert steps["nginx -t"]["ok"] and "new workers" in steps["reload"]["detail"]
+        assert lab.probe(lab_cfg, "/remediate-test") == 200
+        assert site.read_bytes() == after
+        assert (lab.dir / "web01" / "nginx" / "sites-enabled" / "lab.conf").is_symlink()
+    finally:
+        site.write_bytes(original)
+        lab.reload_nginx(lab_cfg)
+
+
+def test_candidate_failing_nginx_t_is_restored_byte_identical(
+    lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport
+) -> None:
+    """A candidate nginx -t rejects: the file is restored byte for byte (owner, mode), nginx keeps serving."""
+    lab.reset()
+    site = _site(lab)
+    before = _fingerprint(site)
+    answer = _apply(
+        web, web01, lab, site.read_bytes().replace(b"proxy_pass http://app_pool;", b"proxy_pass http://app_pool", 1), []
+    )
+    assert answer["outcome"] == "rolled-back"
+    assert answer["failed_step"] == "nginx -t"
+    assert _fingerprint(site) == before
+    assert lab.probe(lab_cfg, "/") == 200
+
+
+def test_reload_nginx_rejects_is_detected_and_restored(
+    lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport
+) -> None:
+    """nginx -t passes but the reload fails (port taken): nginx keeps its old config, which we detect, and restore."""
+    lab.reset()
+    site = _site(lab)
+    before = _fingerprint(site)
+    taken = f"listen {lab_cfg.addr(1)}:{lab_cfg.ssh_port};".encode()  # web01's sshd owns this port
+    after = site.read_bytes().replace(b"default_server;", b"default_server;\n    " + taken, 1)
+    answer = _apply(web, web01, lab, after, [])
+    assert answer["outcome"] == "rolled-back", answer
+    assert answer["failed_step"] == "reload"
+    assert "did not start new workers" in str(answer["reason"])
+    assert _fingerprint(site) == before
+    assert lab.probe(lab_cfg, "/") == 200
