@@ -80,3 +80,21 @@ def test_lab_status_json(lab: Lab) -> None:
     report = json.loads(done.stdout)
     assert set(report["probes"].values()) == {200}
     assert all(report["running"].values())
+
+
+def test_playbooks_and_show() -> None:
+    """`playbooks` lists each cause; `show socket` prints its evidence, decisions, fixes and verify steps."""
+    listing = _remediate("playbooks")
+    assert listing.returncode == 0 and listing.stdout.startswith("socket")
+    shown = _remediate("show", "socket")
+    for word in (
+        "evidence (one round trip):",
+        "unix_sockets",
+        "socket-denied",
+        "fix socket-owner",
+        "ini_set",
+        "verify:",
+    ):
+        assert word in shown.stdout
+    unknown = _remediate("show", "nope")
+    assert unknown.returncode == EXIT_USAGE and "playbooks: socket" in unknown.stderr

@@ -301,3 +301,73 @@ def test_rollback_refuses_a_file_edited_since(lab: Lab, web01: Host, pool: Path)
     forced = rollback(web01, report.run_id, force=True)
     assert forced.outcome == "restored" and forced.exit_code == EXIT_OK
     assert b"listen.owner = nobody" in pool.read_bytes()
+
+
+def test_file_changed_between_plan_and_apply_is_refused(lab: Lab, web01: Host, pool: Path) -> None:
+    """Compare-and-swap: if the file changes after the plan was made, nothing is written and the run refuses."""
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    meddled = pool.read_bytes() + b"; someone else was here\n"
+
+    def confirm_after_someone_edits(report: object) -> bool:
+        pool.write_bytes(meddled)
+        return True
+
+    report = run(web01, "socket", confirm=confirm_after_someone_edits)
+    assert report.outcome == "refused" and "changed since the plan was made" in report.message
+    assert pool.read_bytes() == meddled
+    assert not (Path(web01["journal_dir"]) / "lock").exists()
+
+
+def test_journal_inside_an_nginx_include_folder_is_refused(lab: Lab, web01: Host) -> None:
+    """Backups must never be read as config: a journal_dir under a folder nginx includes is refused."""
+    inside = str(lab.dir / "web01" / "nginx" / "conf.d" / "remediate-journal")
+    host = dataclasses.replace(web01, vars={**web01.vars, "journal_dir": inside})
+    report = run(host, "socket", check=True)
+    assert report.outcome == "refused" and "which nginx includes" in report.message
+    assert not Path(inside).exists()
+
+
+def test_terminal_asks_before_applying(lab: Lab, lab_cfg: LabConfig, pool: Path) -> None:
+    """On a terminal, run shows the diff and asks; "n" changes nothing (exit 3), "y" applies (exit 0)."""
+    import pty
+
+    lab.reset()
+    lab.break_("socket", "permission", keep=True)
+    before = pool.read_bytes()
+    for answer, code in ((b"n\n", EXIT_REFUSED), (b"y\n", EXIT_OK)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "remediate.cli",
+                "run",
+                "-i",
+                str(lab.inventory),
+                "--host",
+                "web01",
+                "--cause",
+                "socket",
+            ],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        output = b""
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in output and time.monotonic() < deadline:
+            output += os.read(leader, 4096)
+        assert b"+listen.owner = www-data" in output and b"[y/N]" in output
+        os.write(leader, answer)
+        while proc.poll() is None:
+            try:
+                os.read(leader, 4096)
+            except OSError:
+                break
+        assert proc.wait(60) == code
+        os.close(leader)
+        if code == EXIT_REFUSED:
+            assert pool.read_bytes() == before
+    assert lab.probe(lab_cfg, "/index.php") == 200
