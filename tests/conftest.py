@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +36,17 @@ def _lab_prerequisites() -> str | None:
     if missing:
         return f"missing {', '.join(missing)}; run: apt-get install {' '.join(APT_PACKAGES)}"
     return None
+
+
+def cli_argv(*args: str) -> list[str]:
+    """argv that runs the remediate CLI with this interpreter."""
+    return [sys.executable, "-m", "remediate.cli", *args]
+
+
+def remediate_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, capturing its text output."""
+    options: dict[str, Any] = {"capture_output": True, "text": True, "check": False, "timeout": 300, **kwargs}
+    return subprocess.run(cli_argv(*args), **options)
 
 
 def make_lab_dir(prefix: str) -> Path:

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import remediate_cli
 
 from remediate.errors import EXIT_USAGE
 from remediate.inventory import Inventory
 from remediate.lab.core import Lab
 
 
-def _remediate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "remediate.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-
-
 def test_help_teaches_commands_and_exit_codes() -> None:
     """--help lists the commands and documents every exit code."""
-    done = _remediate("--help")
+    done = remediate_cli("--help")
     assert done.returncode == 0
     for word in ("lab", "config", "inventory", "exit codes:", "3  refused", "5  bad input", "6  unreachable"):
         assert word in done.stdout
@@ -32,7 +22,7 @@ def test_help_teaches_commands_and_exit_codes() -> None:
 
 def test_lab_break_help_lists_every_cause() -> None:
     """`lab break --help` shows every cause and variant with the status it produces."""
-    done = _remediate("lab", "break", "--help")
+    done = remediate_cli("lab", "break", "--help")
     for word in ("--cause down", "--variant slash", "--variant no-resolver", "--cause workers"):
         assert word in done.stdout
 
@@ -40,21 +30,21 @@ def test_lab_break_help_lists_every_cause() -> None:
 def test_usage_errors_are_one_line_with_exit_2() -> None:
     """A bad command line gives one line on stderr and exit code 2."""
     for args in (("lab", "break", "--cause", "nope", "--dir", "/tmp/no-lab"), ("frobnicate",), ("config",)):
-        done = _remediate(*args)
+        done = remediate_cli(*args)
         assert done.returncode == EXIT_USAGE, args
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
 def test_lab_command_without_a_lab_says_how_to_make_one(tmp_path: Path) -> None:
     """Driving a lab that does not exist is one line that names `lab up`."""
-    done = _remediate("lab", "status", "--dir", str(tmp_path / "none"))
+    done = remediate_cli("lab", "status", "--dir", str(tmp_path / "none"))
     assert done.returncode == 1
     assert "remediate lab up --dir" in done.stderr
 
 
 def test_config_lists_passes_over_ssh(lab: Lab, lab_inventory: Inventory) -> None:
     """`remediate config` reads nginx -T over SSH and reports every *_pass with file:line and the route."""
-    done = _remediate(
+    done = remediate_cli(
         "config",
         "-i",
         str(lab.inventory),
@@ -76,7 +66,7 @@ def test_config_lists_passes_over_ssh(lab: Lab, lab_inventory: Inventory) -> Non
 def test_lab_status_json(lab: Lab) -> None:
     """`lab status --json` reports each probe's status code."""
     lab.reset()
-    done = _remediate("lab", "status", "--dir", str(lab.dir), "--json")
+    done = remediate_cli("lab", "status", "--dir", str(lab.dir), "--json")
     report = json.loads(done.stdout)
     assert set(report["probes"].values()) == {200}
     assert all(report["running"].values())
@@ -84,9 +74,9 @@ def test_lab_status_json(lab: Lab) -> None:
 
 def test_playbooks_and_show() -> None:
     """`playbooks` lists each cause; `show socket` prints its evidence, decisions, fixes and verify steps."""
-    listing = _remediate("playbooks")
+    listing = remediate_cli("playbooks")
     assert listing.returncode == 0 and listing.stdout.startswith("socket")
-    shown = _remediate("show", "socket")
+    shown = remediate_cli("show", "socket")
     for word in (
         "evidence (one round trip):",
         "unix_sockets",
@@ -96,5 +86,5 @@ def test_playbooks_and_show() -> None:
         "verify:",
     ):
         assert word in shown.stdout
-    unknown = _remediate("show", "nope")
+    unknown = remediate_cli("show", "nope")
     assert unknown.returncode == EXIT_USAGE and "playbooks: socket" in unknown.stderr

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import remediate_cli
 
 from remediate.errors import EXIT_INPUT, InventoryError
 from remediate.inventory import VARS, load_inventory
@@ -151,12 +150,7 @@ def test_bad_inventory_on_the_command_line(tmp_path: Path, name: str, text: str,
     """The CLI prints that one line to stderr, no traceback, and exits with the input-error code."""
     path = tmp_path / "i.yml"
     path.write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "remediate.cli", "inventory", "-i", str(path), "--host", "web1"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = remediate_cli("inventory", "-i", str(path), "--host", "web1")
     assert done.returncode == EXIT_INPUT
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()

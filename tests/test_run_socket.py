@@ -8,12 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_argv, remediate_cli
 
 from remediate.connect import open_transport
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK, RemediateError
@@ -50,17 +50,6 @@ def _tree_state(lab: Lab) -> dict[str, tuple[str, int, int, int]]:
     return state
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "remediate.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ},
-    )
-
-
 @pytest.fixture
 def pool(lab: Lab) -> Path:
     return lab.dir / "web01" / "php" / "pool.d" / "www.conf"
@@ -72,11 +61,11 @@ def test_socket_fixed_end_to_end_then_nothing_to_do(lab: Lab, lab_cfg: LabConfig
     lab.reset()
     lab.break_("socket", variant, keep=True)
     assert lab.probe(lab_cfg, "/index.php") == 502
-    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes")
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes")
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
     assert lab.probe(lab_cfg, "/index.php") == 200
     before = _tree_state(lab)
-    again = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
+    again = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
     assert again.returncode == EXIT_OK
     report = json.loads(again.stdout)
     assert report["outcome"] == "nothing-to-do"
@@ -88,7 +77,7 @@ def test_json_report_carries_evidence_reason_and_timed_steps(lab: Lab, lab_cfg: 
     """--json prints one object with run_id, outcome, the evidence, the decision's reason, changes and steps."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--yes", "--json")
     report = json.loads(done.stdout)
     assert report["outcome"] == "fixed" and report["cause"] == "socket" and report["run_id"]
     assert "nobody:nogroup" in report["decision"]["reason"] and "www-data" in report["decision"]["reason"]
@@ -118,7 +107,7 @@ def test_check_prints_the_diff_and_writes_nothing(lab: Lab) -> None:
     before = _tree_state(lab)
     journal = lab.dir / "web01" / "journal"
     runs_before = sorted(os.listdir(journal / "runs")) if (journal / "runs").exists() else []
-    done = _cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--check")
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--check")
     assert done.returncode == EXIT_OK
     assert "-listen.owner = nobody" in done.stdout and "+listen.owner = www-data" in done.stdout
     assert _tree_state(lab) == before
@@ -129,18 +118,7 @@ def test_check_prints_the_diff_and_writes_nothing(lab: Lab) -> None:
 def test_non_interactive_without_yes_refuses(lab: Lab) -> None:
     """Without a terminal and without --yes, run refuses before touching anything."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "remediate.cli",
-            "run",
-            "-i",
-            str(lab.inventory),
-            "--host",
-            "web01",
-            "--cause",
-            "socket",
-        ],
+        cli_argv("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket"),
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -282,7 +260,7 @@ def test_rollback_restores_the_files_of_a_run(lab: Lab, lab_cfg: LabConfig, web0
     before = _tree_state(lab)
     report = run(web01, "socket", yes=True)
     assert report.outcome == "fixed"
-    done = _cli("rollback", "-i", str(lab.inventory), "--host", "web01", report.run_id)
+    done = remediate_cli("rollback", "-i", str(lab.inventory), "--host", "web01", report.run_id)
     assert done.returncode == EXIT_OK, done.stderr
     assert _tree_state(lab) == before
     assert lab.probe(lab_cfg, "/index.php") == 502  # the run's fix is undone, restart included
@@ -338,18 +316,7 @@ def test_terminal_asks_before_applying(lab: Lab, lab_cfg: LabConfig, pool: Path)
     for answer, code in ((b"n\n", EXIT_REFUSED), (b"y\n", EXIT_OK)):
         leader, follower = pty.openpty()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "remediate.cli",
-                "run",
-                "-i",
-                str(lab.inventory),
-                "--host",
-                "web01",
-                "--cause",
-                "socket",
-            ],
+            cli_argv("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket"),
             stdin=follower,
             stdout=follower,
             stderr=follower,
