@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from remediate.errors import RemediateError
-from remediate.inventory import Host
+from remediate.inventory import Host, Inventory
 from remediate.nginx import NginxConfig, route
 
 __all__ = ["COLLECTORS", "Context", "Log", "build_request", "interpret"]
@@ -32,6 +32,7 @@ class Context:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: NginxConfig | None = None
     by_collector: dict[str, Any] = field(default_factory=dict)
+    inventory: Inventory | None = None
 
     def jinja(self) -> dict[str, Any]:
         return {"host": self.host.vars, "inventory_hostname": self.host.name, **self.values}
@@ -66,6 +67,8 @@ class Collector:
     doc: str
     ask: Asker
     read: Reader
+    #: Second phase: asks another host, using first-phase values. Returns (host, request) or None.
+    remote: Callable[[Context, dict[str, Any]], tuple[Host, Request] | None] | None = None
 
 
 # -- nginx_config ------------------------------------------------------------------------
@@ -154,6 +157,11 @@ def _read_sockets(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
 
 def _probes_for(ctx: Context, target_fragment: str) -> list[str]:
     """The inventory's probe URLs that nginx routes to a location passing to ``target_fragment``."""
+    return _probes_where(ctx, lambda d: target_fragment in " ".join(d.args))
+
+
+def _probes_where(ctx: Context, passes_there: Callable[[Any], bool]) -> list[str]:
+    """The inventory's probe URLs that nginx routes to a location with a *_pass that ``passes_there``."""
     if ctx.config is None:
         return []
     found = []
@@ -165,7 +173,7 @@ def _probes_for(ctx: Context, target_fragment: str) -> list[str]:
         if match is None or match.location is None:
             continue
         passes = [d for d, _ in ctx.config.walk() if d.name.endswith("_pass") and _inside(d, match.location)]
-        if any(target_fragment in " ".join(d.args) for d in passes):
+        if any(passes_there(d) for d in passes):
             found.append(url)
     return found
 
@@ -192,6 +200,155 @@ def _read_log(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     return Log(entry["path"], entry.get("text", ""))
 
 
+# -- refused_upstreams -------------------------------------------------------------------
+
+_REFUSED = re.compile(r"connect\(\) failed \(111: Connection refused\) while connecting to upstream")
+_FIELD_UPSTREAM = re.compile(r', upstream: "(?P<scheme>[a-z]+)://(?P<address>[^/"]+)(?P<path>[^"]*)"')
+_FIELD_REQUEST = re.compile(r', request: "(?P<method>[A-Z]+) (?P<uri>\S+)')
+_TIME = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)")
+
+
+def pass_addresses(config: NginxConfig, target: str) -> list[str]:
+    """The host:port addresses a *_pass target reaches: itself, or the servers of its upstream block."""
+    m = re.match(r"^(?:[a-z]+://)?([^/]+)", target)
+    if not m or target.startswith("unix:"):
+        return []
+    name = m.group(1)
+    block = config.upstreams().get(name)
+    if block is None:
+        return [name if ":" in name else name + ":80"]
+    return [d.args[0] if ":" in d.args[0] else d.args[0] + ":80" for d in config.find("server", block) if d.args]
+
+
+def _read_refused(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    """The most recent refused upstream in the log, how often, and where the config sends traffic there."""
+    log = next((v for v in ctx.by_collector.values() if isinstance(v, Log)), None)
+    hits = []
+    for line in log.lines if log else []:
+        if not _REFUSED.search(line) or not (up := _FIELD_UPSTREAM.search(line)):
+            continue
+        req = _FIELD_REQUEST.search(line)
+        when = _TIME.match(line)
+        hits.append(
+            {
+                "address": up.group("address"),
+                "uri": req.group("uri") if req else "/",
+                "time": when.group(1) if when else "",
+                "line": line,
+            }
+        )
+    if not hits:
+        return {"latest": None, "addresses": {}}
+    latest = hits[-1]
+    same = [h for h in hits if h["address"] == latest["address"]]
+    host, _, port = latest["address"].rpartition(":")
+    passes = []
+    if ctx.config is not None:
+        for p in ctx.config.passes():
+            if latest["address"] in pass_addresses(ctx.config, p.target):
+                passes.append(
+                    {
+                        "target": p.target,
+                        "where": p.directive.where,
+                        "location": " ".join(p.location.args) if p.location else None,
+                    }
+                )
+    counts: dict[str, int] = {}
+    for h in hits:
+        counts[h["address"]] = counts.get(h["address"], 0) + 1
+    return {
+        "latest": {
+            "address": latest["address"],
+            "ip": host.strip("[]"),
+            "port": int(port or 80),
+            "uri": latest["uri"],
+            "count": len(same),
+            "first": same[0]["time"],
+            "last": same[-1]["time"],
+            "example": latest["line"],
+            "in_config": bool(passes),
+            "passes": passes,
+            "probes": _probes_for_address(ctx, latest["address"]),
+        },
+        "addresses": counts,
+    }
+
+
+def _probes_for_address(ctx: Context, address: str) -> list[str]:
+    config = ctx.config
+    if config is None:
+        return []
+    return _probes_where(ctx, lambda d: address in pass_addresses(config, d.args[0] if d.args else ""))
+
+
+# -- upstream_host (second phase: the host that owns the failing address) -----------------
+
+
+def owner_of(inventory: Inventory | None, web: Host, ip: str) -> Host | None:
+    """The inventory host whose address is ``ip``; a loopback address with no owner is the web host itself."""
+    if inventory is not None:
+        for host in inventory:
+            if host.address == ip:
+                return host
+    # The web host's own loopback: the backend runs beside nginx. Any other unknown address has no owner.
+    return web if ip in ("127.0.0.1", "::1", "localhost") else None
+
+
+def status_argv(host: Host, service: str) -> list[str]:
+    manager = host["service_manager"]
+    if manager == "systemd":
+        return ["systemctl", "is-active", service]
+    if manager == "supervisor":
+        conf = host["supervisor_config"]
+        return ["supervisorctl", *(["-c", conf] if conf else []), "status", service]
+    return ["service", service, "status"]
+
+
+def _service_on_port(host: Host, port: int) -> str | None:
+    return next((name for name, spec in host["services"].items() if spec.get("port") == port), None)
+
+
+def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
+    latest = (ctx.by_collector.get("refused_upstreams") or {}).get("latest")
+    host = owner_of(ctx.inventory, ctx.host, latest["ip"]) if latest else None
+    if latest is None or host is None:
+        return None
+    req: Request = {"op": "collect", "commands": {"ss": ["ss", "-Htlnp"]}, "files": [], "stats": [], "logs": []}
+    service = _service_on_port(host, latest["port"])
+    if service:
+        req["commands"]["status"] = status_argv(host, service)
+    return host, req
+
+
+def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    latest = (ctx.by_collector.get("refused_upstreams") or {}).get("latest")
+    host = owner_of(ctx.inventory, ctx.host, latest["ip"]) if latest else None
+    if latest is None or host is None or not resp:
+        return {"host": None, "service": None, "listening": False, "restartable": False}
+    service = _service_on_port(host, latest["port"])
+    listener = None
+    for line in resp["commands"]["ss"]["stdout"].splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            addr, _, port = fields[3].rpartition(":")
+            if port == str(latest["port"]) and addr.strip("[]") in (latest["ip"], "0.0.0.0", "*", "::"):
+                listener = " ".join([fields[3], *fields[5:6]])
+    status = resp["commands"].get("status")
+    state = " ".join((status["stdout"] or status["stderr"]).split()) if status else "unknown"
+    return {
+        "host": host.name,
+        "service": service,
+        "restartable": bool(service and service in host["restartable_services"]),
+        "listening": listener is not None,
+        "listener": listener,
+        "state": state,
+    }
+
+
+def _no_ask(host: Host, args: dict[str, Any], req: Request) -> None:
+    """Reads what other collectors fetched; asks the host for nothing more."""
+
+
 COLLECTORS: dict[str, Collector] = {
     c.name: c
     for c in (
@@ -206,6 +363,19 @@ COLLECTORS: dict[str, Collector] = {
             _read_sockets,
         ),
         Collector("error_log", "the tail of nginx's error log (args: bytes)", _ask_log, _read_log),
+        Collector(
+            "refused_upstreams",
+            "the latest upstream that refused nginx (111), from the log and config",
+            _no_ask,
+            _read_refused,
+        ),
+        Collector(
+            "upstream_host",
+            "the inventory host that owns the refused address: listeners, its service",
+            _no_ask,
+            _read_backend,
+            remote=_remote_backend,
+        ),
     )
 }
 
@@ -218,17 +388,27 @@ def build_request(host: Host, steps: list[tuple[str, str, dict[str, Any]]]) -> R
     return req
 
 
-def interpret(ctx: Context, steps: list[tuple[str, str, dict[str, Any]]], resp: dict[str, Any]) -> Context:
-    # nginx's config first: other collectors route probe URLs through it.
-    order = sorted(steps, key=lambda s: s[1] != "nginx_config")
+_LATE = ("unix_sockets", "refused_upstreams", "upstream_host")  # read after what they build on, in this order
+
+
+def interpret(
+    ctx: Context,
+    steps: list[tuple[str, str, dict[str, Any]]],
+    resp: dict[str, Any],
+    remote: dict[str, dict[str, Any]] | None = None,
+) -> Context:
+    """Read every step's answer into ctx.values; ``remote`` holds second-phase answers by step name."""
     if any(s[1] == "unix_sockets" for s in steps) and not any(s[1] == "nginx_config" for s in steps):
         _read_nginx(ctx, {}, resp)
+    order = sorted(steps, key=lambda s: (s[1] != "nginx_config", _LATE.index(s[1]) + 1 if s[1] in _LATE else 0))
     for name, collect, args in order:
-        if collect != "unix_sockets":
-            ctx.values[name] = ctx.by_collector[collect] = COLLECTORS[collect].read(ctx, args, resp)
-    for name, collect, args in order:
-        if collect == "unix_sockets":  # after the pools it maps sockets to
-            ctx.values[name] = ctx.by_collector[collect] = COLLECTORS[collect].read(ctx, args, resp)
+        if COLLECTORS[collect].remote is not None:
+            if remote is None:
+                continue  # second phase: read once the other host answered
+            answer = remote.get(name, {})
+        else:
+            answer = resp
+        ctx.values[name] = ctx.by_collector[collect] = COLLECTORS[collect].read(ctx, args, answer)
     return ctx
 
 

@@ -330,7 +330,7 @@ def recover(journal, req):
         if meta["state"] in FINAL or meta["run_id"] == req["run_id"]:
             continue
         restored, problems = restore_files(journal, meta, force=False)
-        after = finish_restore(meta, problems)
+        after = finish_restore(meta, restored)
         meta["state"] = "recovered"
         meta["recovered_by"] = req["run_id"]
         journal.save(meta)
@@ -360,9 +360,15 @@ def restore_files(journal, meta, force):
     return restored, problems
 
 
-def finish_restore(meta, problems):
-    """After files are back: validate, then reload/restart what the run had touched."""
+def finish_restore(meta, restored):
+    """After files are back: validate, then reload/restart what the run had touched.
+
+    Only when a file was restored: with nothing put back there is nothing to reload, and
+    re-running a restart that just failed would be a retry loop in disguise.
+    """
     issues = []
+    if not restored:
+        return issues
     for check in meta.get("validate", []):
         res = run(check["argv"])
         if res["exit"] != 0:
@@ -414,6 +420,18 @@ def wait_socket(path, timeout):
             s.settimeout(1)
             s.connect(path)
             s.close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_port(address, timeout):
+    host, _, port = address.rpartition(":")
+    deadline = now() + timeout
+    while now() < deadline:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
             return True
         except OSError:
             time.sleep(0.05)
@@ -511,7 +529,7 @@ def op_apply(req):
         step(what, False, detail)
         t1 = now()
         restored, problems = restore_files(journal, meta, force=False)
-        problems += finish_restore(meta, problems)
+        problems += finish_restore(meta, restored)
         step(
             "restore",
             not problems,
@@ -551,12 +569,21 @@ def op_apply(req):
             step("reload", True, detail, t0)
         elif action["kind"] == "restart":
             res = run(action["argv"], action.get("timeout", 60))
+            problem = None
             if res["exit"] != 0:
-                return fail("restart", "`%s` failed: %s" % (" ".join(action["argv"]), tail(res)))
-            if action.get("wait_socket") and not wait_socket(action["wait_socket"], action.get("timeout", 30)):
-                return fail(
-                    "restart", "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
+                problem = "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
+            elif action.get("wait_socket") and not wait_socket(action["wait_socket"], action.get("timeout", 30)):
+                problem = "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
+            elif action.get("wait_port") and not wait_port(action["wait_port"], action.get("timeout", 30)):
+                problem = "nothing listens on %s within %ss of the restart" % (
+                    action["wait_port"],
+                    action.get("timeout", 30),
                 )
+            if problem:
+                # Say why, from the service's own log; never retry in a loop.
+                if action.get("log_argv"):
+                    problem += "; %s says: %s" % (action["service"], tail(run(action["log_argv"], 20)))
+                return fail("restart", problem)
             step("restart " + action["service"], True, tail(res), t0)
     if req.get("probes"):
         t0 = now()
@@ -601,7 +628,7 @@ def op_rollback(req):
                     % (req["target"], ", ".join(edited)),
                 }
         restored, problems = restore_files(journal, meta, force=bool(req.get("force")))
-        problems += finish_restore(meta, problems)
+        problems += finish_restore(meta, restored)
         meta["state"] = "rolled-back-by-user" if not problems else "failed"
         journal.save(meta)
         return {"outcome": "rolled-back" if not problems else "failed", "restored": restored, "problems": problems}

@@ -144,6 +144,7 @@ VARS: tuple[Var, ...] = (
     Var("service_manager", _choice("systemd", "supervisor", "sysv"), "systemd", "systemd, supervisor or sysv"),
     Var("supervisor_config", _opt_str, None, "supervisord.conf for supervisorctl -c (supervisor only)"),
     Var("restartable_services", _str_list, [], "services remediate may restart; nothing else is touched"),
+    Var("restart_wait", _number, 30.0, "seconds a restarted service gets to listen again before it counts as failed"),
     # php-fpm
     Var("php_fpm_bin", _str, "/usr/sbin/php-fpm8.2", "php-fpm binary, used for `php-fpm -t`"),
     Var("php_fpm_conf", _str, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),

@@ -38,17 +38,42 @@ def validate_argv(host: Host, kind: str) -> list[str]:
     raise ValueError(f"unknown validation {kind!r}")
 
 
+def log_argv(host: Host, service: str) -> list[str]:
+    """The service's own recent log, shown when a restart fails."""
+    manager = host["service_manager"]
+    if manager == "systemd":
+        return ["journalctl", "-u", service, "-n", "20", "--no-pager"]
+    if manager == "supervisor":
+        conf = host["supervisor_config"]
+        return ["supervisorctl", *(["-c", conf] if conf else []), "tail", service, "stderr"]
+    return []
+
+
 def service_restart(ctx: Context, args: dict[str, Any]) -> Plan:
-    """Restart a service the inventory lists as restartable; optionally wait for its socket."""
+    """Restart a service the inventory lists as restartable (on this host, or on ``host``); wait until it serves."""
     service = str(args["service"])
-    allowed = ctx.host["restartable_services"]
+    target = ctx.host
+    if args.get("host") and args["host"] != ctx.host.name:
+        if ctx.inventory is None:
+            raise InputError("service_restart: another host needs the inventory")
+        target = ctx.inventory.host(str(args["host"]))
+    allowed = target["restartable_services"]
     if service not in allowed:
         raise Refused(
-            f"{ctx.host.name}: the fix needs to restart {service!r}, which is not in restartable_services "
+            f"{target.name}: the fix needs to restart {service!r}, which is not in restartable_services "
             f"({', '.join(allowed) or 'empty'}); add it to the inventory to allow it"
         )
-    argv = tuple(restart_argv(ctx.host, service))
-    return Plan(actions=[Action("restart", service, argv, wait_socket=args.get("wait_socket") or None)])
+    action = Action(
+        "restart",
+        service,
+        tuple(restart_argv(target, service)),
+        wait_socket=args.get("wait_socket") or None,
+        host=None if target is ctx.host else target.name,
+        wait_port=args.get("wait_port") or None,
+        log_argv=tuple(log_argv(target, service)),
+        timeout=float(target["restart_wait"]),
+    )
+    return Plan(actions=[action])
 
 
 _KEY_LINE = re.compile(

@@ -39,10 +39,16 @@ class Action:
     argv: tuple[str, ...]
     wait_socket: str | None = None
     pid_file: str | None = None
+    host: str | None = None  # another inventory host (None: the run's own host)
+    wait_port: str | None = None  # host:port that must accept connections after a restart
+    log_argv: tuple[str, ...] = ()  # shows the service's own log when the restart fails
+    timeout: float = 30.0
 
     def describe(self) -> str:
-        what = f"{self.kind} {self.service}: {' '.join(self.argv)}"
-        return what + (f" (then wait for {self.wait_socket})" if self.wait_socket else "")
+        where = f" on {self.host}" if self.host else ""
+        what = f"{self.kind} {self.service}{where}: {' '.join(self.argv)}"
+        wait = self.wait_socket or self.wait_port
+        return what + (f" (then wait for {wait})" if wait else "")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"kind": self.kind, "service": self.service, "argv": list(self.argv)}
@@ -50,6 +56,11 @@ class Action:
             wire["wait_socket"] = self.wait_socket
         if self.pid_file:
             wire["pid_file"] = self.pid_file
+        if self.wait_port:
+            wire["wait_port"] = self.wait_port
+        if self.log_argv:
+            wire["log_argv"] = list(self.log_argv)
+        wire["timeout"] = self.timeout
         return wire
 
 

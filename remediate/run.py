@@ -30,8 +30,8 @@ from remediate.errors import (
     Refused,
     RemediateError,
 )
-from remediate.evidence import Context, build_request, interpret, to_json
-from remediate.inventory import Host
+from remediate.evidence import COLLECTORS, Context, build_request, interpret, to_json
+from remediate.inventory import Host, Inventory
 from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
@@ -51,6 +51,34 @@ OUTCOME_EXIT = {
 }
 LOCK_LEASE = 300.0  # seconds: covers evidence → decision → confirmation → apply
 HELPER = (Path(__file__).parent / "hostside.py").read_text()
+
+
+class Transports:
+    """One transport per host a run touches: the target's, and any other host's on first use."""
+
+    def __init__(self, target: Host, transport: Transport | None, accept_new_host_key: bool) -> None:
+        self.target = target
+        self.accept_new = accept_new_host_key
+        self.owned: list[Transport] = []
+        self.by_host: dict[str, Transport] = {}
+        if transport is not None:
+            self.by_host[target.name] = transport
+
+    def get(self, host: Host) -> Transport:
+        if host.name not in self.by_host:
+            from remediate.connect import open_transport
+
+            self.by_host[host.name] = open_transport(host, accept_new_host_key=self.accept_new)
+            self.owned.append(self.by_host[host.name])
+        return self.by_host[host.name]
+
+    @property
+    def round_trips(self) -> int:
+        return sum(int(getattr(t, "round_trips", 0)) for t in self.by_host.values())
+
+    def close(self) -> None:
+        for t in self.owned:
+            t.close()
 
 
 @dataclass
@@ -126,23 +154,29 @@ def run(
     accept_new_host_key: bool = False,
     run_id: str | None = None,
     test_pause_after_write: float | None = None,
+    inventory: Inventory | None = None,
 ) -> Report:
-    """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring."""
-    from remediate.connect import open_transport
+    """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
+
+    ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
+    """
+    from remediate.inventory import load_inventory
     from remediate.journal import new_run_id, open_journal
 
     book = find_playbook(cause, playbooks)
     report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause)
     log, fh, path = open_journal(report.run_id, host=host.name, cause=cause)
     report.journal = str(path)
-    own_transport = transport is None
-    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    pool = Transports(host, transport, accept_new_host_key)
     try:
         log.info("start", step="start", check=check, playbook=book.path)
+        if inventory is None:
+            inventory = load_inventory(host.inventory_file)
         _run(
             host,
             book,
-            transport,
+            pool,
+            inventory,
             report,
             log,
             check=check,
@@ -155,19 +189,19 @@ def run(
         report.outcome, report.message = "refused", str(exc)
     finally:
         if report.locked:
-            _release(transport, host, report)
-        report.round_trips = getattr(transport, "round_trips", 0)
+            _release(pool.get(host), host, report)
+        report.round_trips = pool.round_trips
         log.info("end", step="end", outcome=report.outcome, message=report.message, steps=report.steps)
         fh.close()
-        if own_transport:
-            transport.close()
+        pool.close()
     return report
 
 
 def _run(
     host: Host,
     book: Playbook,
-    transport: Transport,
+    pool: Transports,
+    inventory: Inventory,
     report: Report,
     log: Any,
     *,
@@ -184,6 +218,7 @@ def _run(
     request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
     if not check:
         request["lock"] = {"lease": LOCK_LEASE}
+    transport = pool.get(host)
     answer = call_helper(transport, host, request)
     lock = answer.get("lock")
     if lock and not lock.get("acquired"):
@@ -197,7 +232,18 @@ def _run(
     report.recovered = answer.get("recovered") or []
     if lock and lock.get("stale"):
         log.warning("stale-lock", step="lock", previous=lock["stale"])
-    ctx = interpret(Context(host), book.evidence, answer)
+    ctx = interpret(Context(host, inventory=inventory), book.evidence, answer)
+    # Second phase: evidence from the host behind nginx, one round trip to it.
+    remote: dict[str, dict[str, Any]] = {}
+    for name, collect, args in book.evidence:
+        asker = COLLECTORS[collect].remote
+        target = asker(ctx, args) if asker else None
+        if target is not None:
+            other, other_request = target
+            other_request.update(run_id=report.run_id, journal_dir=other["journal_dir"])
+            remote[name] = call_helper(pool.get(other), other, other_request)
+    if remote or any(COLLECTORS[c].remote for _, c, _ in book.evidence):
+        ctx = interpret(ctx, [s for s in book.evidence if COLLECTORS[s[1]].remote], answer, remote=remote)
     _check_journal_location(host, ctx)
     report.evidence = {name: to_json(ctx.values[name]) for name, _, _ in book.evidence}
     report.step("evidence", True, f"{len(book.evidence)} collector(s) in one round trip", started)
@@ -210,7 +256,7 @@ def _run(
     report.step("decide", True, f"{decision.name}: {reason}", started)
     log.info("decision", step="decide", decision=decision.name, reason=reason)
     if decision.outcome == "refuse":
-        raise Refused(f"{host.name}: {decision.refuse} ({reason})")
+        raise Refused(f"{host.name}: {render(decision.refuse, ctx)} ({reason})")
     if decision.outcome == "nothing-to-do":
         report.outcome, report.message = "nothing-to-do", reason
         return
@@ -241,16 +287,33 @@ def _run(
         if "probe" in item:
             value = render(item["probe"], ctx)
             probes += [value] if isinstance(value, str) else list(value)
+    # Other hosts first (restart the backend), each its own guarded transaction; then the web host
+    # (its changes, reload, and the probes through nginx).
+    for other_name in dict.fromkeys(a.host for a in plan.actions if a.host and a.host != host.name):
+        other = inventory.host(other_name)
+        part = Plan(actions=[a for a in plan.actions if a.host == other_name])
+        answer = apply_plan(pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[])
+        report.steps += [{**s, "step": f"{other_name}: {s['step']}"} for s in answer.get("steps", [])]
+        if answer.get("outcome") != "fixed":
+            _finish(report, answer, reason, log, where=other_name)
+            return
+    mine = Plan(changes=plan.changes, actions=[a for a in plan.actions if a.host in (None, host.name)])
     answer = apply_plan(
-        transport, host, plan, run_id=report.run_id, cause=report.cause, probes=probes, config=ctx.config, pause=pause
+        transport, host, mine, run_id=report.run_id, cause=report.cause, probes=probes, config=ctx.config, pause=pause
     )
     report.locked = False  # the helper released it, whatever the outcome
     report.steps += answer.get("steps", [])
+    _finish(report, answer, reason, log)
+
+
+def _finish(report: Report, answer: dict[str, Any], reason: str, log: Any, where: str = "") -> None:
+    """The outcome and message of an apply, from the helper's answer."""
     outcome = answer.get("outcome", "failed")
     report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
     if answer.get("failed_step"):
         undone = "every file restored" if report.outcome == "rolled-back" else "restore incomplete, see the journal"
-        report.message = f"{answer['failed_step']} failed ({undone}): {answer.get('reason', '')}"
+        on = f" on {where}" if where else ""
+        report.message = f"{answer['failed_step']}{on} failed ({undone}): {answer.get('reason', '')}"
     else:
         report.message = answer.get("reason", "") or (reason if report.outcome == "fixed" else "")
     log.info("apply", step="apply", outcome=report.outcome, steps=answer.get("steps"), reason=answer.get("reason"))

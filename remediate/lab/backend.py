@@ -97,6 +97,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _serve(args: Any) -> None:
+    # A backend that cannot start (bad deploy): the state file crash_on_start names the programs.
+    if args.name in _state(args.state, "crash_on_start", "").split():
+        sys.stderr.write(f"{args.name}: FATAL: cannot load configuration /etc/{args.name}/app.yml (lab fault)\n")
+        sys.exit(1)
     host, port = args.listen.rsplit(":", 1)
     server = _Server((host, int(port)), _Handler, args)
     if args.tls:

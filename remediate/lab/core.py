@@ -534,7 +534,7 @@ class Lab:
             f"{cfg.addr(2)}\tapp01.lab\n{ctx.get('svc_addr', cfg.addr(5))}\tsvc.lab\n"
         )
         state = Path(self.app(cfg).root) / "state"
-        for name in ("reports_delay", "tls_issuer", "flaky_mode"):
+        for name in ("reports_delay", "tls_issuer", "flaky_mode", "crash_on_start"):
             (state / name).unlink(missing_ok=True)
 
     def _write_inventory(self, cfg: LabConfig) -> None:
@@ -574,6 +574,7 @@ all:
       journal_dir: {app.root}/journal
       supervisor_config: {app.root}/supervisor/supervisord.conf
       restartable_services: [app, tls, flaky, svc-blue, svc-green]
+      restart_wait: 10
       services:
         app: {{port: {cfg.app_port}}}
         tls: {{port: {cfg.tls_port}}}
