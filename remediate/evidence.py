@@ -317,6 +317,10 @@ def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] 
     service = _service_on_port(host, latest["port"])
     if service:
         req["commands"]["status"] = status_argv(host, service)
+    # Ask each of the host's services, directly, for the URI nginx failed on: which of them serves it?
+    for name, spec in host["services"].items():
+        if spec.get("port"):
+            req.setdefault("http", {})[name] = f"http://{latest['ip']}:{spec['port']}{latest['uri']}"
     return host, req
 
 
@@ -326,13 +330,27 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
     if latest is None or host is None or not resp:
         return {"host": None, "service": None, "listening": False, "restartable": False}
     service = _service_on_port(host, latest["port"])
-    listener = None
+    listeners: dict[int, str] = {}
     for line in resp["commands"]["ss"]["stdout"].splitlines():
         fields = line.split()
         if len(fields) >= 4:
             addr, _, port = fields[3].rpartition(":")
-            if port == str(latest["port"]) and addr.strip("[]") in (latest["ip"], "0.0.0.0", "*", "::"):
-                listener = " ".join([fields[3], *fields[5:6]])
+            if port.isdigit() and addr.strip("[]") in (latest["ip"], "0.0.0.0", "*", "::"):
+                listeners[int(port)] = " ".join([fields[3], *fields[5:6]])
+    listener = listeners.get(latest["port"])
+    services = []
+    for name, spec in host["services"].items():
+        answer = resp.get("http", {}).get(name, {})
+        status = answer.get("status")
+        services.append(
+            {
+                "service": name,
+                "port": spec.get("port"),
+                "listening": spec.get("port") in listeners,
+                "answer": status if status is not None else answer.get("error", "not asked"),
+                "serves_uri": isinstance(status, int) and 200 <= status < 400,
+            }
+        )
     status = resp["commands"].get("status")
     state = " ".join((status["stdout"] or status["stderr"]).split()) if status else "unknown"
     return {
@@ -342,6 +360,9 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
         "listening": listener is not None,
         "listener": listener,
         "state": state,
+        "services": services,
+        # Where the URI nginx failed on is really served: listening, and answering it with 2xx/3xx.
+        "candidates": [s for s in services if s["listening"] and s["serves_uri"]],
     }
 
 

@@ -316,6 +316,7 @@ def op_collect(req):
             files[path] = {"error": str(exc)}
     out["files"] = files
     out["stats"] = {p: stat_of(p) for p in req.get("stats", [])}
+    out["http"] = {name: http_status(url, req.get("http_timeout", 3)) for name, url in req.get("http", {}).items()}
     out["logs"] = {p: log_tail(p, req.get("log_bytes", 262144)) for p in req.get("logs", [])}
     dump = out["commands"].get("nginx_T")
     if dump is not None and dump["exit"] == 0:
@@ -424,6 +425,17 @@ def wait_socket(path, timeout):
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def http_status(url, timeout):
+    """The status a URL answers, or why it gave none (the backend asked directly, bypassing nginx)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return {"status": resp.status}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code}
+    except (OSError, ValueError) as exc:
+        return {"error": str(getattr(exc, "reason", exc))}
 
 
 def wait_port(address, timeout):

@@ -13,6 +13,8 @@ from typing import Any
 from remediate.errors import InputError, Refused
 from remediate.evidence import Context
 from remediate.inventory import Host
+from remediate.nginx.config import PASS_DIRECTIVES
+from remediate.nginx.edit import Patch, apply_patches, quote
 from remediate.plan import Action, Change, Plan
 
 __all__ = ["MODULES", "ini_set", "restart_argv", "service_restart", "validate_argv"]
@@ -132,7 +134,37 @@ def ini_set(ctx: Context, args: dict[str, Any]) -> Plan:
     return Plan(changes=[Change(path, before, after, str(args.get("validate", "php-fpm")))])
 
 
+def nginx_retarget(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Point every *_pass and upstream ``server`` that targets address ``from`` at ``to`` instead.
+
+    Only the address inside that one argument changes (scheme, URI and parameters such as
+    ``max_fails=3`` stay), so every other byte of every file is untouched.
+    """
+    old, new = str(args["from"]), str(args["to"])
+    if ctx.config is None:
+        raise InputError("nginx_retarget needs the nginx_config evidence")
+    pattern = re.compile(r"^((?:[a-z]+://)?)" + re.escape(old) + r"(?=[/;]|$)")
+    patches: dict[str, list[Patch]] = {}
+    for directive, _ in ctx.config.walk():
+        in_upstream = (
+            directive.name == "server" and directive.parent is not None and directive.parent.name == "upstream"
+        )
+        if not (directive.name in PASS_DIRECTIVES or in_upstream) or not directive.arg_tokens:
+            continue
+        token, value = directive.arg_tokens[0], directive.args[0]
+        match = pattern.match(value)
+        if match:
+            text = quote(match.group(1) + new + value[match.end() :]).encode()
+            patches.setdefault(directive.file, []).append(Patch(directive.file, token.start, token.end, text))
+    plan = Plan()
+    for path, file_patches in patches.items():
+        before = ctx.config.files[path].data
+        plan.changes.append(Change(path, before, apply_patches(before, file_patches), "nginx"))
+    return plan
+
+
 MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "service_restart": service_restart,
     "ini_set": ini_set,
+    "nginx_retarget": nginx_retarget,
 }

@@ -81,7 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         url = urlsplit(self.path)
         path = url.path
-        if path == "/healthz":
+        if args.role == "flaky" and path != "/healthz":
+            self.reply(404, {"error": "this backend only answers /healthz", "path": path})
+        elif path == "/healthz":
             self.reply(200, {"status": "ok", "backend": args.name})
         elif path.startswith("/reports/"):
             time.sleep(float(_state(args.state, "reports_delay", "0.05")))

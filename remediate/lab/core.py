@@ -502,6 +502,12 @@ class Lab:
                 "autostart": True,
             },
             {
+                # A second copy of the app, stopped: started, it makes "which port?" ambiguous.
+                "name": "app-canary",
+                "command": backend("app", "app-canary", f"{app.addr}:{cfg.app_port + 2}"),
+                "autostart": False,
+            },
+            {
                 "name": "svc-green",
                 "command": backend("app", "svc-green", f"{cfg.addr(6)}:{cfg.app_port}"),
                 "autostart": False,
@@ -573,12 +579,13 @@ all:
       ansible_host: {app.addr}
       journal_dir: {app.root}/journal
       supervisor_config: {app.root}/supervisor/supervisord.conf
-      restartable_services: [app, tls, flaky, svc-blue, svc-green]
+      restartable_services: [app, tls, flaky, svc-blue, svc-green, app-canary]
       restart_wait: 10
       services:
         app: {{port: {cfg.app_port}}}
         tls: {{port: {cfg.tls_port}}}
         flaky: {{port: {cfg.flaky_port}}}
+        app-canary: {{port: {cfg.app_port + 2}}}
 """
         self.inventory.write_text(text)
 
@@ -704,7 +711,7 @@ all:
         state = self._load()  # after _stop_load, which saves its own change
         self._write_baseline(cfg)
         _signal(_read_pid(self.dir / "dns" / "dnsmasq.pid"), signal.SIGHUP)
-        self.ctl(cfg, "app01", "stop", "svc-green", check=False)
+        self.ctl(cfg, "app01", "stop", "svc-green", "app-canary", check=False)
         for program in ("app", "tls", "flaky", "svc-blue"):
             self.ctl(cfg, "app01", "restart", program, check=False)
         self.ctl(cfg, "web01", "restart", "php-fpm", check=False)

@@ -1,0 +1,104 @@
+"""`remediate run --cause proxy-pass` (port variant) on the real lab, and the retarget edit on text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import remediate_cli
+
+from remediate.errors import EXIT_OK, EXIT_REFUSED
+from remediate.evidence import Context
+from remediate.inventory import load_inventory
+from remediate.lab.core import Lab, LabConfig
+from remediate.modules import nginx_retarget
+from remediate.nginx import NginxConfig, dump, parse
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+
+
+def _site(lab: Lab) -> Path:
+    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+
+
+def test_wrong_port_fixed_with_a_one_line_patch(lab: Lab, lab_cfg: LabConfig) -> None:
+    """502 before; the run patches only that proxy_pass, reloads, 200 after; a second run has nothing to do."""
+    lab.reset()
+    lab.break_("proxy-pass", "port", keep=True)
+    broken = _site(lab).read_bytes()
+    assert lab.probe(lab_cfg, "/api/users") == 502
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json")
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "fixed"
+    wrong, right = f"{lab_cfg.addr(2)}:8081", f"{lab_cfg.addr(2)}:{lab_cfg.app_port}"
+    assert f"app01's app listens on port {lab_cfg.app_port}" in report["decision"]["reason"]
+    # Golden diff: exactly that one address changed; every other byte of the file is as it was.
+    assert _site(lab).read_bytes() == broken.replace(
+        f"proxy_pass http://{wrong};".encode(), f"proxy_pass http://{right};".encode(), 1
+    )
+    assert {s["step"] for s in report["steps"]} >= {"nginx -t", "reload", "probe"}
+    assert lab.probe(lab_cfg, "/api/users") == 200
+    again = remediate_cli(
+        "run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json"
+    )
+    assert json.loads(again.stdout)["outcome"] == "nothing-to-do"
+    assert _site(lab).read_bytes() == broken.replace(wrong.encode(), right.encode(), 1)
+
+
+def test_check_shows_the_diff_and_writes_nothing(lab: Lab, lab_cfg: LabConfig) -> None:
+    """--check prints the one-line diff and leaves the file as it was."""
+    lab.reset()
+    lab.break_("proxy-pass", "port", keep=True)
+    before = _site(lab).read_bytes()
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--check")
+    assert done.returncode == EXIT_OK
+    assert f"-        proxy_pass http://{lab_cfg.addr(2)}:8081;" in done.stdout
+    assert f"+        proxy_pass http://{lab_cfg.addr(2)}:{lab_cfg.app_port};" in done.stdout
+    assert _site(lab).read_bytes() == before
+
+
+def test_two_candidate_ports_are_refused(lab: Lab, lab_cfg: LabConfig) -> None:
+    """When two services of the backend host serve the URI, the run refuses and lists both ports."""
+    lab.reset()
+    lab.break_("proxy-pass", "port", keep=True)
+    lab.ctl(lab_cfg, "app01", "start", "app-canary")
+    try:
+        before = _site(lab).read_bytes()
+        done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes")
+        assert done.returncode == EXIT_REFUSED
+        assert f"more than one port could be meant ({lab_cfg.app_port}, {lab_cfg.app_port + 2})" in done.stderr
+        assert _site(lab).read_bytes() == before
+    finally:
+        lab.reset()
+
+
+UPSTREAMS = b"""upstream pool {\r
+\tserver 10.0.0.5:8081 max_fails=3 fail_timeout=30s;  # primary\r
+\tserver 10.0.0.6:8081 backup;\r
+}\r
+server {\r
+\tlocation /a/ { proxy_pass http://10.0.0.5:8081/a/; }\r
+\tlocation /b/ { proxy_pass http://10.0.0.5:80811; }\r
+}\r
+"""
+
+
+def test_retarget_changes_only_that_address(tmp_path: Path) -> None:
+    """Upstream servers and proxy_pass on the address change; params, URIs, CRLF and look-alike ports do not."""
+    inv = tmp_path / "i.yml"
+    inv.write_text("all:\n  hosts:\n    w:\n")
+    ctx = Context(load_inventory(inv).host("w"))
+    ctx.config = NginxConfig(
+        {"/etc/nginx/nginx.conf": parse(UPSTREAMS, "/etc/nginx/nginx.conf")}, "/etc/nginx/nginx.conf"
+    )
+    plan = nginx_retarget(ctx, {"from": "10.0.0.5:8081", "to": "10.0.0.5:8080"})
+    (change,) = plan.changes
+    assert change.after == UPSTREAMS.replace(b"server 10.0.0.5:8081 max", b"server 10.0.0.5:8080 max").replace(
+        b"http://10.0.0.5:8081/a/", b"http://10.0.0.5:8080/a/"
+    )
+    assert dump(parse(change.after).nodes) == change.after
