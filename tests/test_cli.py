@@ -88,4 +88,5 @@ def test_playbooks_and_show() -> None:
     ):
         assert word in shown.stdout
     unknown = remediate_cli("show", "nope")
-    assert unknown.returncode == EXIT_USAGE and "playbooks: down, socket" in unknown.stderr
+    assert unknown.returncode == EXIT_USAGE and "no playbook for cause 'nope'" in unknown.stderr
+    assert all(cause in unknown.stderr for cause in causes)
