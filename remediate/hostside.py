@@ -431,11 +431,11 @@ def http_status(url, timeout):
     """The status a URL answers, or why it gave none (the backend asked directly, bypassing nginx)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return {"status": resp.status}
+            return {"status": resp.status, "error": None}
     except urllib.error.HTTPError as exc:
-        return {"status": exc.code}
+        return {"status": exc.code, "error": None}
     except (OSError, ValueError) as exc:
-        return {"error": str(getattr(exc, "reason", exc))}
+        return {"status": None, "error": str(getattr(exc, "reason", exc))}
 
 
 def wait_port(address, timeout):

@@ -163,8 +163,26 @@ def nginx_retarget(ctx: Context, args: dict[str, Any]) -> Plan:
     return plan
 
 
+def nginx_set_pass(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Set the target of the one *_pass directive at ``where`` (file:line); only its argument changes."""
+    where, target = str(args["where"]), str(args["target"])
+    if ctx.config is None:
+        raise InputError("nginx_set_pass needs the nginx_config evidence")
+    found = [p.directive for p in ctx.config.passes() if p.directive.where == where]
+    if len(found) != 1:
+        raise Refused(f"{ctx.host.name}: expected one *_pass at {where}, found {len(found)}; the config changed?")
+    directive = found[0]
+    if directive.args[0] == target:
+        return Plan()
+    token = directive.arg_tokens[0]
+    before = ctx.config.files[directive.file].data
+    after = apply_patches(before, [Patch(directive.file, token.start, token.end, quote(target).encode())])
+    return Plan(changes=[Change(directive.file, before, after, "nginx")])
+
+
 MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "service_restart": service_restart,
     "ini_set": ini_set,
     "nginx_retarget": nginx_retarget,
+    "nginx_set_pass": nginx_set_pass,
 }

@@ -102,3 +102,43 @@ def test_retarget_changes_only_that_address(tmp_path: Path) -> None:
         b"http://10.0.0.5:8081/a/", b"http://10.0.0.5:8080/a/"
     )
     assert dump(parse(change.after).nodes) == change.after
+
+
+def test_stripped_prefix_fixed_by_keeping_it(lab: Lab, lab_cfg: LabConfig) -> None:
+    """slash: the backend is asked for both paths; the run keeps the prefix in that one proxy_pass; 200 after."""
+    lab.reset()
+    lab.break_("proxy-pass", "slash", keep=True)
+    broken = _site(lab).read_bytes()
+    assert lab.probe(lab_cfg, "/api/users") == 502
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json")
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["decision"]["name"] == "prefix-stripped"
+    slash = report["evidence"]["slash"]
+    assert (slash["uri"], slash["rewritten"]) == ("/api/users", "/users")
+    assert (slash["original_answer"]["status"], slash["rewritten_answer"]["status"]) == (200, 404)
+    base = f"http://{lab_cfg.addr(2)}:{lab_cfg.app_port}"
+    assert _site(lab).read_bytes() == broken.replace(
+        f"proxy_pass {base}/;".encode(), f"proxy_pass {base}/api/;".encode()
+    )
+    assert lab.probe(lab_cfg, "/api/users") == 200
+    again = remediate_cli(
+        "run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json"
+    )
+    assert json.loads(again.stdout)["outcome"] == "nothing-to-do"
+
+
+def test_rewrite_that_would_not_help_is_refused(lab: Lab, lab_cfg: LabConfig) -> None:
+    """When the backend does not serve the original path either, keeping the prefix is refused, and nothing changes."""
+    lab.reset()
+    lab.break_("proxy-pass", "slash", keep=True)
+    lab.ctl(lab_cfg, "app01", "stop", "app")
+    lab.ctl(lab_cfg, "app01", "start", "app-canary")  # a backend that is up but is not where nginx points
+    try:
+        before = _site(lab).read_bytes()
+        done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes")
+        assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr
+        assert "keeping the prefix would not fix this 502" in done.stderr
+        assert _site(lab).read_bytes() == before
+    finally:
+        lab.reset()
