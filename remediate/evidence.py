@@ -9,6 +9,7 @@ round trip however many there are.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -467,6 +468,112 @@ def _read_stripped(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> 
     }
 
 
+# -- timed_out (the timeout cause) ----------------------------------------------------------
+
+_TIMED = re.compile(
+    r"upstream timed out \(110: Connection timed out\) while (?P<phase>connecting to upstream|"
+    r"reading response header from upstream|sending request to upstream|reading upstream)"
+)
+_PHASE_DIRECTIVE = {
+    "connecting to upstream": "proxy_connect_timeout",
+    "reading response header from upstream": "proxy_read_timeout",
+    "reading upstream": "proxy_read_timeout",
+    "sending request to upstream": "proxy_send_timeout",
+}
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def nginx_seconds(value: str) -> float:
+    """nginx's time syntax: 500ms, 30s, 5m, 1h, or a bare number of seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?", value.strip())
+    if not m:
+        raise ValueError(f"not an nginx time: {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def timeout_in_effect(config: NginxConfig, location: Any, name: str) -> tuple[float, str | None]:
+    """The value of ``name`` for a location: set there, or inherited from server and http; nginx's default 60s."""
+    chain = next((ctx for d, ctx in config.walk() if d is location), ())
+    for block in reversed((*chain, location)):
+        found = config.find(name, block)
+        if found and found[-1].args:
+            return nginx_seconds(found[-1].args[0]), found[-1].where
+    return 60.0, None
+
+
+def _latest_timeout(ctx: Context) -> dict[str, Any] | None:
+    log = next(
+        (v for v in ctx.by_collector.values() if isinstance(v, Log) and v.path == ctx.host["nginx_error_log"]), None
+    )
+    hits = [(line, m) for line in (log.lines if log else []) if (m := _TIMED.search(line))]
+    if not hits or ctx.config is None:
+        return None
+    line, m = hits[-1]
+    req = _FIELD_REQUEST.search(line)
+    up = re.search(r', upstream: "([^"]+)"', line)
+    uri = req.group("uri") if req else "/"
+    from remediate.nginx.match import normalize_uri, parse_location
+
+    port, addr = _probe_port(ctx)
+    match = route(ctx.config, "", normalize_uri(uri), port, addr)
+    if match is None or match.location is None or up is None:
+        return None
+    directive = _PHASE_DIRECTIVE[m.group("phase")]
+    current, current_where = timeout_in_effect(ctx.config, match.location, directive)
+    loc = parse_location(match.location)
+    path = normalize_uri(uri)
+    broad = loc.modifier == "" and loc.pattern == "/"
+    prefix = "/" + path.strip("/").split("/")[0] + "/" if broad and path.strip("/") else loc.pattern
+    same = [h for h in hits if _FIELD_REQUEST.search(h[0]) and _FIELD_REQUEST.search(h[0]).group("uri") == uri]  # type: ignore[union-attr]
+    return {
+        "phase": m.group("phase"),
+        "directive": directive,
+        "uri": uri,
+        "upstream_url": up.group(1),
+        "count": len(same),
+        "example": line,
+        "location": " ".join(match.location.args),
+        "location_where": match.location.where,
+        "current": current,
+        "current_where": current_where or "nginx's default",
+        "broad": broad,
+        "prefix": prefix,
+        "probes": [u for u in ctx.host["probe_urls"] if (urlsplit(u).path or "/").startswith(prefix)],
+    }
+
+
+def _remote_timed(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
+    found = _latest_timeout(ctx)
+    if not found:
+        return None
+    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    # The backend asked directly, bypassing nginx, and never for longer than the ceiling allows.
+    req["http"] = {"ttfb": found["upstream_url"]}
+    req["http_timeout"] = float(ctx.host["timeout_ceiling"]) / 2 + 1
+    return ctx.host, req
+
+
+def _read_timed(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    found = _latest_timeout(ctx)
+    if not found:
+        return {"found": False}
+    answer = (resp or {}).get("http", {}).get("ttfb", {})
+    ceiling = float(ctx.host["timeout_ceiling"])
+    ttfb = answer.get("seconds") if answer.get("status") is not None else None
+    needed = max(1, math.ceil(2 * ttfb)) if ttfb is not None else None
+    value = max(needed, math.ceil(found["current"])) if needed is not None else None
+    return {
+        **found,
+        "found": True,
+        "ttfb": ttfb,
+        "answer": answer,
+        "needed": needed,
+        "value": value,
+        "ceiling": ceiling,
+        "over_ceiling": value is None or value > ceiling,
+    }
+
+
 def _no_ask(host: Host, args: dict[str, Any], req: Request) -> None:
     """Reads what other collectors fetched; asks the host for nothing more."""
 
@@ -490,6 +597,13 @@ COLLECTORS: dict[str, Collector] = {
             "the latest upstream that refused nginx (111), from the log and config",
             _no_ask,
             _read_refused,
+        ),
+        Collector(
+            "timed_out",
+            "the latest upstream timeout: its location, the timeout in effect, the backend's measured TTFB",
+            _no_ask,
+            _read_timed,
+            remote=_remote_timed,
         ),
         Collector("access_log", "the tail of nginx's access log (args: bytes)", _ask_access, _read_access),
         Collector(

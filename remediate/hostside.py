@@ -429,13 +429,15 @@ def wait_socket(path, timeout):
 
 def http_status(url, timeout):
     """The status a URL answers, or why it gave none (the backend asked directly, bypassing nginx)."""
+    started = now()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return {"status": resp.status, "error": None}
+            # urlopen returns once the status line and headers are in: time to first byte
+            return {"status": resp.status, "error": None, "seconds": round(now() - started, 3)}
     except urllib.error.HTTPError as exc:
-        return {"status": exc.code, "error": None}
+        return {"status": exc.code, "error": None, "seconds": round(now() - started, 3)}
     except (OSError, ValueError) as exc:
-        return {"status": None, "error": str(getattr(exc, "reason", exc))}
+        return {"status": None, "error": str(getattr(exc, "reason", exc)), "seconds": round(now() - started, 3)}
 
 
 def wait_port(address, timeout):

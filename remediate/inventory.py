@@ -152,6 +152,8 @@ VARS: tuple[Var, ...] = (
     Var("php_fpm_pools", _str_list, ["/etc/php/8.2/fpm/pool.d/www.conf"], "pool files remediate may edit"),
     # backends this host serves (for restarting a crashed upstream)
     Var("services", _services, {}, "services on this host and the port each listens on"),
+    # timeouts
+    Var("timeout_ceiling", _number, 300.0, "the highest proxy timeout remediate will set, in seconds"),
     # dns and tls
     Var("resolvers", _opt_str_list, None, "nameservers for nginx's resolver (default: the host's resolv.conf)"),
     Var("tls_ca_bundle", _opt_str, None, "CA bundle that signs private HTTPS backends"),

@@ -14,7 +14,7 @@ from remediate.errors import InputError, Refused
 from remediate.evidence import Context
 from remediate.inventory import Host
 from remediate.nginx.config import PASS_DIRECTIVES
-from remediate.nginx.edit import Patch, apply_patches, quote
+from remediate.nginx.edit import Patch, apply_patches, insert_in_block, quote, render_directive, replace_args
 from remediate.plan import Action, Change, Plan
 
 __all__ = ["MODULES", "ini_set", "restart_argv", "service_restart", "validate_argv"]
@@ -180,9 +180,74 @@ def nginx_set_pass(ctx: Context, args: dict[str, Any]) -> Plan:
     return Plan(changes=[Change(directive.file, before, after, "nginx")])
 
 
+def nginx_timeout(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Set one proxy timeout for one location, or give a slow prefix of a broad location its own.
+
+    In a specific location the directive is updated in place, or added, marked. Under a broad
+    ``location /`` a dedicated ``location PREFIX`` is added from templates/timeout-location.conf.j2,
+    with the broad location's body copied byte for byte, so only the slow prefix waits longer.
+    """
+    if ctx.config is None:
+        raise InputError("nginx_timeout needs the nginx_config evidence")
+    where, directive_name = str(args["location_where"]), str(args["directive"])
+    seconds = int(args["seconds"])
+    found = [d for d, _ in ctx.config.walk() if d.name == "location" and d.where == where]
+    if len(found) != 1 or found[0].close is None:
+        raise Refused(f"{ctx.host.name}: expected one location at {where}; the config changed?")
+    location = found[0]
+    assert location.close is not None  # a location is always a block
+    file = ctx.config.files[location.file]
+    before = file.data
+    if not args.get("broad"):
+        existing = [d for d in location.children if d.name == directive_name]
+        if existing:
+            if existing[-1].args == [f"{seconds}s"]:
+                return Plan()
+            patch = replace_args(existing[-1], [f"{seconds}s"])
+        else:
+            patch = insert_in_block(file, location, [render_directive(directive_name, [f"{seconds}s"])], at_end=True)
+        return Plan(changes=[Change(location.file, before, apply_patches(before, [patch]), "nginx")])
+    newline = file.newline
+    line_start = before.rfind(b"\n", 0, location.start) + 1
+    indent = before[line_start : location.start].decode("utf-8", "surrogateescape")
+    inner = before[location.terminator.end : location.close.start].split(b"\n")
+    if inner and not inner[0].strip():
+        inner = inner[1:]
+    if inner and not inner[-1].strip():
+        inner = inner[:-1]
+    body = b"\n".join(line.rstrip(b"\r") for line in inner).decode("utf-8", "surrogateescape")
+    text = render_template(
+        "timeout-location.conf.j2",
+        indent=indent,
+        prefix=str(args["prefix"]),
+        body=body,
+        directive=directive_name,
+        seconds=seconds,
+        why=str(args.get("why", "a slow prefix")),
+    ).replace("\n", newline.decode())
+    patch = Patch(location.file, line_start, line_start, text.encode("utf-8", "surrogateescape"))
+    return Plan(changes=[Change(location.file, before, apply_patches(before, [patch]), "nginx")])
+
+
+def render_template(name: str, **context: Any) -> str:
+    """A template from templates/: every block remediate adds comes from there."""
+    import jinja2
+
+    from remediate.resources import templates_dir
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    return env.get_template(name).render(**context)
+
+
 MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "service_restart": service_restart,
     "ini_set": ini_set,
     "nginx_retarget": nginx_retarget,
     "nginx_set_pass": nginx_set_pass,
+    "nginx_timeout": nginx_timeout,
 }

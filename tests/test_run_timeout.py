@@ -1,0 +1,112 @@
+"""`remediate run --cause timeout` on the real lab, and the timeout edit on text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import remediate_cli
+
+from remediate.errors import EXIT_OK
+from remediate.evidence import Context, nginx_seconds
+from remediate.inventory import load_inventory
+from remediate.lab.core import Lab, LabConfig
+from remediate.modules import nginx_timeout
+from remediate.nginx import MARKER, NginxConfig, parse
+from remediate.run import run
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+
+
+def _site(lab: Lab) -> Path:
+    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+
+
+def test_slow_prefix_gets_its_own_location(lab: Lab, lab_cfg: LabConfig) -> None:
+    """504 before; a dedicated /reports/ location with 2x the measured TTFB, the global default untouched; 200 after."""
+    lab.reset()
+    lab.break_("timeout", "read", keep=True)
+    before = _site(lab).read_bytes()
+    proxy_conf = (lab.dir / "web01" / "nginx" / "conf.d" / "proxy.conf").read_bytes()
+    assert lab.probe(lab_cfg, "/reports/daily") == 504
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "timeout", "--yes", "--json")
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    slow = report["evidence"]["slow"]
+    assert slow["directive"] == "proxy_read_timeout" and slow["current"] == lab_cfg.read_timeout
+    assert 2 * lab_cfg.read_timeout <= slow["ttfb"] < 2 * lab_cfg.read_timeout + 2
+    assert "the backend is slow" in report["decision"]["reason"] and "workaround" in report["decision"]["reason"]
+    after = _site(lab).read_bytes()
+    added = (
+        f"    location /reports/ {{  {MARKER}: backend TTFB {slow['ttfb']}s\n"
+        f"        proxy_pass http://app_pool;\n"
+        f"        proxy_read_timeout {slow['value']}s;  {MARKER}\n"
+        f"    }}\n\n"
+    ).encode()
+    assert after == before.replace(b"    location / {", added + b"    location / {", 1)  # golden: only that block
+    assert (lab.dir / "web01" / "nginx" / "conf.d" / "proxy.conf").read_bytes() == proxy_conf
+    assert lab.probe(lab_cfg, "/reports/daily") == 200
+    assert lab.probe(lab_cfg, "/") == 200
+    again = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "timeout", "--yes", "--json")
+    assert json.loads(again.stdout)["outcome"] == "nothing-to-do"
+    assert _site(lab).read_bytes() == after
+
+
+def test_backend_slower_than_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_path: Path) -> None:
+    """When twice the measured TTFB is above timeout_ceiling, the run refuses and changes nothing."""
+    lab.reset()
+    lab.break_("timeout", "read", keep=True)
+    before = _site(lab).read_bytes()
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        lab.inventory.read_text().replace("      journal_dir: ", "      timeout_ceiling: 6\n      journal_dir: ", 1)
+    )
+    inventory = load_inventory(path)
+    report = run(inventory.host("web01"), "timeout", yes=True, inventory=inventory)
+    assert report.outcome == "refused"
+    assert "too slow for any timeout remediate may set (timeout_ceiling 6.0s)" in report.message
+    assert _site(lab).read_bytes() == before
+    assert lab.probe(lab_cfg, "/reports/daily") == 504
+
+
+SITE = b"""server {\r
+\tlisten 80;\r
+\tlocation /api/ {\r
+\t\tproxy_pass http://api;\r
+\t}\r
+\tlocation /slow/ {\r
+\t\tproxy_pass http://api;\r
+\t\tproxy_read_timeout 5s;\r
+\t}\r
+}\r
+"""
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Context:
+    inv = tmp_path / "i.yml"
+    inv.write_text("all:\n  hosts:\n    w:\n")
+    context = Context(load_inventory(inv).host("w"))
+    context.config = NginxConfig({"/n.conf": parse(SITE, "/n.conf")}, "/n.conf")
+    return context
+
+
+def test_timeout_in_a_specific_location_is_added_or_updated(ctx: Context) -> None:
+    """In a specific location the timeout is added (marked, tab-indented, CRLF) or its value updated in place."""
+    added = nginx_timeout(ctx, {"location_where": "/n.conf:3", "directive": "proxy_read_timeout", "seconds": 12})
+    assert added.changes[0].after == SITE.replace(
+        b"\t\tproxy_pass http://api;\r\n\t}\r\n\tlocation /slow/",
+        f"\t\tproxy_pass http://api;\r\n\t\tproxy_read_timeout 12s;  {MARKER}\r\n\t}}\r\n\tlocation /slow/".encode(),
+    )
+    updated = nginx_timeout(ctx, {"location_where": "/n.conf:6", "directive": "proxy_read_timeout", "seconds": 12})
+    assert updated.changes[0].after == SITE.replace(b"proxy_read_timeout 5s;", b"proxy_read_timeout 12s;")
+    assert nginx_timeout(ctx, {"location_where": "/n.conf:6", "directive": "proxy_read_timeout", "seconds": 5}).empty
+
+
+def test_nginx_time_syntax() -> None:
+    """nginx times: bare seconds, ms, s, m, h."""
+    assert [nginx_seconds(v) for v in ("60", "500ms", "2s", "15m", "1h")] == [60, 0.5, 2, 900, 3600]
