@@ -326,7 +326,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from remediate.inventory import load_inventory
     from remediate.run import Report, run
 
-    host = load_inventory(args.inventory).host(args.host)
+    inventory = load_inventory(args.inventory)
+    host = inventory.host(args.host)
     interactive = sys.stdin.isatty() and not args.json
     if not (args.check or args.yes or interactive):
         raise Refused("not on a terminal and --yes not given: refusing to change anything (use --check to look)")
@@ -351,6 +352,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         show=show,
         playbooks=args.playbooks,
         accept_new_host_key=args.accept_new_host_key,
+        inventory=inventory,
     )
     if args.json:
         _print_json(report.to_json())

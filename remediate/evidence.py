@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from remediate.errors import RemediateError
 from remediate.inventory import Host, Inventory
 from remediate.nginx import NginxConfig, route
+from remediate.services import status_argv
 
 __all__ = ["COLLECTORS", "Context", "Log", "build_request", "interpret"]
 
@@ -293,16 +294,6 @@ def owner_of(inventory: Inventory | None, web: Host, ip: str) -> Host | None:
                 return host
     # The web host's own loopback: the backend runs beside nginx. Any other unknown address has no owner.
     return web if ip in ("127.0.0.1", "::1", "localhost") else None
-
-
-def status_argv(host: Host, service: str) -> list[str]:
-    manager = host["service_manager"]
-    if manager == "systemd":
-        return ["systemctl", "is-active", service]
-    if manager == "supervisor":
-        conf = host["supervisor_config"]
-        return ["supervisorctl", *(["-c", conf] if conf else []), "status", service]
-    return ["service", service, "status"]
 
 
 def _service_on_port(host: Host, port: int) -> str | None:

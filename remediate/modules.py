@@ -16,20 +16,11 @@ from remediate.inventory import Host
 from remediate.nginx.config import PASS_DIRECTIVES
 from remediate.nginx.edit import Patch, apply_patches, insert_in_block, quote, render_directive, replace_args
 from remediate.plan import Action, Change, Plan
+from remediate.services import log_argv, restart_argv
 
-__all__ = ["MODULES", "ini_set", "restart_argv", "service_restart", "validate_argv"]
+__all__ = ["MODULES", "ini_set", "service_restart", "validate_argv"]
 
 INI_MARKER = "; managed by remediate"
-
-
-def restart_argv(host: Host, service: str) -> list[str]:
-    manager = host["service_manager"]
-    if manager == "systemd":
-        return ["systemctl", "restart", service]
-    if manager == "supervisor":
-        conf = host["supervisor_config"]
-        return ["supervisorctl", *(["-c", conf] if conf else []), "restart", service]
-    return ["service", service, "restart"]
 
 
 def validate_argv(host: Host, kind: str) -> list[str]:
@@ -38,17 +29,6 @@ def validate_argv(host: Host, kind: str) -> list[str]:
     if kind == "php-fpm":
         return [host["php_fpm_bin"], "-t", "-y", host["php_fpm_conf"]]
     raise ValueError(f"unknown validation {kind!r}")
-
-
-def log_argv(host: Host, service: str) -> list[str]:
-    """The service's own recent log, shown when a restart fails."""
-    manager = host["service_manager"]
-    if manager == "systemd":
-        return ["journalctl", "-u", service, "-n", "20", "--no-pager"]
-    if manager == "supervisor":
-        conf = host["supervisor_config"]
-        return ["supervisorctl", *(["-c", conf] if conf else []), "tail", service, "stderr"]
-    return []
 
 
 def service_restart(ctx: Context, args: dict[str, Any]) -> Plan:

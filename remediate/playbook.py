@@ -211,6 +211,13 @@ def load_playbooks(extra: list[str] | None = None) -> dict[str, Playbook]:
 
 
 def find_playbook(cause: str, extra: list[str] | None = None) -> Playbook:
+    # Fast path (the common case, shipped playbooks only): CAUSE.yml, without parsing the others.
+    # With --playbooks a file of any name may override a cause, so everything is read.
+    path = playbooks_dir() / f"{cause}.yml"
+    if not extra and path.is_file():
+        book = load_playbook(path)
+        if book.cause == cause:
+            return book
     books = load_playbooks(extra)
     if cause not in books:
         from remediate.errors import UsageError

@@ -11,7 +11,7 @@ from remediate.errors import InputError, Refused, RemediateError
 from remediate.evidence import Context, Log, parse_ini_sections
 from remediate.inventory import load_inventory
 from remediate.modules import INI_MARKER, ini_set, service_restart
-from remediate.playbook import evaluate, load_playbook, load_playbooks, render
+from remediate.playbook import evaluate, find_playbook, load_playbook, load_playbooks, render
 from remediate.run import call_helper
 from remediate.testing import FakeTransport, UnexpectedCommand
 
@@ -69,6 +69,8 @@ def test_user_playbooks_override_by_cause(tmp_path: Path) -> None:
         "    outcome: nothing-to-do\n"
     )
     assert load_playbooks([str(tmp_path)])["socket"].summary == "mine"
+    assert find_playbook("socket", [str(tmp_path)]).summary == "mine"
+    assert find_playbook("socket").summary != "mine"
 
 
 def test_render_keeps_types_and_evaluate_uses_evidence(ctx: Context) -> None:
