@@ -192,14 +192,23 @@ def _inside(directive: Any, block: Any) -> bool:
 # -- error_log --------------------------------------------------------------------------
 
 
-def _ask_log(host: Host, args: dict[str, Any], req: Request) -> None:
-    req["logs"].append(host["nginx_error_log"])
-    req["log_bytes"] = max(req.get("log_bytes", 0), int(args.get("bytes", 262144)))
+def _log_collector(var: str) -> tuple[Asker, Reader]:
+    """Ask for, and read, the tail of the log the inventory var ``var`` names (error or access log)."""
+
+    def ask(host: Host, args: dict[str, Any], req: Request) -> None:
+        req["logs"].append(host[var])
+        req["log_bytes"] = max(req.get("log_bytes", 0), int(args.get("bytes", 262144)))
+
+    def read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+        entry = resp["logs"][ctx.host[var]]
+        return Log(entry["path"], entry.get("text", ""))
+
+    return ask, read
 
 
-def _read_log(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
-    entry = resp["logs"][ctx.host["nginx_error_log"]]
-    return Log(entry["path"], entry.get("text", ""))
+def _error_log(ctx: Context) -> Log | None:
+    log = ctx.by_collector.get("error_log")
+    return log if isinstance(log, Log) else None
 
 
 # -- refused_upstreams -------------------------------------------------------------------
@@ -224,7 +233,7 @@ def pass_addresses(config: NginxConfig, target: str) -> list[str]:
 
 def _read_refused(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     """The most recent refused upstream in the log, how often, and where the config sends traffic there."""
-    log = next((v for v in ctx.by_collector.values() if isinstance(v, Log)), None)
+    log = _error_log(ctx)
     hits = []
     for line in log.lines if log else []:
         if not _REFUSED.search(line) or not (up := _FIELD_UPSTREAM.search(line)):
@@ -363,16 +372,6 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
 _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
 
 
-def _ask_access(host: Host, args: dict[str, Any], req: Request) -> None:
-    req["logs"].append(host["nginx_access_log"])
-    req["log_bytes"] = max(req.get("log_bytes", 0), int(args.get("bytes", 262144)))
-
-
-def _read_access(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
-    entry = resp["logs"][ctx.host["nginx_access_log"]]
-    return Log(entry["path"], entry.get("text", ""))
-
-
 def _stripping_request(ctx: Context) -> dict[str, Any] | None:
     """The latest 502 request whose location's proxy_pass replaces the location prefix in the URI."""
     access = ctx.by_collector.get("access_log")
@@ -493,9 +492,7 @@ def timeout_in_effect(config: NginxConfig, location: Any, name: str) -> tuple[fl
 
 
 def _latest_timeout(ctx: Context) -> dict[str, Any] | None:
-    log = next(
-        (v for v in ctx.by_collector.values() if isinstance(v, Log) and v.path == ctx.host["nginx_error_log"]), None
-    )
+    log = _error_log(ctx)
     hits = [(line, m) for line in (log.lines if log else []) if (m := _TIMED.search(line))]
     if not hits or ctx.config is None:
         return None
@@ -582,7 +579,7 @@ COLLECTORS: dict[str, Collector] = {
             _ask_sockets,
             _read_sockets,
         ),
-        Collector("error_log", "the tail of nginx's error log (args: bytes)", _ask_log, _read_log),
+        Collector("error_log", "the tail of nginx's error log (args: bytes)", *_log_collector("nginx_error_log")),
         Collector(
             "refused_upstreams",
             "the latest upstream that refused nginx (111), from the log and config",
@@ -596,7 +593,7 @@ COLLECTORS: dict[str, Collector] = {
             _read_timed,
             remote=_remote_timed,
         ),
-        Collector("access_log", "the tail of nginx's access log (args: bytes)", _ask_access, _read_access),
+        Collector("access_log", "the tail of nginx's access log (args: bytes)", *_log_collector("nginx_access_log")),
         Collector(
             "stripped_prefix",
             "the latest 502 whose proxy_pass URI strips the location prefix; both paths asked of the backend",

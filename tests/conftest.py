@@ -49,6 +49,19 @@ def remediate_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]
     return subprocess.run(cli_argv(*args), **options)
 
 
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The controller's journal goes to a fresh directory per test, never the user's ~/.local/state."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(path))
+    return path
+
+
+def site_conf(lab: Lab) -> Path:
+    """The lab site's config file (sites-enabled/lab.conf links to it)."""
+    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+
+
 def make_lab_dir(prefix: str) -> Path:
     # Not pytest's tmp_path: that lives under a 0700 directory, and nginx's workers (www-data) must reach the lab.
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

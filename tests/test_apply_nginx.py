@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import site_conf
 
 from remediate.connect import open_transport
 from remediate.inventory import Host
@@ -24,17 +25,13 @@ def web(web01: Host) -> Iterator[Transport]:
         yield transport
 
 
-def _site(lab: Lab) -> Path:
-    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
-
-
 def _fingerprint(path: Path) -> tuple[str, int, int, int]:
     st = path.stat()
     return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_uid, st.st_gid, st.st_mode & 0o7777
 
 
 def _apply(web: Transport, host: Host, lab: Lab, after: bytes, probes: list[str]) -> dict[str, object]:
-    site = _site(lab)
+    site = site_conf(lab)
     # The change names the sites-enabled symlink, as nginx -T does; the write must keep the link.
     enabled = str(lab.dir / "web01" / "nginx" / "sites-enabled" / "lab.conf")
     plan = Plan(changes=[Change(enabled, site.read_bytes(), after, "nginx")])
@@ -49,7 +46,7 @@ def test_valid_nginx_change_is_reloaded_and_confirmed(
 ) -> None:
     """A valid change passes nginx -t, is reloaded, confirmed by new workers, and serves."""
     lab.reset()
-    site = _site(lab)
+    site = site_conf(lab)
     original = site.read_bytes()
     after = original.replace(
         b"    location = /50x.html {",
@@ -73,7 +70,7 @@ def test_candidate_failing_nginx_t_is_restored_byte_identical(
 ) -> None:
     """A candidate nginx -t rejects: the file is restored byte for byte (owner, mode), nginx keeps serving."""
     lab.reset()
-    site = _site(lab)
+    site = site_conf(lab)
     before = _fingerprint(site)
     answer = _apply(
         web, web01, lab, site.read_bytes().replace(b"proxy_pass http://app_pool;", b"proxy_pass http://app_pool", 1), []
@@ -89,7 +86,7 @@ def test_reload_nginx_rejects_is_detected_and_restored(
 ) -> None:
     """nginx -t passes but the reload fails (port taken): nginx keeps its old config, which we detect, and restore."""
     lab.reset()
-    site = _site(lab)
+    site = site_conf(lab)
     before = _fingerprint(site)
     taken = f"listen {lab_cfg.addr(1)}:{lab_cfg.ssh_port};".encode()  # web01's sshd owns this port
     after = site.read_bytes().replace(b"default_server;", b"default_server;\n    " + taken, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 from conftest import remediate_cli
@@ -30,9 +29,7 @@ def _checksums(lab: Lab) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 @pytest.mark.parametrize(("cause", "variant", "shown"), CASES, ids=[f"{c}-{v}" for c, v, _ in CASES])

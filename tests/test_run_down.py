@@ -13,10 +13,7 @@ from remediate.inventory import Inventory, load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.run import run
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 def _inventory_with(lab: Lab, tmp_path: Path, old: str, new: str) -> Inventory:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli
+from conftest import remediate_cli, site_conf
 
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.evidence import Context
@@ -15,21 +15,14 @@ from remediate.lab.core import Lab, LabConfig
 from remediate.modules import nginx_retarget
 from remediate.nginx import NginxConfig, dump, parse
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
-
-
-def _site(lab: Lab) -> Path:
-    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 def test_wrong_port_fixed_with_a_one_line_patch(lab: Lab, lab_cfg: LabConfig) -> None:
     """502 before; the run patches only that proxy_pass, reloads, 200 after; a second run has nothing to do."""
     lab.reset()
     lab.break_("proxy-pass", "port", keep=True)
-    broken = _site(lab).read_bytes()
+    broken = site_conf(lab).read_bytes()
     assert lab.probe(lab_cfg, "/api/users") == 502
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json")
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
@@ -38,7 +31,7 @@ def test_wrong_port_fixed_with_a_one_line_patch(lab: Lab, lab_cfg: LabConfig) ->
     wrong, right = f"{lab_cfg.addr(2)}:8081", f"{lab_cfg.addr(2)}:{lab_cfg.app_port}"
     assert f"app01's app listens on port {lab_cfg.app_port}" in report["decision"]["reason"]
     # Golden diff: exactly that one address changed; every other byte of the file is as it was.
-    assert _site(lab).read_bytes() == broken.replace(
+    assert site_conf(lab).read_bytes() == broken.replace(
         f"proxy_pass http://{wrong};".encode(), f"proxy_pass http://{right};".encode(), 1
     )
     assert {s["step"] for s in report["steps"]} >= {"nginx -t", "reload", "probe"}
@@ -47,19 +40,19 @@ def test_wrong_port_fixed_with_a_one_line_patch(lab: Lab, lab_cfg: LabConfig) ->
         "run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json"
     )
     assert json.loads(again.stdout)["outcome"] == "nothing-to-do"
-    assert _site(lab).read_bytes() == broken.replace(wrong.encode(), right.encode(), 1)
+    assert site_conf(lab).read_bytes() == broken.replace(wrong.encode(), right.encode(), 1)
 
 
 def test_check_shows_the_diff_and_writes_nothing(lab: Lab, lab_cfg: LabConfig) -> None:
     """--check prints the one-line diff and leaves the file as it was."""
     lab.reset()
     lab.break_("proxy-pass", "port", keep=True)
-    before = _site(lab).read_bytes()
+    before = site_conf(lab).read_bytes()
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--check")
     assert done.returncode == EXIT_OK
     assert f"-        proxy_pass http://{lab_cfg.addr(2)}:8081;" in done.stdout
     assert f"+        proxy_pass http://{lab_cfg.addr(2)}:{lab_cfg.app_port};" in done.stdout
-    assert _site(lab).read_bytes() == before
+    assert site_conf(lab).read_bytes() == before
 
 
 def test_two_candidate_ports_are_refused(lab: Lab, lab_cfg: LabConfig) -> None:
@@ -68,11 +61,11 @@ def test_two_candidate_ports_are_refused(lab: Lab, lab_cfg: LabConfig) -> None:
     lab.break_("proxy-pass", "port", keep=True)
     lab.ctl(lab_cfg, "app01", "start", "app-canary")
     try:
-        before = _site(lab).read_bytes()
+        before = site_conf(lab).read_bytes()
         done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes")
         assert done.returncode == EXIT_REFUSED
         assert f"more than one port could be meant ({lab_cfg.app_port}, {lab_cfg.app_port + 2})" in done.stderr
-        assert _site(lab).read_bytes() == before
+        assert site_conf(lab).read_bytes() == before
     finally:
         lab.reset()
 
@@ -108,7 +101,7 @@ def test_stripped_prefix_fixed_by_keeping_it(lab: Lab, lab_cfg: LabConfig) -> No
     """slash: the backend is asked for both paths; the run keeps the prefix in that one proxy_pass; 200 after."""
     lab.reset()
     lab.break_("proxy-pass", "slash", keep=True)
-    broken = _site(lab).read_bytes()
+    broken = site_conf(lab).read_bytes()
     assert lab.probe(lab_cfg, "/api/users") == 502
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes", "--json")
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
@@ -118,7 +111,7 @@ def test_stripped_prefix_fixed_by_keeping_it(lab: Lab, lab_cfg: LabConfig) -> No
     assert (slash["uri"], slash["rewritten"]) == ("/api/users", "/users")
     assert (slash["original_answer"]["status"], slash["rewritten_answer"]["status"]) == (200, 404)
     base = f"http://{lab_cfg.addr(2)}:{lab_cfg.app_port}"
-    assert _site(lab).read_bytes() == broken.replace(
+    assert site_conf(lab).read_bytes() == broken.replace(
         f"proxy_pass {base}/;".encode(), f"proxy_pass {base}/api/;".encode()
     )
     assert lab.probe(lab_cfg, "/api/users") == 200
@@ -135,10 +128,10 @@ def test_rewrite_that_would_not_help_is_refused(lab: Lab, lab_cfg: LabConfig) ->
     lab.ctl(lab_cfg, "app01", "stop", "app")
     lab.ctl(lab_cfg, "app01", "start", "app-canary")  # a backend that is up but is not where nginx points
     try:
-        before = _site(lab).read_bytes()
+        before = site_conf(lab).read_bytes()
         done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "proxy-pass", "--yes")
         assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr
         assert "keeping the prefix would not fix this 502" in done.stderr
-        assert _site(lab).read_bytes() == before
+        assert site_conf(lab).read_bytes() == before
     finally:
         lab.reset()

@@ -21,10 +21,7 @@ from remediate.inventory import Host
 from remediate.lab.core import Lab, LabConfig
 from remediate.run import call_helper, rollback, run
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 def _tree_state(lab: Lab) -> dict[str, tuple[str, int, int, int]]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli
+from conftest import remediate_cli, site_conf
 
 from remediate.errors import EXIT_OK
 from remediate.evidence import Context, nginx_seconds
@@ -16,21 +16,14 @@ from remediate.modules import nginx_timeout
 from remediate.nginx import MARKER, NginxConfig, parse
 from remediate.run import run
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REMEDIATE_STATE_DIR", str(tmp_path / "state"))
-
-
-def _site(lab: Lab) -> Path:
-    return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 def test_slow_prefix_gets_its_own_location(lab: Lab, lab_cfg: LabConfig) -> None:
     """504 before; a dedicated /reports/ location with 2x the measured TTFB, the global default untouched; 200 after."""
     lab.reset()
     lab.break_("timeout", "read", keep=True)
-    before = _site(lab).read_bytes()
+    before = site_conf(lab).read_bytes()
     proxy_conf = (lab.dir / "web01" / "nginx" / "conf.d" / "proxy.conf").read_bytes()
     assert lab.probe(lab_cfg, "/reports/daily") == 504
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "timeout", "--yes", "--json")
@@ -40,7 +33,7 @@ def test_slow_prefix_gets_its_own_location(lab: Lab, lab_cfg: LabConfig) -> None
     assert slow["directive"] == "proxy_read_timeout" and slow["current"] == lab_cfg.read_timeout
     assert 2 * lab_cfg.read_timeout <= slow["ttfb"] < 2 * lab_cfg.read_timeout + 2
     assert "the backend is slow" in report["decision"]["reason"] and "workaround" in report["decision"]["reason"]
-    after = _site(lab).read_bytes()
+    after = site_conf(lab).read_bytes()
     added = (
         f"    location /reports/ {{  {MARKER}: backend TTFB {slow['ttfb']}s\n"
         f"        proxy_pass http://app_pool;\n"
@@ -53,14 +46,14 @@ def test_slow_prefix_gets_its_own_location(lab: Lab, lab_cfg: LabConfig) -> None
     assert lab.probe(lab_cfg, "/") == 200
     again = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "timeout", "--yes", "--json")
     assert json.loads(again.stdout)["outcome"] == "nothing-to-do"
-    assert _site(lab).read_bytes() == after
+    assert site_conf(lab).read_bytes() == after
 
 
 def test_backend_slower_than_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_path: Path) -> None:
     """When twice the measured TTFB is above timeout_ceiling, the run refuses and changes nothing."""
     lab.reset()
     lab.break_("timeout", "read", keep=True)
-    before = _site(lab).read_bytes()
+    before = site_conf(lab).read_bytes()
     path = tmp_path / "inventory.yml"
     path.write_text(
         lab.inventory.read_text().replace("      journal_dir: ", "      timeout_ceiling: 6\n      journal_dir: ", 1)
@@ -69,7 +62,7 @@ def test_backend_slower_than_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig
     report = run(inventory.host("web01"), "timeout", yes=True, inventory=inventory)
     assert report.outcome == "refused"
     assert "too slow for any timeout remediate may set (timeout_ceiling 6.0s)" in report.message
-    assert _site(lab).read_bytes() == before
+    assert site_conf(lab).read_bytes() == before
     assert lab.probe(lab_cfg, "/reports/daily") == 504
 
 
