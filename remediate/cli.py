@@ -115,6 +115,12 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--accept-new-host-key", action="store_true", help="trust a first-seen host key (never a changed one)"
     )
+    run.add_argument(
+        "--insecure-tls",
+        action="store_true",
+        help="invalid-response only: when no tls_ca_bundle can be trusted, allow turning proxy_ssl_verify off "
+        "(a TEMPORARY workaround, reported loudly)",
+    )
 
     rb = sub.add_parser(
         "rollback",
@@ -353,6 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         playbooks=args.playbooks,
         accept_new_host_key=args.accept_new_host_key,
         inventory=inventory,
+        insecure_tls=args.insecure_tls,
     )
     if args.json:
         _print_json(report.to_json())
@@ -366,6 +373,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  recovered crashed run {r['run_id']}: restored {', '.join(r['restored']) or 'nothing'}")
     line = f"{report.outcome}: {report.message}" if report.message else report.outcome
     print(line, file=sys.stderr if report.exit_code else sys.stdout)
+    if report.decision.get("name") == "tls-insecure-workaround" and report.outcome == "fixed":
+        print(
+            "WARNING: TLS verification of the backend is OFF (--insecure-tls). This is a temporary workaround: "
+            "set tls_ca_bundle in the inventory and run again to turn it back on.",
+            file=sys.stderr,
+        )
     print(f"run {report.run_id} on {report.host}; journal {report.journal}")
     return report.exit_code
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,22 @@ from remediate.inventory import Host, Inventory
 from remediate.nginx import NginxConfig, route
 from remediate.services import status_argv
 
-__all__ = ["COLLECTORS", "Context", "Log", "build_request", "interpret"]
+__all__ = [
+    "COLLECTORS",
+    "Collector",
+    "Context",
+    "Hit",
+    "Log",
+    "build_request",
+    "enclosing",
+    "in_effect",
+    "interpret",
+    "location_for",
+    "log_hits",
+    "pid_file",
+    "probes_under",
+    "summary",
+]
 
 
 @dataclass
@@ -71,6 +87,8 @@ class Collector:
     read: Reader
     #: Second phase: asks another host, using first-phase values. Returns (host, request) or None.
     remote: Callable[[Context, dict[str, Any]], tuple[Host, Request] | None] | None = None
+    #: For a second-phase collector: reads what its own ``ask`` fetched in the first phase.
+    first: Callable[[Context, dict[str, Any], dict[str, Any]], None] | None = None
 
 
 # -- nginx_config ------------------------------------------------------------------------
@@ -292,6 +310,17 @@ def _probes_for_address(ctx: Context, address: str) -> list[str]:
     return _probes_where(ctx, lambda d: address in pass_addresses(config, d.args[0] if d.args else ""))
 
 
+def pid_file(host: Host, config: NginxConfig | None) -> str:
+    """nginx's pid file: the inventory's, else the config's ``pid``, else Debian's default."""
+    if host["nginx_pid_file"]:
+        return str(host["nginx_pid_file"])
+    found = config.directive_value("pid") if config else None
+    path = found[0] if found else "/run/nginx.pid"
+    if not path.startswith("/"):
+        path = posixpath.join(host["nginx_prefix"] or "/usr/share/nginx", path)
+    return path
+
+
 # -- upstream_host (second phase: the host that owns the failing address) -----------------
 
 
@@ -305,7 +334,7 @@ def owner_of(inventory: Inventory | None, web: Host, ip: str) -> Host | None:
     return web if ip in ("127.0.0.1", "::1", "localhost") else None
 
 
-def _service_on_port(host: Host, port: int) -> str | None:
+def service_on_port(host: Host, port: int) -> str | None:
     return next((name for name, spec in host["services"].items() if spec.get("port") == port), None)
 
 
@@ -315,7 +344,7 @@ def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] 
     if latest is None or host is None:
         return None
     req: Request = {"op": "collect", "commands": {"ss": ["ss", "-Htlnp"]}, "files": [], "stats": [], "logs": []}
-    service = _service_on_port(host, latest["port"])
+    service = service_on_port(host, latest["port"])
     if service:
         req["commands"]["status"] = status_argv(host, service)
     # Ask each of the host's services, directly, for the URI nginx failed on: which of them serves it?
@@ -330,7 +359,7 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
     host = owner_of(ctx.inventory, ctx.host, latest["ip"]) if latest else None
     if latest is None or host is None or not resp:
         return {"host": None, "service": None, "listening": False, "restartable": False}
-    service = _service_on_port(host, latest["port"])
+    service = service_on_port(host, latest["port"])
     listeners: dict[int, str] = {}
     for line in resp["commands"]["ss"]["stdout"].splitlines():
         fields = line.split()
@@ -481,14 +510,73 @@ def nginx_seconds(value: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
+def in_effect(config: NginxConfig, block: Any, name: str) -> Any:
+    """The directive ``name`` that applies inside ``block``: set there, or inherited from server and http."""
+    chain = next((ctx for d, ctx in config.walk() if d is block), ())
+    for level in reversed((*chain, block)):
+        found = config.find(name, level)
+        if found and found[-1].args:
+            return found[-1]
+    return None
+
+
+def enclosing(config: NginxConfig, block: Any, name: str) -> Any:
+    """The nearest block named ``name`` (``server``, ``http``) around ``block``."""
+    chain = next((ctx for d, ctx in config.walk() if d is block), ())
+    return next((level for level in reversed(chain) if level.name == name), None)
+
+
 def timeout_in_effect(config: NginxConfig, location: Any, name: str) -> tuple[float, str | None]:
     """The value of ``name`` for a location: set there, or inherited from server and http; nginx's default 60s."""
-    chain = next((ctx for d, ctx in config.walk() if d is location), ())
-    for block in reversed((*chain, location)):
-        found = config.find(name, block)
-        if found and found[-1].args:
-            return nginx_seconds(found[-1].args[0]), found[-1].where
-    return 60.0, None
+    found = in_effect(config, location, name)
+    return (nginx_seconds(found.args[0]), found.where) if found is not None else (60.0, None)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One error-log line that matched a signature, with the fields nginx appends."""
+
+    line: str
+    match: re.Match[str]
+    uri: str
+    upstream: str  # the whole upstream URL nginx used, "" when the line has none
+    time: str
+
+
+def log_hits(ctx: Context, regex: re.Pattern[str]) -> list[Hit]:
+    """The error-log lines matching ``regex``, oldest first."""
+    log = _error_log(ctx)
+    hits = []
+    for line in log.lines if log else []:
+        if m := regex.search(line):
+            req = _FIELD_REQUEST.search(line)
+            up = re.search(r', upstream: "([^"]+)"', line)
+            when = _TIME.match(line)
+            hits.append(
+                Hit(line, m, req.group("uri") if req else "/", up.group(1) if up else "", when.group(1) if when else "")
+            )
+    return hits
+
+
+def location_for(ctx: Context, uri: str) -> Any:
+    """The location nginx picks for ``uri`` on the server the probe URLs reach, or None."""
+    if ctx.config is None:
+        return None
+    from remediate.nginx.match import normalize_uri
+
+    port, addr = _probe_port(ctx)
+    match = route(ctx.config, "", normalize_uri(uri), port, addr)
+    return match.location if match is not None else None
+
+
+def summary(hits: list[Hit]) -> dict[str, Any]:
+    """How many lines, first and last seen, one example: the proof behind a verdict."""
+    return {"count": len(hits), "first": hits[0].time, "last": hits[-1].time, "example": hits[-1].line}
+
+
+def probes_under(ctx: Context, location: Any) -> list[str]:
+    """The inventory's probe URLs that nginx routes to ``location``."""
+    return [u for u in ctx.host["probe_urls"] if location_for(ctx, urlsplit(u).path or "/") is location]
 
 
 def _latest_timeout(ctx: Context) -> dict[str, Any] | None:
@@ -636,6 +724,8 @@ def interpret(
     for name, collect, args in order:
         if COLLECTORS[collect].remote is not None:
             if remote is None:
+                if COLLECTORS[collect].first is not None:
+                    COLLECTORS[collect].first(ctx, args, resp)  # type: ignore[misc]
                 continue  # second phase: read once the other host answered
             answer = remote.get(name, {})
         else:
@@ -653,3 +743,15 @@ def to_json(value: Any) -> Any:
     if isinstance(value, list):
         return [to_json(v) for v in value]
     return value
+
+
+def _register_cause_collectors() -> None:
+    """The collectors of the later causes live in remediate.collect, one module per cause."""
+    from remediate.collect import dns, response, workers
+
+    for module in (dns, response, workers):
+        for collector in module.COLLECTORS:
+            COLLECTORS[collector.name] = collector
+
+
+_register_cause_collectors()

@@ -56,7 +56,7 @@ def now():
 
 def run(argv, timeout=60):
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         return {
             "argv": argv,
             "exit": done.returncode,
@@ -318,6 +318,9 @@ def op_collect(req):
     out["stats"] = {p: stat_of(p) for p in req.get("stats", [])}
     out["http"] = {name: http_status(url, req.get("http_timeout", 3)) for name, url in req.get("http", {}).items()}
     out["logs"] = {p: log_tail(p, req.get("log_bytes", 262144)) for p in req.get("logs", [])}
+    out["raw"] = {name: raw_http(spec) for name, spec in req.get("raw", {}).items()}
+    if req.get("nofile_pid_file"):
+        out["nofile"] = nofile_limits(req["nofile_pid_file"])
     dump = out["commands"].get("nginx_T")
     if dump is not None and dump["exit"] == 0:
         out["nginx"] = nginx_facts(dump["stdout"])
@@ -355,6 +358,10 @@ def restore_files(journal, meta, force):
         if current_sha != change["after_sha"] and not force:
             problems.append("%s was changed since run %s; left as it is" % (path, meta["run_id"]))
             continue
+        if change.get("created"):
+            os.unlink(path)
+            restored.append(path)
+            continue
         original = read(os.path.join(journal.run_dir(meta["run_id"]), "files", "%d.orig" % index))
         write_atomic(path, original, like=change["stat"])
         restored.append(path)
@@ -380,7 +387,7 @@ def finish_restore(meta, restored):
             ok, detail = reload_nginx(action)
             if not ok:
                 issues.append(detail)
-        elif action["kind"] == "restart":
+        elif action["kind"] in ("restart", "command"):
             res = run(action["argv"], action.get("timeout", 60))
             if res["exit"] != 0:
                 issues.append("`%s` failed: %s" % (" ".join(action["argv"]), tail(res)))
@@ -438,6 +445,155 @@ def http_status(url, timeout):
         return {"status": exc.code, "error": None, "seconds": round(now() - started, 3)}
     except (OSError, ValueError) as exc:
         return {"status": None, "error": str(getattr(exc, "reason", exc)), "seconds": round(now() - started, 3)}
+
+
+def raw_http(spec):
+    """GET a URL by hand, bypassing nginx, bounded in time and bytes: what exactly comes back.
+
+    kind is one of: ok (a status line), empty (closed without a byte), closed (closed
+    before the headers ended), garbage (no HTTP status line), tls (handshake or verify
+    failure), refused, timeout, error. For https, the certificate's subject and issuer
+    are read even when it does not verify, as `openssl s_client` would show them.
+    """
+    import ssl
+    from urllib.parse import urlsplit
+
+    url = urlsplit(spec["url"])
+    timeout = float(spec.get("timeout", 3))
+    limit = int(spec.get("max_bytes", 4096))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = (url.hostname or "").strip("[]")
+    out = {"url": spec["url"], "kind": "error", "status": None, "excerpt": "", "bytes": 0, "tls": None, "error": None}
+    started = now()
+    if url.scheme == "https":  # first, on connections of its own: a backend may handshake one at a time
+        out["tls"] = tls_facts(host, port, spec, timeout)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        out["kind"], out["error"] = "refused", "connection refused"
+        return out
+    except TimeoutError:
+        out["kind"], out["error"] = "timeout", "no connection within %ss" % timeout
+        return out
+    except OSError as exc:
+        out["error"] = str(exc)
+        return out
+    try:
+        if url.scheme == "https":
+            context = ssl.create_default_context(cafile=spec.get("cafile") or None)
+            context.check_hostname = False  # nginx checks the name only with proxy_ssl_verify; verify_peer is the point
+            try:
+                sock = context.wrap_socket(sock, server_hostname=spec.get("server_name") or host)
+            except (ssl.SSLError, OSError) as exc:
+                out["kind"], out["error"] = "tls", str(getattr(exc, "verify_message", "") or exc)
+                return out
+        path = (url.path or "/") + ("?" + url.query if url.query else "")
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, url.netloc)).encode())
+        data = b""
+        try:
+            while len(data) < limit:
+                chunk = sock.recv(min(4096, limit - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            out["timed_out_reading"] = True
+        except OSError as exc:
+            out["read_error"] = str(exc)
+        out["bytes"] = len(data)
+        out["excerpt"] = repr(data[:200])[2:-1]
+        _, sep, body = data.partition(b"\r\n\r\n")
+        out["body"] = body.decode("utf-8", "replace") if sep else ""
+        if not data:
+            out["kind"] = "empty"
+        elif re.match(rb"^HTTP/\d(\.\d)? [1-5]\d\d", data):
+            out["status"] = int(data.split(None, 2)[1])
+            out["kind"] = "ok" if b"\r\n\r\n" in data or b"\n\n" in data else "closed"
+        else:
+            out["kind"] = "garbage"
+    finally:
+        out["seconds"] = round(now() - started, 3)
+        with contextlib.suppress(OSError):
+            sock.close()
+    return out
+
+
+def tls_facts(host, port, spec, timeout):
+    """The backend certificate's subject and issuer, and whether each CA file given verifies it."""
+    import ssl
+
+    facts = {"subject": None, "issuer": None, "verify": {}}
+    try:
+        raw = ssl.create_default_context()
+        raw.check_hostname = False
+        raw.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((host, port), timeout=timeout) as plain:
+            with raw.wrap_socket(plain, server_hostname=spec.get("server_name") or host) as tls:
+                der = tls.getpeercert(binary_form=True)
+        pem = ssl.DER_cert_to_PEM_cert(der)
+        shown = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-issuer"], input=pem.encode(), capture_output=True, timeout=10
+        )
+        for line in shown.stdout.decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("subject", "issuer"):
+                facts[key.strip()] = value.strip()
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        facts["error"] = str(exc)
+    for cafile in spec.get("check_cafiles", []):
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+            context.check_hostname = False
+            with socket.create_connection((host, port), timeout=timeout) as plain:
+                with context.wrap_socket(plain, server_hostname=spec.get("server_name") or host):
+                    facts["verify"][cafile] = "ok"
+        except (ssl.SSLError, OSError) as exc:
+            facts["verify"][cafile] = str(getattr(exc, "verify_message", "") or exc)
+    return facts
+
+
+def nofile_limits(pid_file):
+    """The open-files limit nginx's master and workers really run with, and the kernel ceiling."""
+    out = {"master": None, "pid": None, "workers": {}, "nr_open": None}
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as fh:
+        out["nr_open"] = int(fh.read().strip())
+    try:
+        with open(pid_file) as fh:
+            master = int(fh.read().strip())
+    except (OSError, ValueError):
+        return out
+    out["pid"] = master
+
+    def limit(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/%d/limits" % pid) as fh:
+            for line in fh:
+                if line.startswith("Max open files"):
+                    soft, hard = line.split()[3:5]
+                    return {"soft": int(soft), "hard": int(hard)}
+        return None
+
+    out["master"] = limit(master)
+    starts = []
+    for pid, cmd in children(master).items():
+        if "worker process" in cmd and "shutting down" not in cmd:
+            out["workers"][str(pid)] = limit(pid)
+            starts.append(started_at(pid))
+    # In the error log's own format and time zone, so the controller can compare it with log lines.
+    known = [t for t in starts if t]
+    out["workers_started"] = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(min(known))) if known else None
+    return out
+
+
+def started_at(pid):
+    """A process's start, in seconds since the epoch (from /proc: boot time plus its start in ticks)."""
+    try:
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        with open("/proc/%d/stat" % pid) as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
 
 
 def wait_port(address, timeout):
@@ -531,6 +687,9 @@ def op_apply(req):
     meta["state"] = "applying"
     journal.save(meta)
     for index, change in enumerate(changes):
+        if change["before_sha"] is None:  # a new file (a drop-in): undone by removing it
+            meta["changes"][index].update(backed_up=True, created=True)
+            continue
         write_atomic(
             os.path.join(journal.run_dir(run_id), "files", "%d.orig" % index), read(change["path"]), mode=0o600
         )
@@ -593,12 +752,30 @@ def op_apply(req):
                     action["wait_port"],
                     action.get("timeout", 30),
                 )
+            elif action.get("expect_http"):
+                answer = raw_http(action["expect_http"])
+                if answer["kind"] != "ok" or answer["status"] >= 500:
+                    # The restart did not cure the backend: it is broken in itself, not in a state a
+                    # restart clears. Whatever remediate wrote is put back, and the run is a refusal.
+                    result = fail(
+                        "restart",
+                        "%s still answers %s after a restart (%s: %s); the backend itself needs fixing"
+                        % (action["service"], answer["kind"], answer["url"], answer["excerpt"] or answer.get("error")),
+                    )
+                    if result["outcome"] == "rolled-back":
+                        result["outcome"] = "refused"
+                    return result
             if problem:
                 # Say why, from the service's own log; never retry in a loop.
                 if action.get("log_argv"):
                     problem += "; %s says: %s" % (action["service"], tail(run(action["log_argv"], 20)))
                 return fail("restart", problem)
             step("restart " + action["service"], True, tail(res), t0)
+        elif action["kind"] == "command":
+            res = run(action["argv"], action.get("timeout", 60))
+            if res["exit"] != 0:
+                return fail(action["service"], "`%s` failed: %s" % (" ".join(action["argv"]), tail(res)))
+            step(" ".join(action["argv"]), True, tail(res), t0)
     if req.get("probes"):
         t0 = now()
         statuses = probe(req["probes"], req.get("probe_budget", 10), set(req.get("bad_statuses", [502, 504])))

@@ -156,7 +156,18 @@ VARS: tuple[Var, ...] = (
     Var("timeout_ceiling", _number, 300.0, "the highest proxy timeout remediate will set, in seconds"),
     # dns and tls
     Var("resolvers", _opt_str_list, None, "nameservers for nginx's resolver (default: the host's resolv.conf)"),
-    Var("tls_ca_bundle", _opt_str, None, "CA bundle that signs private HTTPS backends"),
+    Var(
+        "dns_strategy",
+        _choice("variable", "pin"),
+        "variable",
+        "stale DNS: re-resolve through a variable, or pin the IP",
+    ),
+    Var("resolver_valid", _str, "30s", "how long nginx trusts an answer (resolver valid=)"),
+    Var("resolver_timeout", _str, "5s", "nginx's resolver_timeout"),
+    Var("tls_ca_bundle", _opt_str, None, "CA bundle on the web host that signs private HTTPS backends"),
+    # workers
+    Var("worker_connections_ceiling", _int, 16384, "the highest worker_connections remediate will set"),
+    Var("nginx_pid_file", _opt_str, None, "nginx's pid file (default: from the config's pid directive)"),
     # verification
     Var("probe_urls", _str_list, [], "URLs that must not answer 502 once fixed"),
     Var("probe_budget", _number, 10.0, "seconds the fixed URLs get to stop answering 502 before a rollback"),

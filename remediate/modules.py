@@ -28,6 +28,8 @@ def validate_argv(host: Host, kind: str) -> list[str]:
         return [*host.nginx_base_argv, "-t"]
     if kind == "php-fpm":
         return [host["php_fpm_bin"], "-t", "-y", host["php_fpm_conf"]]
+    if kind == "none":
+        return []
     raise ValueError(f"unknown validation {kind!r}")
 
 
@@ -54,6 +56,7 @@ def service_restart(ctx: Context, args: dict[str, Any]) -> Plan:
         wait_port=args.get("wait_port") or None,
         log_argv=tuple(log_argv(target, service)),
         timeout=float(target["restart_wait"]),
+        expect_http=args.get("expect_http") or None,
     )
     return Plan(actions=[action])
 
@@ -209,7 +212,149 @@ def nginx_timeout(ctx: Context, args: dict[str, Any]) -> Plan:
     return Plan(changes=[Change(location.file, before, apply_patches(before, [patch]), "nginx")])
 
 
-def render_template(name: str, **context: Any) -> str:
+def _block(ctx: Context, spec: str) -> tuple[Any, Any]:
+    """(file, block) for a block spec: ``main``, ``events``, ``upstream NAME``, or the file:line of a block."""
+    config = ctx.config
+    if config is None:
+        raise InputError("nginx edits need the nginx_config evidence")
+    if spec == "main":
+        return config.files[config.main], None
+    if spec == "events":
+        found = config.find("events")
+    elif spec.startswith("upstream "):
+        found = [u for name, u in config.upstreams().items() if name == spec.split(None, 1)[1]]
+    else:
+        found = [d for d, _ in config.walk() if d.where == spec and d.block is not None]
+    if len(found) != 1:
+        raise Refused(f"{ctx.host.name}: expected one block {spec!r} in the config, found {len(found)}; it changed?")
+    return config.files[found[0].file], found[0]
+
+
+def nginx_block_set(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Make the directives a template renders hold in one block (``block``: main, events, upstream NAME, file:line).
+
+    A directive the block already has gets the new arguments in place (only they change); a
+    missing one is added as the template's line, marked, indented like its neighbours, at the
+    block's start or end (``at``). Lines equal to what is there change nothing; with
+    ``keep_existing`` a directive that is set at all is left as it is.
+    """
+    from remediate.nginx import parse
+
+    file, block = _block(ctx, str(args["block"]))
+    text = render_template(str(args["template"]), **dict(args.get("vars") or {}))
+    wanted = parse(text.encode(), "<template>").directives
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    children = block.children if block is not None else file.directives
+    patches: list[Patch] = []
+    added: list[str] = []
+    for directive, line in zip(wanted, lines, strict=True):
+        existing = [d for d in children if d.name == directive.name]
+        if existing:
+            if existing[-1].args != directive.args and not args.get("keep_existing"):
+                patches.append(_replace_line(file, existing[-1], line, directive.args))
+        else:
+            added.append(line)
+    if added:
+        if block is None:  # main context: before the first block (events, http), at column 0
+            first = next((d for d in file.directives if d.block is not None), None)
+            at = file.data.rfind(b"\n", 0, first.start) + 1 if first is not None else len(file.data)
+            newline = file.newline
+            patches.append(Patch(file.path, at, at, b"".join(a.encode() + newline for a in added)))
+        else:
+            patches.append(insert_in_block(file, block, added, at_end=args.get("at", "end") == "end"))
+    if not patches:
+        return Plan()
+    return Plan(changes=[Change(file.path, file.data, apply_patches(file.data, patches), "nginx")])
+
+
+def _replace_line(file: Any, directive: Any, line: str, args: list[str]) -> Patch:
+    """The template's whole line (marked) for a directive alone on its line; else just its arguments."""
+    data = file.data
+    end = data.find(b"\n", directive.end)
+    end = len(data) if end == -1 else end
+    if data[end - 1 : end] == b"\r":
+        end -= 1
+    start_of_line = data.rfind(b"\n", 0, directive.start) + 1
+    if data[start_of_line : directive.start].strip() or data[directive.end : end].strip():
+        return replace_args(directive, args)  # shares its line, or has a comment of its own: keep those
+    return Patch(file.path, directive.start, end, line.encode())
+
+
+def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Make a location's proxy_pass re-resolve its host name: the name goes into a variable.
+
+    ``proxy_pass http://name:port/uri`` becomes ``set $var "name"`` plus ``proxy_pass
+    http://$var:port``. With a variable, nginx sends a URI part as is instead of replacing the
+    location prefix, so when there was one a ``rewrite ^PREFIX(.*)$ URI$1 break;`` keeps the
+    path the backend sees exactly as before. A resolver must be in effect (see resolver.conf.j2).
+    """
+    from remediate.nginx.match import parse_location
+
+    file, location = _block(ctx, str(args["location_where"]))
+    passes = [d for d in location.children if d.name == "proxy_pass" and d.args]
+    if len(passes) != 1:
+        raise Refused(f"{ctx.host.name}: {location.where} has {len(passes)} proxy_pass; expected one")
+    directive = passes[0]
+    m = re.match(r"^(?P<scheme>[a-z]+)://(?P<host>[^:/$]+)(?::(?P<port>\d+))?(?P<uri>/.*)?$", directive.args[0])
+    if not m:
+        raise Refused(f"{ctx.host.name}: {directive.where}: proxy_pass {directive.args[0]} names no static host")
+    var = "remediate_" + re.sub(r"[^A-Za-z0-9]", "_", m.group("host"))
+    port = f":{m.group('port')}" if m.group("port") else ""
+    rewrite = None
+    if m.group("uri"):
+        loc = parse_location(location)
+        if loc.modifier not in ("", "^~"):
+            raise Refused(f"{ctx.host.name}: {directive.where}: a URI part in a {loc.modifier} location; fix by hand")
+        pattern = "^" + re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", loc.pattern) + "(.*)$"
+        rewrite = {"pattern": pattern, "replacement": m.group("uri") + "$1"}
+    text = render_template(
+        "dns-variable.conf.j2", var=var, name=m.group("host"), rewrite=rewrite, old=directive.args[0]
+    )
+    data = file.data
+    line_start = data.rfind(b"\n", 0, directive.start) + 1
+    indent = data[line_start : directive.start]
+    newline = file.newline
+    block = b"".join(indent + line.strip().encode() + newline for line in text.splitlines() if line.strip())
+    patches = [
+        Patch(file.path, line_start, line_start, block),
+        replace_args(directive, [f"{m.group('scheme')}://${var}{port}"]),
+    ]
+    return Plan(changes=[Change(file.path, data, apply_patches(data, patches), "nginx")])
+
+
+def service_nofile(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Raise the open-files limit nginx's service starts with, the way the service manager applies it.
+
+    systemd: a drop-in with ``LimitNOFILE`` (then ``systemctl daemon-reload``). supervisor:
+    ``minfds`` in supervisord.conf, which supervisord applies to itself and its programs at its
+    next start. Never above the kernel ceiling fs.nr_open. limits.conf is not touched: it applies
+    to login sessions, not to services. Either way the master picks it up at its next restart;
+    the workers already get the higher limit from ``worker_rlimit_nofile``.
+    """
+    nofile = int(args["nofile"])
+    ceiling = args.get("nr_open")
+    if ceiling and nofile > int(ceiling):
+        raise Refused(f"{ctx.host.name}: a nofile limit of {nofile} is above the kernel's fs.nr_open {ceiling}")
+    host = ctx.host
+    if host["service_manager"] == "systemd":
+        path = f"/etc/systemd/system/{host['nginx_service']}.service.d/remediate-nofile.conf"
+        after = render_template("systemd-nofile.conf.j2", nofile=nofile).encode()
+        before = ctx.files.get(path)
+        if before == after:
+            return Plan()
+        return Plan(
+            changes=[Change(path, before, after, "none")],
+            actions=[Action("command", "systemd", ("systemctl", "daemon-reload"))],
+        )
+    if host["service_manager"] == "supervisor" and host["supervisor_config"]:
+        path = str(host["supervisor_config"])
+        if path not in ctx.files:
+            raise InputError(f"service_nofile: {path} was not collected as evidence")
+        return ini_set(ctx, {"path": path, "section": "supervisord", "values": {"minfds": nofile}, "validate": "none"})
+    raise Refused(f"{ctx.host.name}: no way to raise a service's nofile limit under {host['service_manager']}")
+
+
+def render_template(template: str, **context: Any) -> str:
     """A template from templates/: every block remediate adds comes from there."""
     import jinja2
 
@@ -221,7 +366,7 @@ def render_template(name: str, **context: Any) -> str:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
-    return env.get_template(name).render(**context)
+    return env.get_template(template).render(**context)
 
 
 MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
@@ -230,4 +375,7 @@ MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "nginx_retarget": nginx_retarget,
     "nginx_set_pass": nginx_set_pass,
     "nginx_timeout": nginx_timeout,
+    "nginx_block_set": nginx_block_set,
+    "nginx_dns_variable": nginx_dns_variable,
+    "service_nofile": service_nofile,
 }

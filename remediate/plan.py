@@ -15,18 +15,20 @@ class Change:
     """Replace the bytes of ``path`` (``before``, as read from the host) with ``after``."""
 
     path: str
-    before: bytes
+    before: bytes | None  # None: the file does not exist yet (a drop-in remediate creates)
     after: bytes
     validate: str  # "nginx" or "php-fpm": which test must pass before the change stands
 
     @property
-    def before_sha(self) -> str:
-        return hashlib.sha256(self.before).hexdigest()
+    def before_sha(self) -> str | None:
+        return None if self.before is None else hashlib.sha256(self.before).hexdigest()
 
     def diff(self) -> str:
-        before = self.before.decode("utf-8", "replace").splitlines(keepends=True)
+        before = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
         after = self.after.decode("utf-8", "replace").splitlines(keepends=True)
-        lines = difflib.unified_diff(before, after, f"a{self.path}", f"b{self.path}")
+        lines = difflib.unified_diff(
+            before, after, "/dev/null" if self.before is None else f"a{self.path}", f"b{self.path}"
+        )
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
@@ -43,12 +45,15 @@ class Action:
     wait_port: str | None = None  # host:port that must accept connections after a restart
     log_argv: tuple[str, ...] = ()  # shows the service's own log when the restart fails
     timeout: float = 30.0
+    expect_http: str | None = None  # after a restart this URL must answer valid HTTP, or the run refuses
 
     def describe(self) -> str:
         where = f" on {self.host}" if self.host else ""
         what = f"{self.kind} {self.service}{where}: {' '.join(self.argv)}"
         wait = self.wait_socket or self.wait_port
-        return what + (f" (then wait for {wait})" if wait else "")
+        then = [f"wait for {wait}"] if wait else []
+        then += [f"expect valid HTTP from {self.expect_http}"] if self.expect_http else []
+        return what + (f" (then {', then '.join(then)})" if then else "")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"kind": self.kind, "service": self.service, "argv": list(self.argv)}
@@ -60,6 +65,8 @@ class Action:
             wire["wait_port"] = self.wait_port
         if self.log_argv:
             wire["log_argv"] = list(self.log_argv)
+        if self.expect_http:
+            wire["expect_http"] = {"url": self.expect_http, "timeout": 3, "max_bytes": 4096}
         wire["timeout"] = self.timeout
         return wire
 

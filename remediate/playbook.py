@@ -27,9 +27,13 @@ __all__ = ["Decision", "Playbook", "Step", "find_playbook", "load_playbook", "lo
 
 @dataclass(frozen=True)
 class Step:
+    """One fix step: a module with Jinja-templated args; Ansible's ``when`` and ``loop`` (each value as ``item``)."""
+
     module: str
     args: dict[str, Any]
     line: int
+    when: str | None = None
+    loop: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,18 @@ def load_playbook(path: Path) -> Playbook:
 
             if step["module"] not in MODULES:
                 raise fail(f"unknown module {step['module']!r}; modules: {', '.join(MODULES)}", line(step, "module"))
-            parsed.append(Step(str(step["module"]), _plain(step.get("args") or {}), line(step) or 0))
+            unknown_keys = set(step) - {"module", "args", "when", "loop", "name"}
+            if unknown_keys:
+                raise fail(f"unexpected key {sorted(unknown_keys)[0]!r} in a fix step", line(step))
+            parsed.append(
+                Step(
+                    str(step["module"]),
+                    _plain(step.get("args") or {}),
+                    line(step) or 0,
+                    when=str(step["when"]) if "when" in step else None,
+                    loop=str(step["loop"]) if "loop" in step else None,
+                )
+            )
         book.fixes[str(fix_name)] = parsed
     for item in data["decisions"] or []:
         at = line(item)

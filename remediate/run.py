@@ -30,12 +30,12 @@ from remediate.errors import (
     Refused,
     RemediateError,
 )
-from remediate.evidence import COLLECTORS, Context, build_request, interpret, to_json
+from remediate.evidence import COLLECTORS, Context, build_request, interpret, pid_file, to_json
 from remediate.inventory import Host, Inventory
 from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
-from remediate.playbook import Playbook, find_playbook, render
+from remediate.playbook import Playbook, evaluate, find_playbook, render
 from remediate.transport.base import Transport
 
 __all__ = ["OUTCOME_EXIT", "Report", "apply_plan", "call_helper", "rollback", "run"]
@@ -155,10 +155,13 @@ def run(
     run_id: str | None = None,
     test_pause_after_write: float | None = None,
     inventory: Inventory | None = None,
+    insecure_tls: bool = False,
 ) -> Report:
     """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
 
     ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
+    ``insecure_tls`` lets the invalid-response fix turn proxy_ssl_verify off when no CA can be
+    trusted: a temporary workaround, reported as such.
     """
     from remediate.inventory import load_inventory
     from remediate.journal import new_run_id, open_journal
@@ -184,6 +187,7 @@ def run(
             confirm=confirm,
             show=show,
             pause=test_pause_after_write,
+            options={"insecure_tls": insecure_tls},
         )
     except Refused as exc:
         report.outcome, report.message = "refused", str(exc)
@@ -210,6 +214,7 @@ def _run(
     confirm: Callable[[Report], bool] | None,
     show: Callable[[Report], None] | None,
     pause: float | None,
+    options: dict[str, Any],
 ) -> None:
     """The run's body; sets report.outcome, or raises Refused."""
     # 1. evidence, in one round trip that also takes the lock (not for --check: it writes nothing)
@@ -232,7 +237,8 @@ def _run(
     report.recovered = answer.get("recovered") or []
     if lock and lock.get("stale"):
         log.warning("stale-lock", step="lock", previous=lock["stale"])
-    ctx = interpret(Context(host, inventory=inventory), book.evidence, answer)
+    ctx = Context(host, inventory=inventory, values={"options": options})
+    ctx = interpret(ctx, book.evidence, answer)
     # Second phase: evidence from the host behind nginx, one round trip to it.
     remote: dict[str, dict[str, Any]] = {}
     for name, collect, args in book.evidence:
@@ -266,7 +272,15 @@ def _run(
     assert decision.fix is not None
     plan = Plan()
     for step in book.fixes[decision.fix]:
-        plan.add(MODULES[step.module](ctx, render(step.args, ctx)))
+        if step.when is not None and not evaluate(step.when, ctx):
+            continue
+        items = list(render(step.loop, ctx)) if step.loop is not None else [None]
+        for item in items:
+            ctx.values["item"] = item
+            part = MODULES[step.module](ctx, render(step.args, ctx))
+            plan.add(part)
+            _advance(ctx, part)  # the next step builds on this one's result
+        ctx.values.pop("item", None)
     report.plan = plan
     report.step("plan", True, f"{len(plan.changes)} file change(s), {len(plan.actions)} action(s)", started)
     log.info("plan", step="plan", plan=plan.to_json())
@@ -306,6 +320,18 @@ def _run(
     _finish(report, answer, reason, log)
 
 
+def _advance(ctx: Context, part: Plan) -> None:
+    """Let later fix steps see the files as the earlier steps left them."""
+    if not part.changes:
+        return
+    for change in part.changes:
+        ctx.files[change.path] = change.after
+    if ctx.config is not None and any(c.path in ctx.config.files for c in part.changes):
+        files = {path: f.data for path, f in ctx.config.files.items()}
+        files.update({c.path: c.after for c in part.changes if c.path in files})
+        ctx.config = NginxConfig.from_files(files, ctx.config.main)
+
+
 def _finish(report: Report, answer: dict[str, Any], reason: str, log: Any, where: str = "") -> None:
     """The outcome and message of an apply, from the helper's answer."""
     outcome = answer.get("outcome", "failed")
@@ -339,10 +365,11 @@ def apply_plan(
     validates = [
         {"name": f"{kind} -t", "argv": validate_argv(host, kind)}
         for kind in dict.fromkeys(c.validate for c in plan.changes)
+        if kind != "none"
     ]
     actions: list[Action] = list(plan.actions)
     if any(c.validate == "nginx" for c in plan.changes):
-        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=_pid_file(host, config)))
+        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=pid_file(host, config)))
     request: dict[str, Any] = {
         "op": "apply",
         "run_id": run_id,
@@ -362,14 +389,6 @@ def apply_plan(
     if pause:
         request["test_pause_after_write"] = pause
     return call_helper(transport, host, request, timeout=600)
-
-
-def _pid_file(host: Host, config: NginxConfig | None) -> str:
-    found = config.directive_value("pid") if config else None
-    path = found[0] if found else "/run/nginx.pid"
-    if not path.startswith("/"):
-        path = posixpath.join(host["nginx_prefix"] or "/usr/share/nginx", path)
-    return path
 
 
 def _check_journal_location(host: Host, ctx: Context) -> None:

@@ -62,6 +62,22 @@ def site_conf(lab: Lab) -> Path:
     return lab.dir / "web01" / "nginx" / "sites-available" / "lab.conf"
 
 
+def inventory_with(lab: Lab, tmp_path: Path, old: str, new: str) -> Inventory:
+    """The lab's inventory with one text replaced (the text must be there), loaded from tmp_path."""
+    text = lab.inventory.read_text()
+    assert old in text
+    path = tmp_path / "inventory.yml"
+    path.write_text(text.replace(old, new, 1))
+    return load_inventory(path)
+
+
+def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`remediate run --host web01 --cause CAUSE -i LAB/inventory.yml --yes --json` as a user types it."""
+    return remediate_cli(
+        "run", "-i", str(lab.inventory), "--host", "web01", "--cause", cause, "--yes", "--json", *extra
+    )
+
+
 def make_lab_dir(prefix: str) -> Path:
     # Not pytest's tmp_path: that lives under a 0700 directory, and nginx's workers (www-data) must reach the lab.
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

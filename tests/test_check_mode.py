@@ -17,6 +17,11 @@ CASES = [
     ("proxy-pass", "port", "+        proxy_pass http://"),
     ("proxy-pass", "slash", "/api/;"),
     ("timeout", "read", "+    location /reports/ {"),
+    ("dns", "no-resolver", "+    resolver "),
+    ("dns", "stale", "+        proxy_pass http://$remediate_svc_lab:"),
+    ("invalid-response", "empty", "then: restart flaky on app01"),
+    ("invalid-response", "tls", "+        proxy_ssl_trusted_certificate "),
+    ("workers", "load", "+worker_rlimit_nofile "),
 ]
 
 

@@ -6,22 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli
+from conftest import inventory_with, remediate_cli
 
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK
-from remediate.inventory import Inventory, load_inventory
+from remediate.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
-
-
-def _inventory_with(lab: Lab, tmp_path: Path, old: str, new: str) -> Inventory:
-    text = lab.inventory.read_text()
-    assert old in text
-    path = tmp_path / "inventory.yml"
-    path.write_text(text.replace(old, new))
-    return load_inventory(path)
 
 
 def test_down_fixed_end_to_end_then_nothing_to_do(lab: Lab, lab_cfg: LabConfig) -> None:
@@ -57,7 +49,7 @@ def test_service_not_restartable_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_pa
     """When the owning service is not in restartable_services, the run refuses and the backend stays down."""
     lab.reset()
     lab.break_("down", "crash", keep=True)
-    inventory = _inventory_with(lab, tmp_path, "restartable_services: [app, tls,", "restartable_services: [tls,")
+    inventory = inventory_with(lab, tmp_path, "restartable_services: [app, tls,", "restartable_services: [tls,")
     report = run(inventory.host("web01"), "down", yes=True, inventory=inventory)
     assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
     assert "'app', which is not in restartable_services" in report.message
@@ -68,7 +60,7 @@ def test_address_no_inventory_host_owns_is_refused(lab: Lab, lab_cfg: LabConfig,
     """When no inventory host has the refused address, the run refuses and names the address."""
     lab.reset()
     lab.break_("down", "crash", keep=True)
-    inventory = _inventory_with(lab, tmp_path, f"ansible_host: {lab_cfg.addr(2)}", "ansible_host: 127.0.20.77")
+    inventory = inventory_with(lab, tmp_path, f"ansible_host: {lab_cfg.addr(2)}", "ansible_host: 127.0.20.77")
     report = run(inventory.host("web01"), "down", yes=True, inventory=inventory)
     assert report.outcome == "refused"
     assert f"{lab_cfg.addr(2)}:{lab_cfg.app_port} is down, but no inventory host owns" in report.message

@@ -147,6 +147,14 @@ BREAKS: tuple[Break, ...] = (
         summary="svc.lab moved to .6; nginx still uses the .5 it resolved at start",
     ),
     Break(
+        "dns",
+        "nxdomain",
+        "dyn",
+        502,
+        r"ghost\.lab could not be resolved \(3: Host not found\)",
+        summary="location /dyn/ proxies to ghost.lab, a name the lab's DNS does not know",
+    ),
+    Break(
         "timeout",
         "read",
         "reports",
@@ -390,6 +398,7 @@ class Lab:
             "read_timeout": cfg.read_timeout,
             "api_pass": f"http://{cfg.addr(2)}:{cfg.app_port}",
             "dyn_resolver": True,
+            "dyn_name": "app01.lab",
             "listen_owner": "www-data",
             "listen_group": "www-data",
         }
@@ -742,6 +751,9 @@ all:
     def _break_dns(self, cfg: LabConfig, variant: str) -> None:
         if variant == "no-resolver":
             self._rewrite_nginx(cfg, dyn_resolver=False)
+            return
+        if variant == "nxdomain":
+            self._rewrite_nginx(cfg, dyn_name="ghost.lab")
             return
         # The record moves to .6 where a new instance starts; the old one at .5 goes away.
         self.ctl(cfg, "app01", "start", "svc-green")

@@ -1,0 +1,101 @@
+"""`remediate run --cause workers` on the real lab under a bounded load, and the sizing and limit edits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import inventory_with, run_cli
+
+from remediate.collect.workers import size_workers
+from remediate.errors import EXIT_OK
+from remediate.evidence import Context
+from remediate.inventory import load_inventory
+from remediate.lab.core import Lab, LabConfig
+from remediate.modules import service_nofile
+from remediate.nginx import MARKER
+from remediate.run import run
+
+pytestmark = pytest.mark.usefixtures("state_dir")
+
+
+def _nginx_files(lab: Lab) -> tuple[Path, Path]:
+    return lab.dir / "web01" / "nginx" / "nginx.conf", lab.dir / "web01" / "nginx" / "conf.d" / "upstreams.conf"
+
+
+def test_exhausted_workers_get_more_connections_under_the_same_load(lab: Lab, lab_cfg: LabConfig) -> None:
+    """worker_connections doubled, worker_rlimit_nofile twice that, keepalive added; the load stays; 200 after."""
+    lab.reset()
+    lab.break_("workers", "load", keep=True)
+    conf, upstreams = _nginx_files(lab)
+    before_conf, before_up = conf.read_bytes(), upstreams.read_bytes()
+    assert lab.probe(lab_cfg, "/") == 500  # nginx's answer when no connection is free (not the runbook's 502)
+    done = run_cli(lab, "workers")
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    workers = report["evidence"]["workers"]
+    wc = lab_cfg.worker_connections
+    assert workers["worker_connections"] == wc and workers["needed"] == 2 * wc
+    assert workers["active"] is not None and workers["master_nofile"]["soft"] > 0 and workers["nr_open"] > 0
+    assert workers["upstreams"] == ["app_pool"]
+    golden_conf = before_conf.replace(
+        f"events {{\n    worker_connections {wc};\n".encode(),
+        f"worker_rlimit_nofile {4 * wc};  {MARKER}\nevents {{\n    worker_connections {2 * wc};  {MARKER}\n".encode(),
+    )
+    assert conf.read_bytes() == golden_conf
+    assert upstreams.read_bytes() == before_up.replace(b";\n}", f";\n    keepalive 16;  {MARKER}\n}}".encode())
+    assert json.loads((lab.dir / "load" / "status").read_text())["state"] == "holding"  # same load, still on
+    assert lab.probe(lab_cfg, "/") == 200
+    again = json.loads(run_cli(lab, "workers").stdout)
+    assert again["outcome"] == "nothing-to-do" and "older than nginx's current workers" in again["message"]
+    assert conf.read_bytes() == golden_conf
+
+
+def test_above_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_path: Path) -> None:
+    """A computed worker_connections above worker_connections_ceiling: refused, nothing changed."""
+    lab.reset()
+    lab.break_("workers", "load", keep=True)
+    conf, _ = _nginx_files(lab)
+    before = conf.read_bytes()
+    assert lab.probe(lab_cfg, "/") == 500
+    inventory = inventory_with(
+        lab, tmp_path, "      journal_dir: ", "      worker_connections_ceiling: 100\n      journal_dir: "
+    )
+    report = run(inventory.host("web01"), "workers", yes=True, inventory=inventory)
+    assert report.outcome == "refused"
+    assert f"computed worker_connections {2 * lab_cfg.worker_connections} is above the ceiling 100" in report.message
+    assert conf.read_bytes() == before
+    assert lab.probe(lab_cfg, "/") == 500
+
+
+def test_sizing() -> None:
+    """Twice the current value and twice the peak, in steps of 64; the descriptor limit twice that, never lowered."""
+    assert size_workers(512, 100, None) == (1024, 2048)
+    assert size_workers(64, 300, None) == (640, 1280)
+    assert size_workers(1024, 10, 65535) == (2048, 65535)
+
+
+def _ctx(tmp_path: Path, manager: str, files: dict[str, bytes]) -> Context:
+    inv = tmp_path / "i.yml"
+    inv.write_text(f"all:\n  hosts:\n    w:\n      service_manager: {manager}\n      supervisor_config: /etc/sv.conf\n")
+    context = Context(load_inventory(inv).host("w"))
+    context.files.update(files)
+    return context
+
+
+def test_service_nofile_per_service_manager(tmp_path: Path) -> None:
+    """systemd: a LimitNOFILE drop-in plus daemon-reload; supervisor: minfds in [supervisord]; never above nr_open."""
+    systemd = service_nofile(_ctx(tmp_path, "systemd", {}), {"nofile": 4096, "nr_open": 1048576})
+    assert systemd.changes[0].path == "/etc/systemd/system/nginx.service.d/remediate-nofile.conf"
+    assert systemd.changes[0].before is None and b"[Service]\nLimitNOFILE=4096\n" in systemd.changes[0].after
+    assert [a.argv for a in systemd.actions] == [("systemctl", "daemon-reload")]
+    sv = b"[supervisord]\nlogfile=/var/log/sv.log\n\n[program:nginx]\ncommand=nginx\n"
+    supervisor = service_nofile(_ctx(tmp_path, "supervisor", {"/etc/sv.conf": sv}), {"nofile": 4096})
+    assert supervisor.changes[0].after == sv.replace(
+        b"logfile=/var/log/sv.log\n", b"logfile=/var/log/sv.log\nminfds = 4096 ; managed by remediate\n"
+    )
+    from remediate.errors import Refused
+
+    with pytest.raises(Refused, match=r"above the kernel's fs\.nr_open"):
+        service_nofile(_ctx(tmp_path, "systemd", {}), {"nofile": 4096, "nr_open": 1024})
