@@ -96,3 +96,31 @@ def test_reload_nginx_rejects_is_detected_and_restored(
     assert "did not start new workers" in str(answer["reason"])
     assert _fingerprint(site) == before
     assert lab.probe(lab_cfg, "/") == 200
+
+
+def test_a_created_file_is_removed_when_the_apply_fails(lab: Lab, web01: Host, web: Transport, tmp_path: Path) -> None:
+    """A new file (a drop-in) is written, and on failure removed again: the host is left exactly as before."""
+    from remediate.plan import Action
+
+    drop_in = lab.dir / "web01" / "etc" / "remediate-test-drop-in.conf"
+    drop_in.unlink(missing_ok=True)
+    plan = Plan(
+        changes=[Change(str(drop_in), None, b"[Service]\nLimitNOFILE=4096\n", "none")],
+        # fails while the file exists, passes once it is gone: the restore runs it again, as daemon-reload must
+        actions=[Action("command", "daemon-reload", ("test", "!", "-e", str(drop_in)))],
+    )
+    answer = apply_plan(web, web01, plan, run_id=new_run_id(), cause="test", probes=[])
+    assert answer["outcome"] == "rolled-back", answer
+    assert answer["failed_step"] == "daemon-reload"
+    assert not drop_in.exists()
+    ok = apply_plan(
+        web,
+        web01,
+        Plan(changes=plan.changes, actions=[Action("command", "daemon-reload", ("true",))]),
+        run_id=new_run_id(),
+        cause="test",
+        probes=[],
+    )
+    assert ok["outcome"] == "fixed", ok
+    assert drop_in.read_bytes() == b"[Service]\nLimitNOFILE=4096\n"
+    drop_in.unlink()
