@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from remediate import __version__
-from remediate.errors import EXIT_FAILED, EXIT_OK, RemediateError
+from remediate.errors import EXIT_FAILED, EXIT_OK, InputError, RemediateError, UsageError
 
 __all__ = ["main"]
 
@@ -106,7 +106,12 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         ),
     )
     host_args(run)
-    run.add_argument("--cause", required=True, help="the runbook cause to fix (see `remediate playbooks`)")
+    run.add_argument(
+        "--cause",
+        required=True,
+        help="the runbook cause to fix (see `remediate playbooks`), or `auto`: diagnose first and fix only a "
+        "confident verdict",
+    )
     run.add_argument("--check", action="store_true", help="show what would change, write nothing")
     run.add_argument("--yes", "-y", action="store_true", help="apply without asking (required when not on a terminal)")
     run.add_argument(
@@ -121,6 +126,37 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="invalid-response only: when no tls_ca_bundle can be trusted, allow turning proxy_ssl_verify off "
         "(a TEMPORARY workaround, reported loudly)",
     )
+
+    dg = sub.add_parser(
+        "diagnose",
+        help="name the cause of the 502s from the evidence, and explain why",
+        description=(
+            "Read the error log's last --since (from the end, on the host; rotated files too), label every\n"
+            "line with the runbook cause it shows, then confirm or contradict each cause with its playbook's\n"
+            "own evidence (run as --check: nothing is written). The verdict is one cause, `ambiguous`, or\n"
+            "`unknown`. With --log, classify a local file (or - for stdin) with no host at all; the window\n"
+            "then ends at the file's newest line."
+        ),
+        formatter_class=fmt,
+        epilog=(
+            "examples:\n"
+            "  remediate diagnose -i lab/inventory.yml --host web01\n"
+            "  remediate diagnose --log /var/log/nginx/error.log --since 2h\n"
+            "  journalctl -u nginx -o cat | remediate diagnose --log - --json --per-line\n\n" + EXIT_CODES
+        ),
+    )
+    dg.add_argument(
+        "-i",
+        "--inventory",
+        default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
+        help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
+    )
+    dg.add_argument("--host", help="inventory name of the nginx host (not with --log)")
+    dg.add_argument("--log", metavar="FILE", help="classify a local error log (- for stdin) instead of a host's")
+    dg.add_argument("--since", default="15m", help="the window to read: 90s, 15m, 2h, 1d (default 15m)")
+    dg.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    dg.add_argument("--per-line", action="store_true", help="with --json and --log: one JSON object per input line")
+    dg.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
 
     rb = sub.add_parser(
         "rollback",
@@ -215,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "run": _cmd_run,
         "rollback": _cmd_rollback,
+        "diagnose": _cmd_diagnose,
         "playbooks": _cmd_playbooks,
         "show": _cmd_show,
         "lab": _cmd_lab,
@@ -349,9 +386,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         answer = input(f"apply this to {report.host}? [y/N] ")
         return answer.strip().lower() in ("y", "yes")
 
+    cause = args.cause
+    if cause == "auto":
+        from remediate.diagnose import choose_cause, diagnose
+
+        diagnosis = diagnose(host, inventory, accept_new_host_key=args.accept_new_host_key, playbooks=args.playbooks)
+        cause = choose_cause(diagnosis)
+        if not args.json:
+            print(f"auto: the diagnosis names {cause}: {diagnosis.reason}")
     report = run(
         host,
-        args.cause,
+        cause,
         check=args.check,
         yes=args.yes,
         confirm=confirm,
@@ -390,6 +435,69 @@ def _print_head(report: Any) -> None:
     print(f"cause {report.cause} on {report.host} (run {report.run_id})")
     if report.decision:
         print(f"decision {report.decision['name']}: {report.decision['reason']}")
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from remediate.diagnose import diagnose, offline, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.log and args.host:
+        raise UsageError("give --host (read the host's log) or --log FILE (a local file), not both")
+    if args.per_line and not (args.json and args.log):
+        raise UsageError("--per-line needs --json and --log")
+    if args.log:
+        if args.per_line:
+            from remediate.classify import classify
+
+            text = sys.stdin.buffer.read() if args.log == "-" else _read_local(args.log)
+            out = sys.stdout
+            for number, label in enumerate(classify(text.decode("utf-8", "surrogateescape")), 1):
+                out.write(json.dumps({"line": number, "label": label}) + "\n")
+            return EXIT_OK
+        result = offline(sys.stdin.buffer.read() if args.log == "-" else args.log, since)
+    else:
+        if not args.host:
+            raise UsageError("diagnose needs --host (with -i) or --log FILE")
+        from remediate.inventory import load_inventory
+
+        inventory = load_inventory(args.inventory)
+        result = diagnose(
+            inventory.host(args.host), inventory, since=since, accept_new_host_key=args.accept_new_host_key
+        )
+    if args.json:
+        _print_json(result.to_json())
+        return EXIT_OK
+    print(f"diagnosis of {result.host}: {result.verdict}  ({result.reason})")
+    w = result.window
+    print(f"window: since {w.get('cutoff')} in {', '.join(f['path'] for f in w.get('files', [])) or w.get('path')}")
+    if result.findings:
+        print(f"\n  {'cause':<18} {'lines':>6}  {'first seen':<19}  {'last seen':<19}  confidence")
+        for f in result.findings:
+            print(f"  {f.cause or f.label:<18} {f.count:>6}  {f.first:<19}  {f.last:<19}  {f.confidence}")
+        for f in result.findings:
+            print(f"\n{f.cause or f.label} ({f.label} lines):\n  e.g. {f.example}")
+            if len(f.peers) > 0:
+                print(
+                    "  peers: "
+                    + ", ".join(f"{peer}: {n}" for peer, n in sorted(f.peers.items(), key=lambda kv: -kv[1]))
+                )
+            for fact in f.facts:
+                print(f"  {fact['playbook']} playbook: {fact['outcome']} ({fact['decision']}): {fact['reason']}")
+    print(f"\n{result.other} other line(s) in the window")
+    if result.verdict not in ("ambiguous", "unknown") and args.host and any(f.fixable for f in result.findings):
+        print(f"to fix: remediate run -i {args.inventory} --host {args.host} --cause {result.verdict}")
+    return EXIT_OK
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

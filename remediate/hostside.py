@@ -143,6 +143,87 @@ def log_tail(path, max_bytes):
     return {"path": path, "size": size, "text": data.decode("utf-8", "replace")}
 
 
+_STAMP = re.compile(rb"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ", re.M)
+
+
+def log_window(path, since, max_bytes, now_ts=None):
+    """The lines of an error log from ``since`` seconds ago to now, read from the end.
+
+    Seeks from the end and reads backwards in chunks until it passes the window's start, so the
+    cost follows the window, not the file. When the window reaches the file's first line it goes
+    on into the rotated files (path.1, path.1.gz, path.2.gz, ...). Log times are the host's local
+    time, which is also how the cutoff is written.
+    """
+    import gzip
+
+    cutoff = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime((now_ts or now()) - since)).encode()
+    parts, read_files, total, truncated = [], [], 0, False
+    candidates = [path] + ["%s.%d%s" % (path, n, ext) for n in range(1, 10) for ext in ("", ".gz")]
+    for name in candidates:
+        if not os.path.exists(name):
+            continue
+        try:
+            if name.endswith(".gz"):
+                with gzip.open(name, "rb") as fh:
+                    data = fh.read(max_bytes + 1)
+                chunk, reached_start = data, True
+            else:
+                chunk, reached_start = _tail_until(name, cutoff, max_bytes - total)
+        except OSError as exc:
+            read_files.append({"path": name, "error": str(exc)})
+            break
+        first = _STAMP.search(chunk)
+        start = _first_at_or_after(chunk, cutoff)
+        parts.insert(0, chunk[start:])
+        total += len(chunk) - start
+        read_files.append({"path": name, "bytes": len(chunk) - start})
+        if total >= max_bytes:
+            truncated = True
+            break
+        # Older files only while this one starts inside the window.
+        if not reached_start or (first and first.group(1) < cutoff):
+            break
+    text = b"".join(p if p.endswith(b"\n") or not p else p + b"\n" for p in parts)
+    return {
+        "path": path,
+        "text": text.decode("utf-8", "surrogateescape"),
+        "files": read_files,
+        "cutoff": cutoff.decode(),
+        "truncated": truncated,
+        "bytes": len(text),
+    }
+
+
+def _tail_until(name, cutoff, max_bytes, block=262144):
+    """Bytes from the end of ``name`` back to a line older than ``cutoff`` (or the start); and whether
+    the start was reached."""
+    with open(name, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        pos = fh.tell()
+        data = b""
+        while pos > 0 and len(data) < max_bytes:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+            # the first complete line in what we hold: older than the cutoff means we are done
+            nl = data.find(b"\n") if pos > 0 else -1
+            m = _STAMP.search(data, nl + 1)
+            if m and m.group(1) < cutoff:
+                break
+        if pos > 0:
+            data = data[data.find(b"\n") + 1 :]  # drop the partial first line
+        return data, pos == 0
+
+
+def _first_at_or_after(data, cutoff):
+    """Offset of the first line stamped at or after ``cutoff`` (lines are in time order)."""
+    for m in _STAMP.finditer(data):
+        if m.group(1) >= cutoff:
+            return m.start()
+    return len(data)
+
+
 def pid_alive(pid):
     if not pid:
         return False
@@ -319,6 +400,9 @@ def op_collect(req):
     out["http"] = {name: http_status(url, req.get("http_timeout", 3)) for name, url in req.get("http", {}).items()}
     out["logs"] = {p: log_tail(p, req.get("log_bytes", 262144)) for p in req.get("logs", [])}
     out["raw"] = {name: raw_http(spec) for name, spec in req.get("raw", {}).items()}
+    if req.get("window"):
+        w = req["window"]
+        out["window"] = log_window(w["path"], w["since"], w.get("max_bytes", 64 << 20))
     if req.get("nofile_pid_file"):
         out["nofile"] = nofile_limits(req["nofile_pid_file"])
     dump = out["commands"].get("nginx_T")

@@ -1,0 +1,273 @@
+"""Name the cause of a 502 from the evidence, say why, and say "I don't know" when that is the truth.
+
+1. The error log's window (``since`` seconds back, read from the end on the host, rotated files
+   included) is classified line by line (remediate.classify).
+2. Each cause the log shows is confirmed or contradicted by its playbook's own evidence, run in
+   --check mode: the socket's stat, ss on the backend host, the resolver's answer, the backend
+   asked directly. A playbook that decides a fix confirms the cause; one that refuses past its
+   first check confirms it but cannot fix it; one that has nothing to do says it is over.
+3. The verdict: one cause, ``ambiguous`` (several need fixing), or ``unknown``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from remediate.classify import Line, classify_text
+from remediate.inventory import Host, Inventory
+from remediate.transport.base import Transport
+
+__all__ = ["Diagnosis", "Finding", "choose_cause", "diagnose", "offline", "parse_since", "summarize"]
+
+#: The playbooks that can confirm a label. A refused connect may be `down` or `proxy-pass`.
+PLAYBOOKS = {
+    "socket": ["socket"],
+    "down": ["down", "proxy-pass", "dns"],  # a refused connect: crashed, wrong port, or a moved name
+    "timeout": ["timeout"],
+    "dns": ["dns"],
+    "invalid-response": ["invalid-response"],
+    "workers": ["workers"],
+}
+_ACCESS_5XX = re.compile(r'" 50[24] ')
+
+
+def parse_since(value: str) -> float:
+    """``15m``, ``2h``, ``90s``, ``1d`` → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use 90s, 15m, 2h or 1d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@dataclass
+class Finding:
+    """One cause the log shows, with the proof behind it."""
+
+    label: str
+    count: int = 0
+    first: str = ""
+    last: str = ""
+    example: str = ""
+    peers: dict[str, int] = field(default_factory=dict)
+    cause: str = ""  # the confirmed cause (proxy-pass for some `down` lines)
+    confidence: str = "log only"  # high | confirmed, not fixable | over | contradicted | log only
+    fixable: bool = False
+    facts: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "cause": self.cause or self.label,
+            "confidence": self.confidence,
+            "fixable": self.fixable,
+            "lines": {"count": self.count, "first": self.first, "last": self.last, "example": self.example},
+            "peers": self.peers,
+            "facts": self.facts,
+        }
+
+
+@dataclass
+class Diagnosis:
+    host: str
+    window: dict[str, Any]
+    findings: list[Finding]
+    other: int = 0
+    verdict: str = "unknown"  # a cause, "ambiguous" or "unknown"
+    reason: str = ""
+
+    @property
+    def causes(self) -> list[str]:
+        return [f.cause or f.label for f in self.findings if f.fixable]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "window": self.window,
+            "findings": [f.to_json() for f in self.findings],
+            "other_lines": self.other,
+        }
+
+
+def summarize(text: str) -> tuple[list[Finding], int]:
+    """Group the classified lines by label: count, first and last seen, one example, peers."""
+    by_label: dict[str, Finding] = {}
+    matched = 0
+    lines: list[Line] = list(classify_text(text))
+    for line in lines:
+        matched += 1
+        found = by_label.setdefault(line.label, Finding(line.label, first=line.time))
+        found.count += 1
+        found.last = line.time
+        found.example = line.text
+        if line.peer:
+            found.peers[line.peer] = found.peers.get(line.peer, 0) + 1
+    total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    order = sorted(by_label.values(), key=lambda f: (-f.count, f.label))
+    return order, total - matched
+
+
+def diagnose(
+    host: Host,
+    inventory: Inventory,
+    *,
+    since: float = 900,
+    transport: Transport | None = None,
+    accept_new_host_key: bool = False,
+    playbooks: list[str] | None = None,
+) -> Diagnosis:
+    """Read the window on ``host``, classify it, and confirm each cause with its playbook's evidence."""
+    from remediate.connect import open_transport
+    from remediate.run import call_helper, run
+
+    own = transport is None
+    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    try:
+        request = {
+            "op": "collect",
+            "commands": {},
+            "files": [],
+            "stats": [],
+            "logs": [host["nginx_access_log"]],
+            "log_bytes": 262144,
+            "window": {"path": host["nginx_error_log"], "since": since},
+        }
+        answer = call_helper(transport, host, request)
+        window = answer["window"]
+        findings, other = summarize(window["text"])
+        access = answer.get("logs", {}).get(host["nginx_access_log"], {}).get("text", "")
+        diagnosis = Diagnosis(
+            host.name,
+            {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")},
+            findings,
+            other,
+        )
+        confirmable = [f for f in findings if f.label in PLAYBOOKS]
+        if not confirmable and _ACCESS_5XX.search(access):
+            # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.
+            found = Finding("access-log-502", count=len(_ACCESS_5XX.findall(access)), example="(access log)")
+            findings.append(found)
+            confirmable = [found]
+        for found in confirmable:
+            for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
+                report = run(host, cause, transport=transport, check=True, inventory=inventory, playbooks=playbooks)
+                _judge(found, cause, report)
+                if found.fixable:
+                    break
+        _verdict(diagnosis)
+        return diagnosis
+    finally:
+        if own:
+            transport.close()
+
+
+def _judge(found: Finding, cause: str, report: Any) -> None:
+    """Fold one playbook's --check outcome into the finding."""
+    from remediate.playbook import find_playbook
+
+    decision = report.decision or {}
+    fact = {"playbook": cause, "outcome": report.outcome, "decision": decision.get("name", ""), "reason": ""}
+    fact["reason"] = decision.get("reason", "") or report.message
+    found.facts.append(fact)
+    first = find_playbook(cause).decisions[0].name if decision else ""
+    if report.outcome == "planned":
+        found.cause, found.confidence, found.fixable = cause, "high", True
+    elif report.outcome == "refused" and decision.get("name") not in (first, None, ""):
+        if found.confidence not in ("high",):
+            found.cause, found.confidence = found.cause or cause, "confirmed, not fixable"
+    elif report.outcome == "nothing-to-do" and found.confidence == "log only":
+        found.cause, found.confidence = cause, "over"
+    elif found.confidence == "log only":
+        found.confidence = "contradicted"
+
+
+def _verdict(diagnosis: Diagnosis) -> None:
+    fixable = [f for f in diagnosis.findings if f.fixable]
+    confirmed = [f for f in diagnosis.findings if f.confidence == "confirmed, not fixable"]
+    if len({f.cause for f in fixable}) == 1:
+        diagnosis.verdict = fixable[0].cause
+        diagnosis.reason = f"{fixable[0].count} line(s) and the {fixable[0].cause} playbook's evidence agree"
+    elif len(fixable) > 1:
+        diagnosis.verdict = "ambiguous"
+        names = ", ".join(sorted({f.cause for f in fixable}))
+        diagnosis.reason = f"several causes need different fixes: {names}"
+    elif len({f.cause for f in confirmed}) == 1:
+        diagnosis.verdict = confirmed[0].cause
+        diagnosis.reason = (
+            f"{confirmed[0].cause} is confirmed, but remediate cannot fix it: {confirmed[0].facts[-1]['reason']}"
+        )
+    elif confirmed:
+        diagnosis.verdict = "ambiguous"
+        diagnosis.reason = "several causes are confirmed and none can be fixed here"
+    else:
+        diagnosis.verdict = "unknown"
+        shown = ", ".join(f"{f.label} ({f.count})" for f in diagnosis.findings) or "no cause lines"
+        diagnosis.reason = f"no cause is confirmed by the evidence; the log shows: {shown}"
+
+
+def choose_cause(diagnosis: Diagnosis) -> str:
+    """The cause ``--cause auto`` may fix: one confident, fixable verdict; otherwise Refused, with the candidates."""
+    from remediate.errors import Refused
+
+    if diagnosis.verdict in diagnosis.causes:
+        return diagnosis.verdict
+    seen = "; ".join(
+        f"{f.cause or f.label} ({f.count} line(s), {f.confidence}"
+        + (f": {f.facts[-1]['reason']}" if f.facts else "")
+        + ")"
+        for f in diagnosis.findings
+    )
+    raise Refused(
+        f"{diagnosis.host}: --cause auto: the diagnosis is {diagnosis.verdict} ({diagnosis.reason}); "
+        f"candidates: {seen or 'none'}; nothing was changed"
+    )
+
+
+def offline(source: str | bytes, since: float) -> Diagnosis:
+    """Classify a local error log (a path, or the bytes of stdin); the window ends at its newest line."""
+    import os
+    import time
+
+    from remediate import hostside
+    from remediate.errors import InputError
+
+    if isinstance(source, str):
+        try:
+            with open(source, "rb") as fh:
+                fh.seek(max(0, os.path.getsize(source) - 65536))
+                tail = fh.read()
+        except OSError as exc:
+            raise InputError(f"cannot read {source}: {exc.strerror}") from None
+    else:
+        tail = source[-65536:]
+    stamps = hostside._STAMP.findall(tail)
+    newest = time.mktime(time.strptime(stamps[-1].decode(), "%Y/%m/%d %H:%M:%S")) if stamps else time.time()
+    if isinstance(source, str):
+        window = hostside.log_window(source, since, 1 << 30, now_ts=newest)  # type: ignore[no-untyped-call]
+    else:
+        cutoff = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(newest - since)).encode()
+        start = hostside._first_at_or_after(source, cutoff)  # type: ignore[no-untyped-call]
+        data = source[start:] if stamps else source
+        window = {"path": "-", "text": data.decode("utf-8", "surrogateescape"), "cutoff": cutoff.decode()}
+        window.update(files=[{"path": "-", "bytes": len(data)}], truncated=False, bytes=len(data))
+    findings, other = summarize(window["text"])
+    diagnosis = Diagnosis(
+        str(source) if isinstance(source, str) else "-",
+        {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")},
+        findings,
+        other,
+    )
+    # No host: nothing can confirm the log, so the verdict is what the log alone shows.
+    causes = [f for f in findings if f.label in PLAYBOOKS]
+    if len(causes) == 1:
+        diagnosis.verdict = causes[0].label
+        diagnosis.reason = f"{causes[0].count} line(s) show it; unconfirmed (no host to check the evidence on)"
+    elif causes:
+        diagnosis.verdict = "ambiguous"
+        diagnosis.reason = "the log shows several causes: " + ", ".join(f"{f.label} ({f.count})" for f in causes)
+    else:
+        diagnosis.reason = "no line in the window shows a known cause"
+    return diagnosis

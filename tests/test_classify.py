@@ -1,0 +1,128 @@
+"""The error-log classifier against a corpus of every message form nginx emits for the seven causes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli_argv
+
+from remediate.classify import LABELS, classify, classify_text, label_of
+from remediate.diagnose import offline, parse_since
+from remediate.hostside import log_window
+
+CORPUS = Path(__file__).parent / "corpus" / "errorlog" / "labelled.log"
+
+
+def _corpus() -> list[tuple[str, bytes]]:
+    rows = []
+    for raw in CORPUS.read_bytes().splitlines():
+        if raw.startswith(b"#"):
+            continue
+        label, line = raw.split(b"\t", 1)
+        rows.append((label.decode(), line))
+    return rows
+
+
+def test_corpus_covers_every_label_ten_times() -> None:
+    """At least 10 lines per cause and per non-cause label, so each label's check means something."""
+    counts = {label: sum(1 for lab, _ in _corpus() if lab == label) for label in LABELS}
+    assert all(n >= 10 for n in counts.values()), counts
+
+
+def test_every_corpus_line_gets_its_label() -> None:
+    """Each line, alone and in one text together, gets the label written beside it."""
+    rows = _corpus()
+    text = b"\n".join(line for _, line in rows).decode("utf-8", "surrogateescape")
+    assert classify(text) == [label for label, _ in rows]
+    for label, line in rows:
+        assert label_of(line.decode("utf-8", "surrogateescape")) == label, line
+
+
+def test_words_in_the_request_or_uri_do_not_count() -> None:
+    """A URI or file name containing a cause's words, even a whole fake head, stays `other`."""
+    line = (
+        '2026/04/04 10:30:44 [error] 1#1: *5 open() "/x/] 1#1: *2 connect() failed (111: Connection refused) while '
+        'connecting to upstream" failed (2: No such file or directory), client: ::1, request: "GET / HTTP/1.1"'
+    )
+    assert classify(line) == ["other"]
+
+
+def test_lines_carry_time_level_and_peer() -> None:
+    """Each labelled line has its time, level and the upstream peer (IPv6 and unix sockets too)."""
+    text = b"\n".join(line for _, line in _corpus()).decode("utf-8", "surrogateescape")
+    lines = list(classify_text(text))
+    ipv6 = next(line for line in lines if "[2001:db8::20]" in line.text)
+    assert (ipv6.label, ipv6.level, ipv6.peer) == ("down", "error", "[2001:db8::20]:8080")
+    sock = next(line for line in lines if line.label == "socket")
+    assert sock.level == "crit" and sock.peer == "unix:/run/php/php8.2-fpm.sock"
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t))
+
+
+def test_window_reads_from_the_end_and_into_rotated_files(tmp_path: Path) -> None:
+    """Only the window's lines come back; a window older than the file's start continues into .1.gz."""
+    now = time.time()
+    log = tmp_path / "error.log"
+    old = "".join(f"{_stamp(now - 7200 + i)} [error] 1#1: *1 old {i}\n" for i in range(3000))
+    new = "".join(f"{_stamp(now - 300 + i)} [error] 1#1: *1 new {i}\n" for i in range(100))
+    log.write_text(old + new)
+    window = log_window(str(log), 900, 1 << 20, now_ts=now)
+    assert window["text"] == new and not window["truncated"]
+    rotated = "".join(f"{_stamp(now - 1500 + i)} [error] 1#1: *1 rotated {i}\n" for i in range(1000))
+    with gzip.open(tmp_path / "e2.log.1.gz", "wt") as fh:
+        fh.write(rotated)
+    (tmp_path / "e2.log").write_text(new)
+    both = log_window(str(tmp_path / "e2.log"), 900, 1 << 20, now_ts=now)
+    assert both["text"].endswith(new) and "rotated 999\n" in both["text"] and "rotated 599\n" not in both["text"]
+    assert [f["path"].rsplit("/", 1)[1] for f in both["files"]] == ["e2.log", "e2.log.1.gz"]
+
+
+def test_offline_diagnosis_names_the_cause_of_the_window(tmp_path: Path) -> None:
+    """--log FILE: the window ends at the file's newest line; older causes fall outside it."""
+    now = time.time()
+    log = tmp_path / "error.log"
+    refused = "connect() failed (111: Connection refused) while connecting to upstream, client: ::1"
+    sock = "connect() to unix:/run/php.sock failed (13: Permission denied) while connecting to upstream"
+    log.write_text(
+        f"{_stamp(now - 7200)} [error] 1#1: *1 {refused}\n"
+        + "".join(f"{_stamp(now - 60 + i)} [crit] 1#1: *2 {sock}, client: 10.0.0.{i}\n" for i in range(5))
+    )
+    result = offline(str(log), parse_since("15m"))
+    assert result.verdict == "socket" and [f.label for f in result.findings] == ["socket"]
+    assert result.findings[0].count == 5
+
+
+def test_cli_per_line_labels_every_input_line(tmp_path: Path) -> None:
+    """`diagnose --log - --json --per-line`: one JSON object per input line, numbered, with its label."""
+    rows = _corpus()
+    data = b"\n".join(line for _, line in rows) + b"\n"
+    done = subprocess.run(
+        cli_argv("diagnose", "--log", "-", "--json", "--per-line"), input=data, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert out == [{"line": n, "label": label} for n, (label, _) in enumerate(rows, 1)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--log", "x", "--host", "web01"], "not both"),
+        (["--since", "soon", "--log", "-"], "not a duration"),
+        (["--per-line", "--log", "-"], "--per-line needs --json and --log"),
+        (["--log", "/nonexistent/error.log"], "cannot read /nonexistent/error.log"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args: list[str], message: str) -> None:
+    """Bad input: one line naming the problem, a documented exit code, no traceback."""
+    done = subprocess.run(cli_argv("diagnose", *args), input=b"", capture_output=True, check=False)
+    assert done.returncode in (2, 5), done
+    assert message in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+    assert len(done.stderr.decode().strip().splitlines()) == 1
