@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,17 @@ def test_block_set_updates_in_place_and_adds_the_rest(ctx: Context) -> None:
         },
     )
     assert same.empty
+
+
+def test_host_not_found_at_reload_is_refused_with_the_resolver_answer(lab: Lab, lab_cfg: LabConfig) -> None:
+    """[emerg] host not found in upstream (a reload that failed): refused with what the resolver says."""
+    lab.reset()
+    log = lab.dir / "web01" / "nginx" / "logs" / "error.log"
+    with log.open("a") as fh:
+        fh.write(
+            time.strftime("%Y/%m/%d %H:%M:%S")
+            + f' [emerg] 1#1: host not found in upstream "ghost.lab:8080" in {site_conf(lab)}:40\n'
+        )
+    done = run_cli(lab, "dns")
+    assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr
+    assert f"ghost.lab does not resolve ({lab_cfg.addr(3)}: NXDOMAIN)" in json.loads(done.stdout)["message"]

@@ -125,7 +125,20 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
     kind, hits = latest
     if kind == "host-not-found":
         name = hits[-1].match.group("name").rsplit(":", 1)[0]
-        return {"kind": kind, "name": name, "location": None, **summary(hits), "probes": []}
+        return {
+            "kind": kind,
+            "name": name,
+            "uri": None,
+            "location": None,
+            "location_where": None,
+            "server_where": None,
+            "pass": None,
+            "pass_target": None,
+            "resolver_in_effect": None,
+            "nginx_uses": "",
+            **summary(hits),
+            "probes": [],
+        }
     location = location_for(ctx, hits[-1].uri)
     if kind == "stale":
         static = _static_pass(location)
