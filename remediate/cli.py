@@ -540,7 +540,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for fix, steps in book.fixes.items():
         print(f"  {fix}:")
         for step in steps:
-            print(f"    {step.module} {json.dumps(step.args)}")
+            extra = (f"  when: {step.when}" if step.when else "") + (f"  loop: {step.loop}" if step.loop else "")
+            print(f"    {step.module} {json.dumps(step.args)}{extra}")
     print("\nverify:")
     for item in book.verify:
         print(f"  {json.dumps(item)}")

@@ -38,7 +38,7 @@ from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, evaluate, find_playbook, render
 from remediate.transport.base import Transport
 
-__all__ = ["OUTCOME_EXIT", "Report", "apply_plan", "call_helper", "rollback", "run"]
+__all__ = ["OUTCOME_EXIT", "Report", "apply_plan", "call_helper", "plan_fix", "rollback", "run"]
 
 OUTCOME_EXIT = {
     "fixed": EXIT_OK,
@@ -252,7 +252,9 @@ def _run(
         ctx = interpret(ctx, [s for s in book.evidence if COLLECTORS[s[1]].remote], answer, remote=remote)
     _check_journal_location(host, ctx)
     report.evidence = {name: to_json(ctx.values[name]) for name, _, _ in book.evidence}
-    report.step("evidence", True, f"{len(book.evidence)} collector(s) in one round trip", started)
+    hosts = 1 + len(remote)
+    trips = f"{hosts} round trips" if hosts > 1 else "one round trip"
+    report.step("evidence", True, f"{len(book.evidence)} collector(s) in {trips}", started)
     log.info("evidence", step="evidence", evidence=report.evidence, recovered=report.recovered)
 
     # 2. decision
@@ -270,17 +272,7 @@ def _run(
     # 3. plan
     started = time.monotonic()
     assert decision.fix is not None
-    plan = Plan()
-    for step in book.fixes[decision.fix]:
-        if step.when is not None and not evaluate(step.when, ctx):
-            continue
-        items = list(render(step.loop, ctx)) if step.loop is not None else [None]
-        for item in items:
-            ctx.values["item"] = item
-            part = MODULES[step.module](ctx, render(step.args, ctx))
-            plan.add(part)
-            _advance(ctx, part)  # the next step builds on this one's result
-        ctx.values.pop("item", None)
+    plan = plan_fix(book, decision.fix, ctx)
     report.plan = plan
     report.step("plan", True, f"{len(plan.changes)} file change(s), {len(plan.actions)} action(s)", started)
     log.info("plan", step="plan", plan=plan.to_json())
@@ -318,6 +310,23 @@ def _run(
     report.locked = False  # the helper released it, whatever the outcome
     report.steps += answer.get("steps", [])
     _finish(report, answer, reason, log)
+
+
+def plan_fix(book: Playbook, fix: str, ctx: Context) -> Plan:
+    """The plan of one fix: its steps in order (``when`` skips, ``loop`` repeats with ``item``),
+    each seeing the files as the steps before it left them."""
+    plan = Plan()
+    for step in book.fixes[fix]:
+        if step.when is not None and not evaluate(step.when, ctx):
+            continue
+        items = list(render(step.loop, ctx)) if step.loop is not None else [None]
+        for item in items:
+            ctx.values["item"] = item
+            part = MODULES[step.module](ctx, render(step.args, ctx))
+            plan.add(part)
+            _advance(ctx, part)  # the next step builds on this one's result
+        ctx.values.pop("item", None)
+    return plan
 
 
 def _advance(ctx: Context, part: Plan) -> None:

@@ -52,6 +52,11 @@ def test_shipped_playbooks_load() -> None:
         ),
         ("cause: [x\n", r"p\.yml:\d+: malformed YAML"),
         ("cause: x\nsummary: y\nevidence: []\ndecisions: []\nextra: 1\n", r"p\.yml:5: unexpected key 'extra'"),
+        (
+            "cause: x\nsummary: y\nevidence: []\ndecisions: []\n"
+            "fixes:\n  f:\n    - module: ini_set\n      with_items: []\n",
+            r"p\.yml:7: unexpected key 'with_items' in a fix step",
+        ),
     ],
 )
 def test_bad_playbook_names_file_and_line(tmp_path: Path, text: str, message: str) -> None:
@@ -153,3 +158,25 @@ def test_fake_transport_refuses_unknown_commands() -> None:
     """The fake raises on a command missing from its table instead of passing silently."""
     with pytest.raises(UnexpectedCommand):
         FakeTransport("h", {}).run(["rm", "-rf", "/"])
+
+
+def test_fix_steps_when_loop_and_building_on_each_other(ctx: Context, tmp_path: Path) -> None:
+    """`when` skips a step, `loop` repeats one with `item`, and each step edits what the one before left."""
+    from remediate.run import plan_fix
+
+    (tmp_path / "p.yml").write_text(
+        "cause: x\nsummary: y\nevidence: []\ndecisions:\n  - when: true\n    reason: r\n    fix: f\n"
+        "fixes:\n  f:\n"
+        "    - module: ini_set\n      loop: '{{ keys }}'\n"
+        "      args: {path: /p.conf, section: www, values: \"{{ {item: '1'} }}\"}\n"
+        "    - module: ini_set\n      when: skip_me\n"
+        "      args: {path: /p.conf, section: www, values: {skipped: '1'}}\n"
+        "    - module: ini_set\n      args: {path: /p.conf, section: www, values: {a: '2'}}\n"
+    )
+    book = load_playbook(tmp_path / "p.yml")
+    ctx.files["/p.conf"] = b"[www]\nuser = www-data\n"
+    ctx.values.update(keys=["a", "b"], skip_me=False)
+    plan = plan_fix(book, "f", ctx)
+    assert [c.path for c in plan.changes] == ["/p.conf"]
+    assert plan.changes[0].before == b"[www]\nuser = www-data\n"
+    assert plan.changes[0].after == f"[www]\nuser = www-data\na = 2 {INI_MARKER}\nb = 1 {INI_MARKER}\n".encode()
