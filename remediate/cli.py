@@ -486,6 +486,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                 )
             for fact in f.facts:
                 print(f"  {fact['playbook']} playbook: {fact['outcome']} ({fact['decision']}): {fact['reason']}")
+    if result.access_peers:
+        shown = ", ".join(f"{peer}: {v['failed']}/{v['attempts']} failed" for peer, v in result.access_peers.items())
+        print(f"\naccess log, per upstream peer: {shown}")
     print(f"\n{result.other} other line(s) in the window")
     if result.verdict not in ("ambiguous", "unknown") and args.host and any(f.fixable for f in result.findings):
         print(f"to fix: remediate run -i {args.inventory} --host {args.host} --cause {result.verdict}")

@@ -19,7 +19,16 @@ from remediate.classify import Line, classify_text
 from remediate.inventory import Host, Inventory
 from remediate.transport.base import Transport
 
-__all__ = ["Diagnosis", "Finding", "choose_cause", "diagnose", "offline", "parse_since", "summarize"]
+__all__ = [
+    "Diagnosis",
+    "Finding",
+    "access_peers",
+    "choose_cause",
+    "diagnose",
+    "offline",
+    "parse_since",
+    "summarize",
+]
 
 #: The playbooks that can confirm a label. A refused connect may be `down` or `proxy-pass`.
 PLAYBOOKS = {
@@ -31,6 +40,26 @@ PLAYBOOKS = {
     "workers": ["workers"],
 }
 _ACCESS_5XX = re.compile(r'" 50[24] ')
+# The runbook's upstream_timing log_format: upstream=$upstream_addr upstream_status=$upstream_status
+_ACCESS_UPSTREAM = re.compile(r"upstream(?:_addr)?=(?P<addrs>\S+(?:, \S+)*) upstream_status=(?P<codes>\S+(?:, \S+)*)")
+
+
+def access_peers(text: str) -> dict[str, dict[str, int]]:
+    """Per upstream peer, from an access log that carries $upstream_addr and $upstream_status: how many
+    attempts it got and how many failed (502/504, or no answer). nginx lists every peer it tried,
+    comma-separated, so a retried request counts against each peer that failed it."""
+    peers: dict[str, dict[str, int]] = {}
+    for m in _ACCESS_UPSTREAM.finditer(text):
+        addrs = [a.strip() for a in m.group("addrs").split(",")]
+        codes = [c.strip() for c in m.group("codes").split(",")]
+        for addr, code in zip(addrs, codes, strict=False):
+            if addr in ("-", ""):
+                continue
+            entry = peers.setdefault(addr, {"attempts": 0, "failed": 0})
+            entry["attempts"] += 1
+            if code in ("502", "504", "-"):
+                entry["failed"] += 1
+    return dict(sorted(peers.items(), key=lambda kv: -kv[1]["failed"]))
 
 
 def parse_since(value: str) -> float:
@@ -75,6 +104,7 @@ class Diagnosis:
     findings: list[Finding]
     other: int = 0
     verdict: str = "unknown"  # a cause, "ambiguous" or "unknown"
+    access_peers: dict[str, dict[str, int]] = field(default_factory=dict)
     reason: str = ""
 
     @property
@@ -89,6 +119,7 @@ class Diagnosis:
             "window": self.window,
             "findings": [f.to_json() for f in self.findings],
             "other_lines": self.other,
+            "access_log_peers": self.access_peers,
         }
 
 
@@ -145,6 +176,7 @@ def diagnose(
             findings,
             other,
         )
+        diagnosis.access_peers = access_peers(access)
         confirmable = [f for f in findings if f.label in PLAYBOOKS]
         if not confirmable and _ACCESS_5XX.search(access):
             # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.

@@ -12,7 +12,7 @@ import pytest
 from conftest import cli_argv
 
 from remediate.classify import LABELS, classify, classify_text, label_of
-from remediate.diagnose import offline, parse_since
+from remediate.diagnose import access_peers, offline, parse_since
 from remediate.hostside import log_window
 
 CORPUS = Path(__file__).parent / "corpus" / "errorlog" / "labelled.log"
@@ -126,3 +126,20 @@ def test_cli_bad_input_is_one_line(args: list[str], message: str) -> None:
     assert done.returncode in (2, 5), done
     assert message in done.stderr.decode() and "Traceback" not in done.stderr.decode()
     assert len(done.stderr.decode().strip().splitlines()) == 1
+
+
+def test_access_log_peers_say_which_peer_fails() -> None:
+    """With $upstream_addr/$upstream_status in the access log, each peer's attempts and failures are counted."""
+    text = (
+        '10.0.0.5 - - [04/Apr/2026:10:30:44 +0000] "GET / HTTP/1.1" 200 15 upstream=10.10.10.21:8080 '
+        "upstream_status=200 upstream_response_time=0.004 request_time=0.004\n"
+        '10.0.0.5 - - [04/Apr/2026:10:30:45 +0000] "GET / HTTP/1.1" 200 15 upstream=10.10.10.20:8080, '
+        "10.10.10.21:8080 upstream_status=502, 200 upstream_response_time=0.001, 0.003 request_time=0.004\n"
+        '10.0.0.5 - - [04/Apr/2026:10:30:46 +0000] "GET / HTTP/1.1" 502 157 upstream=10.10.10.20:8080 '
+        "upstream_status=502 upstream_response_time=0.001 request_time=0.001\n"
+        '10.0.0.5 - - [04/Apr/2026:10:30:47 +0000] "GET /static.css HTTP/1.1" 200 9 upstream=- upstream_status=-\n'
+    )
+    assert access_peers(text) == {
+        "10.10.10.20:8080": {"attempts": 2, "failed": 2},
+        "10.10.10.21:8080": {"attempts": 2, "failed": 0},
+    }
