@@ -45,16 +45,26 @@ def test_diagnose_names_each_cause_with_its_signature(lab: Lab, lab_cfg: LabConf
     assert finding["facts"], "the playbook's evidence must be part of the verdict"
 
 
-@pytest.mark.parametrize(
-    ("cause", "variant"), [("socket", "permission"), ("dns", "stale"), ("proxy-pass", "port"), ("timeout", "read")]
-)
-def test_cause_auto_fixes_a_confident_verdict(lab: Lab, lab_cfg: LabConfig, cause: str, variant: str) -> None:
-    """`run --cause auto --yes`: diagnose, then the named playbook fixes it: 502/504 before, 200 after."""
-    spec = _fresh_break(lab, lab_cfg, cause, variant)
+FIXABLE = [b for b in BREAKS if (b.cause, b.variant) != ("dns", "nxdomain")]
+
+
+@pytest.mark.parametrize("spec", FIXABLE, ids=[f"{b.cause}-{b.variant}" for b in FIXABLE])
+def test_cause_auto_fixes_a_confident_verdict(lab: Lab, lab_cfg: LabConfig, spec: Break) -> None:
+    """`run --cause auto --yes` for every fixable break: diagnose, then its playbook fixes it; 200 after."""
+    _fresh_break(lab, lab_cfg, spec.cause, spec.variant)
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "auto", "--yes")
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    assert f"auto: the diagnosis names {cause}" in done.stdout
+    assert f"auto: the diagnosis names {spec.cause}" in done.stdout
     assert lab.probe(lab_cfg, PROBES[spec.probe]) == 200
+
+
+def test_cause_auto_refuses_a_cause_it_cannot_fix(lab: Lab, lab_cfg: LabConfig) -> None:
+    """A name the resolver does not know: diagnosed as dns, confirmed, not fixable; auto refuses, exit 3."""
+    _fresh_break(lab, lab_cfg, "dns", "nxdomain")
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "auto", "--yes")
+    assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr
+    assert "confirmed, not fixable" in done.stderr and "NXDOMAIN" in done.stderr
+    assert lab.probe(lab_cfg, PROBES["dyn"]) == 502
 
 
 def test_two_causes_at_once_are_both_reported_and_auto_refuses(lab: Lab, lab_cfg: LabConfig) -> None:
