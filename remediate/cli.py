@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from remediate import __version__
-from remediate.errors import EXIT_FAILED, EXIT_OK, InputError, RemediateError, UsageError
+from remediate.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, InputError, RemediateError, UsageError
 
 __all__ = ["main"]
 
@@ -391,7 +391,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from remediate.diagnose import choose_cause, diagnose
 
         diagnosis = diagnose(host, inventory, accept_new_host_key=args.accept_new_host_key, playbooks=args.playbooks)
-        cause = choose_cause(diagnosis)
+        try:
+            cause = choose_cause(diagnosis)
+        except Refused as exc:
+            if args.json:
+                _print_json(
+                    {
+                        "host": host.name,
+                        "cause": "auto",
+                        "outcome": "refused",
+                        "message": str(exc),
+                        "diagnosis": diagnosis.to_json(),
+                    }
+                )
+            else:
+                print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
         if not args.json:
             print(f"auto: the diagnosis names {cause}: {diagnosis.reason}")
     report = run(
