@@ -34,6 +34,8 @@ __all__ = [
     "interpret",
     "location_for",
     "log_hits",
+    "new_request",
+    "no_ask",
     "pid_file",
     "probes_under",
     "summary",
@@ -51,6 +53,8 @@ class Context:
     config: NginxConfig | None = None
     by_collector: dict[str, Any] = field(default_factory=dict)
     inventory: Inventory | None = None
+    #: location_for's answers, by (config, uri): collectors route the same log URIs many times.
+    routes: dict[tuple[int, str], Any] = field(default_factory=dict, repr=False)
 
     def jinja(self) -> dict[str, Any]:
         return {"host": self.host.vars, "inventory_hostname": self.host.name, **self.values}
@@ -75,6 +79,13 @@ class Log:
 
 
 Request = dict[str, Any]
+
+
+def new_request(**extra: Any) -> Request:
+    """An empty ``collect`` request for the host helper; collectors add to it."""
+    return {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": [], **extra}
+
+
 Asker = Callable[[Host, dict[str, Any], Request], None]
 Reader = Callable[[Context, dict[str, Any], dict[str, Any]], Any]
 
@@ -343,7 +354,7 @@ def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] 
     host = owner_of(ctx.inventory, ctx.host, latest["ip"]) if latest else None
     if latest is None or host is None:
         return None
-    req: Request = {"op": "collect", "commands": {"ss": ["ss", "-Htlnp"]}, "files": [], "stats": [], "logs": []}
+    req = new_request(commands={"ss": ["ss", "-Htlnp"]})
     service = service_on_port(host, latest["port"])
     if service:
         req["commands"]["status"] = status_argv(host, service)
@@ -462,7 +473,7 @@ def _remote_stripped(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request]
     found = _stripping_request(ctx)
     if not found or not found["direct"]:
         return None
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    req = new_request()
     req["http"] = {"original": found["direct"] + found["uri"], "rewritten": found["direct"] + found["rewritten"]}
     return ctx.host, req  # asked from the web host: nginx's own view of the backend
 
@@ -562,11 +573,14 @@ def location_for(ctx: Context, uri: str) -> Any:
     """The location nginx picks for ``uri`` on the server the probe URLs reach, or None."""
     if ctx.config is None:
         return None
-    from remediate.nginx.match import normalize_uri
+    key = (id(ctx.config), uri)
+    if key not in ctx.routes:
+        from remediate.nginx.match import normalize_uri
 
-    port, addr = _probe_port(ctx)
-    match = route(ctx.config, "", normalize_uri(uri), port, addr)
-    return match.location if match is not None else None
+        port, addr = _probe_port(ctx)
+        match = route(ctx.config, "", normalize_uri(uri), port, addr)
+        ctx.routes[key] = match.location if match is not None else None
+    return ctx.routes[key]
 
 
 def summary(hits: list[Hit]) -> dict[str, Any]:
@@ -622,7 +636,7 @@ def _remote_timed(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | 
     found = _latest_timeout(ctx)
     if not found:
         return None
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    req = new_request()
     # The backend asked directly, bypassing nginx, and never for longer than the ceiling allows.
     req["http"] = {"ttfb": found["upstream_url"]}
     req["http_timeout"] = float(ctx.host["timeout_ceiling"]) / 2 + 1
@@ -650,7 +664,7 @@ def _read_timed(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any
     }
 
 
-def _no_ask(host: Host, args: dict[str, Any], req: Request) -> None:
+def no_ask(host: Host, args: dict[str, Any], req: Request) -> None:
     """Reads what other collectors fetched; asks the host for nothing more."""
 
 
@@ -671,13 +685,13 @@ COLLECTORS: dict[str, Collector] = {
         Collector(
             "refused_upstreams",
             "the latest upstream that refused nginx (111), from the log and config",
-            _no_ask,
+            no_ask,
             _read_refused,
         ),
         Collector(
             "timed_out",
             "the latest upstream timeout: its location, the timeout in effect, the backend's measured TTFB",
-            _no_ask,
+            no_ask,
             _read_timed,
             remote=_remote_timed,
         ),
@@ -685,14 +699,14 @@ COLLECTORS: dict[str, Collector] = {
         Collector(
             "stripped_prefix",
             "the latest 502 whose proxy_pass URI strips the location prefix; both paths asked of the backend",
-            _no_ask,
+            no_ask,
             _read_stripped,
             remote=_remote_stripped,
         ),
         Collector(
             "upstream_host",
             "the inventory host that owns the refused address: listeners, its service",
-            _no_ask,
+            no_ask,
             _read_backend,
             remote=_remote_backend,
         ),
@@ -701,7 +715,7 @@ COLLECTORS: dict[str, Collector] = {
 
 
 def build_request(host: Host, steps: list[tuple[str, str, dict[str, Any]]]) -> Request:
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    req = new_request()
     for _, collect, args in steps:
         COLLECTORS[collect].ask(host, args, req)
     req["files"] = list(dict.fromkeys(req["files"]))

@@ -288,6 +288,7 @@ def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
     location prefix, so when there was one a ``rewrite ^PREFIX(.*)$ URI$1 break;`` keeps the
     path the backend sees exactly as before. A resolver must be in effect (see resolver.conf.j2).
     """
+    from remediate.collect.dns import TARGET, is_address
     from remediate.nginx.match import parse_location
 
     file, location = _block(ctx, str(args["location_where"]))
@@ -295,8 +296,8 @@ def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
     if len(passes) != 1:
         raise Refused(f"{ctx.host.name}: {location.where} has {len(passes)} proxy_pass; expected one")
     directive = passes[0]
-    m = re.match(r"^(?P<scheme>[a-z]+)://(?P<host>[^:/$]+)(?::(?P<port>\d+))?(?P<uri>/.*)?$", directive.args[0])
-    if not m:
+    m = TARGET.match(directive.args[0])
+    if not m or "$" in directive.args[0] or is_address(m.group("host")):
         raise Refused(f"{ctx.host.name}: {directive.where}: proxy_pass {directive.args[0]} names no static host")
     var = "remediate_" + re.sub(r"[^A-Za-z0-9]", "_", m.group("host"))
     port = f":{m.group('port')}" if m.group("port") else ""

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from remediate.evidence import Context
 from remediate.inventory import Host, Inventory, load_inventory
 from remediate.lab.core import APT_PACKAGES, Lab, LabConfig
 
@@ -69,6 +70,17 @@ def inventory_with(lab: Lab, tmp_path: Path, old: str, new: str) -> Inventory:
     path = tmp_path / "inventory.yml"
     path.write_text(text.replace(old, new, 1))
     return load_inventory(path)
+
+
+def text_context(tmp_path: Path, site: bytes) -> Context:
+    """A Context for module tests on text: host ``w`` and one nginx file, /n.conf, holding ``site``."""
+    from remediate.nginx import NginxConfig, parse
+
+    inv = tmp_path / "i.yml"
+    inv.write_text("all:\n  hosts:\n    w:\n")
+    context = Context(load_inventory(inv).host("w"))
+    context.config = NginxConfig({"/n.conf": parse(site, "/n.conf")}, "/n.conf")
+    return context
 
 
 def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[str]:

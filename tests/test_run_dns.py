@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import inventory_with, run_cli, site_conf
+from conftest import inventory_with, run_cli, site_conf, text_context
 
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.evidence import Context
-from remediate.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.modules import nginx_block_set, nginx_dns_variable
 from remediate.nginx import MARKER, NginxConfig, parse
@@ -130,11 +129,7 @@ SITE = b"""server {\r
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
-    inv = tmp_path / "i.yml"
-    inv.write_text("all:\n  hosts:\n    w:\n")
-    context = Context(load_inventory(inv).host("w"))
-    context.config = NginxConfig({"/n.conf": parse(SITE, "/n.conf")}, "/n.conf")
-    return context
+    return text_context(tmp_path, SITE)
 
 
 def test_variable_form_keeps_a_uri_part_with_a_rewrite(ctx: Context) -> None:

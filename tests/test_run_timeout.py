@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli, site_conf
+from conftest import remediate_cli, site_conf, text_context
 
 from remediate.errors import EXIT_OK
 from remediate.evidence import Context, nginx_seconds
 from remediate.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.modules import nginx_timeout
-from remediate.nginx import MARKER, NginxConfig, parse
+from remediate.nginx import MARKER
 from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
@@ -81,11 +81,7 @@ SITE = b"""server {\r
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
-    inv = tmp_path / "i.yml"
-    inv.write_text("all:\n  hosts:\n    w:\n")
-    context = Context(load_inventory(inv).host("w"))
-    context.config = NginxConfig({"/n.conf": parse(SITE, "/n.conf")}, "/n.conf")
-    return context
+    return text_context(tmp_path, SITE)
 
 
 def test_timeout_in_a_specific_location_is_added_or_updated(ctx: Context) -> None:

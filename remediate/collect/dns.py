@@ -30,12 +30,13 @@ from remediate.evidence import (
     in_effect,
     location_for,
     log_hits,
+    new_request,
     probes_under,
     summary,
 )
 from remediate.inventory import Host
 
-__all__ = ["COLLECTORS", "is_address", "parse_dig"]
+__all__ = ["COLLECTORS", "TARGET", "is_address", "parse_dig"]
 
 RESOLV_CONF = "/etc/resolv.conf"
 _NO_RESOLVER = re.compile(r"no resolver defined to resolve (?P<name>[^\s,]+)")
@@ -44,7 +45,8 @@ _HOST_NOT_FOUND = re.compile(r'host not found in upstream "(?P<name>[^"]+)"')
 _CONNECT_FAILED = re.compile(
     r"(?:connect\(\) failed \((?:111|113|101): [^)]*\)|upstream timed out \(110: [^)]*\)) while connecting to upstream"
 )
-_TARGET = re.compile(r"^(?P<scheme>[a-z]+)://(?P<host>\[[^\]]+\]|[^:/$]+)(?::(?P<port>\d+))?(?P<uri>/.*)?$")
+#: A *_pass target: scheme, host (name, address or [IPv6]), port, URI part.
+TARGET = re.compile(r"^(?P<scheme>[a-z]+)://(?P<host>\[[^\]]+\]|[^:/$]+)(?::(?P<port>\d+))?(?P<uri>/.*)?$")
 
 
 def is_address(host: str) -> bool:
@@ -81,7 +83,7 @@ def _static_pass(location: Any) -> dict[str, Any] | None:
     if not passes:
         return None
     target = passes[0].args[0]
-    m = _TARGET.match(target)
+    m = TARGET.match(target)
     if not m or "$" in target or is_address(m.group("host")):
         return None
     return {
@@ -98,7 +100,7 @@ def _name_based(location: Any, hit: Hit) -> bool:
     if location is None:
         return False
     passes = [d.args[0] for d in location.children if d.name == "proxy_pass" and d.args]
-    m = _TARGET.match(passes[0]) if passes else None
+    m = TARGET.match(passes[0]) if passes else None
     if _static_pass(location) or (passes and "$" in passes[0]):
         return True
     # pinned by an earlier run: an address, not the one that failed
@@ -178,7 +180,7 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
     if not found or not found["name"]:
         return None
     resolvers, _ = _resolvers(ctx)
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    req = new_request()
     for index, resolver in enumerate(resolvers[:3]):
         addr, _, port = resolver.rpartition(":") if resolver.count(":") == 1 else (resolver, "", "")
         argv = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer", f"@{addr}"]
@@ -205,7 +207,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     answered = "; ".join(
         f"{a['resolver']}: {a['status']}{' ' + ', '.join(a['addresses']) if a['addresses'] else ''}" for a in answers
     )
-    target = _TARGET.match(found.get("pass_target") or "")
+    target = TARGET.match(found.get("pass_target") or "")
     pinned_to = target.group("host") if target and is_address(target.group("host")) else ""
     return {
         **found,

@@ -20,6 +20,8 @@ from remediate.evidence import (
     in_effect,
     location_for,
     log_hits,
+    new_request,
+    no_ask,
     owner_of,
     probes_under,
     service_on_port,
@@ -83,7 +85,7 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
         spec["server_name"] = ssl.get("name") or urlsplit(found["upstream_url"]).hostname
         spec["cafile"] = ssl.get("trusted_certificate")
         spec["check_cafiles"] = [p for p in (ssl.get("trusted_certificate"), ctx.host["tls_ca_bundle"]) if p]
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": [], "raw": {"direct": spec}}
+    req = new_request(raw={"direct": spec})
     return ctx.host, req  # from the web host: the backend as nginx reaches it
 
 
@@ -117,7 +119,7 @@ COLLECTORS = (
     Collector(
         "bad_response",
         "the latest invalid upstream answer in the log; the backend asked directly (bounded), its TLS certificate",
-        lambda host, args, req: None,
+        no_ask,
         _read,
         remote=_remote,
     ),

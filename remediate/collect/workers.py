@@ -21,6 +21,7 @@ from remediate.evidence import (
     Request,
     location_for,
     log_hits,
+    new_request,
     pid_file,
     probes_under,
     summary,
@@ -44,20 +45,16 @@ def size_workers(current: int, peak: int, rlimit: int | None) -> tuple[int, int]
 def _stub_status_url(ctx: Context) -> str | None:
     """A URL of a location with ``stub_status``, on the server the probe URLs reach."""
     config = ctx.config
-    if config is None:
+    probes = ctx.host["probe_urls"]
+    if config is None or not probes:
         return None
+    scheme, _, netloc = probes[0].split("/", 3)[:3]
     for directive, chain in config.walk():
-        if directive.name != "stub_status":
-            continue
         location = next((c for c in reversed(chain) if c.name == "location"), None)
-        if location is None or not location.args:
-            continue
-        path = location.args[-1]
-        for url in ctx.host["probe_urls"]:
-            base = url.split("/", 3)
-            candidate = f"{base[0]}//{base[2]}{path}"
+        if directive.name == "stub_status" and location is not None and location.args:
+            path = location.args[-1]
             if location_for(ctx, path) is location:
-                return candidate
+                return f"{scheme}//{netloc}{path}"
     return None
 
 
@@ -70,16 +67,15 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
     connections = config.find("worker_connections", events[0]) if events else []
     rlimit = config.find("worker_rlimit_nofile")
     processes = config.find("worker_processes")
-    # The upstream blocks the failing requests go to: they get keepalive.
+    # The locations the failing requests went to, and the upstream blocks they pass to (those get keepalive).
+    locations = [loc for loc in dict.fromkeys(location_for(ctx, h.uri) for h in hits) if loc is not None]
     upstreams = []
-    for hit in hits:
-        location = location_for(ctx, hit.uri)
-        for d in location.children if location is not None else []:
+    for location in locations:
+        for d in location.children:
             if d.name.endswith("_pass") and d.args:
                 name = re.sub(r"^[a-z]+://", "", d.args[0]).split("/")[0]
                 if name in config.upstreams() and name not in upstreams:
                     upstreams.append(name)
-    locations = list(dict.fromkeys(location_for(ctx, h.uri) for h in hits))
     return {
         **summary(hits),
         "fd_exhausted": any("(24:" in h.line for h in hits),
@@ -89,7 +85,7 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
         "worker_rlimit_nofile": int(rlimit[-1].args[0]) if rlimit else None,
         "worker_processes": processes[-1].args[0] if processes else "1",
         "upstreams": upstreams,
-        "probes": [u for loc in locations if loc is not None for u in probes_under(ctx, loc)],
+        "probes": [u for loc in locations for u in probes_under(ctx, loc)],
     }
 
 
@@ -118,7 +114,7 @@ def _keep_file(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> None
 def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
     if not _finding(ctx):
         return None
-    req: Request = {"op": "collect", "commands": {}, "files": [], "stats": [], "logs": []}
+    req = new_request()
     req["nofile_pid_file"] = pid_file(ctx.host, ctx.config)
     url = _stub_status_url(ctx)
     if url:
