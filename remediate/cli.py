@@ -170,6 +170,22 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rb.add_argument("--force", action="store_true", help="restore even files edited since the run")
     rb.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
 
+    ul = sub.add_parser(
+        "unlock",
+        help="clear a host's lock by hand (asks the run holding it to let go)",
+        description="Show who holds HOST's lock and ask that run's helper to let go of it.\n"
+        "A run's lock lives in its helper on the host, which lets go by itself when the run ends,\n"
+        "when its controller dies (at once) or is cut off (within 10 s). Use this for a run that\n"
+        "is alive but stuck. A helper inside its transaction finishes (or rolls back) first.",
+        formatter_class=fmt,
+        epilog="examples:\n"
+        "  remediate unlock -i inventory.yml --host web01              # who holds it; ask it to let go\n"
+        "  remediate unlock -i inventory.yml --host web01 RUN_ID       # only if RUN_ID holds it",
+    )
+    host_args(ul)
+    ul.add_argument("run_id", metavar="RUN_ID", nargs="?", help="let go only if this run holds the lock")
+    ul.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
+
     pbs = sub.add_parser("playbooks", help="list the playbooks (one per cause)")
     pbs.add_argument("--playbooks", action="append", metavar="DIR", help="extra playbook directory")
     pbs.add_argument("--json", action="store_true")
@@ -251,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "run": _cmd_run,
         "rollback": _cmd_rollback,
+        "unlock": _cmd_unlock,
         "diagnose": _cmd_diagnose,
         "playbooks": _cmd_playbooks,
         "show": _cmd_show,
@@ -529,6 +546,20 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"{report.outcome}: {report.message}", file=sys.stderr if report.exit_code else sys.stdout)
     return report.exit_code
+
+
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    from remediate.inventory import load_inventory
+    from remediate.run import unlock
+
+    host = load_inventory(args.inventory).host(args.host)
+    answer = unlock(host, args.run_id, accept_new_host_key=args.accept_new_host_key)
+    code = {"free": EXIT_OK, "released": EXIT_OK, "waiting": EXIT_REFUSED}.get(answer.get("outcome", ""), EXIT_REFUSED)
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"{host.name}: {answer.get('outcome')}: {answer.get('reason')}", file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def _cmd_playbooks(args: argparse.Namespace) -> int:

@@ -185,7 +185,16 @@ def diagnose(
             confirmable = [found]
         for found in confirmable:
             for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
-                report = run(host, cause, transport=transport, check=True, inventory=inventory, playbooks=playbooks)
+                # validate=False: confirming a cause needs the decision, not an nginx -t of its fix
+                report = run(
+                    host,
+                    cause,
+                    transport=transport,
+                    check=True,
+                    validate=False,
+                    inventory=inventory,
+                    playbooks=playbooks,
+                )
                 _judge(found, cause, report)
                 if found.fixable:
                     break

@@ -112,9 +112,10 @@ def _ask_nginx(host: Host, args: dict[str, Any], req: Request) -> None:
 def _read_nginx(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     dump = resp["commands"]["nginx_T"]
     if dump["exit"] != 0:
-        raise RemediateError(
-            f"{ctx.host.name}: `nginx -T` failed ({dump['exit']}): {dump['stderr'].strip().splitlines()[-1:]}"
-        )
+        # nginx's [emerg] line names the file and line at fault; its last line only says "test failed".
+        lines = [ln.strip() for ln in dump["stderr"].splitlines() if ln.strip()]
+        named = [ln for ln in lines if "[emerg]" in ln] or lines[-1:] or ["no output"]
+        raise RemediateError(f"{ctx.host.name}: `nginx -T` failed (exit {dump['exit']}): {named[0]}")
     ctx.config = NginxConfig.from_dump(dump["stdout"].encode("utf-8", "surrogateescape"))
     facts = resp.get("nginx", {})
     return {

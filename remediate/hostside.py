@@ -1,4 +1,4 @@
-"""The helper remediate runs *on the host*: one round trip for evidence, one for the whole guarded apply.
+"""The helper remediate runs *on the host*: evidence, validation and the whole guarded apply.
 
 This file is sent as the constant source of ``python3 -c``; everything it acts
 on arrives as JSON on stdin and never touches a shell. It uses the standard
@@ -7,16 +7,27 @@ keeps the host safe if the SSH connection drops halfway: the helper finishes
 (or rolls back) on its own, and records every step in the host's journal, so a
 helper that was killed outright is recovered by the next run.
 
-Ops (``{"op": ...}`` on stdin, one JSON object on stdout):
+Two ways to run it:
 
-* ``collect``: take the lock, recover crashed runs, then gather evidence
+* one-shot (no argument): one JSON request on stdin, one JSON answer on stdout.
+* ``session``: one JSON request per line, one answer per line, for a whole run. The session
+  holds the host's lock (an flock, which the kernel drops when the process ends however it
+  ends) and lives exactly as long as the controller: EOF on stdin (controller killed, SSH
+  cut) or ``idle`` seconds without a line (the controller pings every few seconds) ends it.
+
+Ops (``{"op": ...}``):
+
+* ``collect``: (with ``lock``) take the lock and recover crashed runs, then gather evidence
   (command outputs, files, stats, the tail of logs, unix sockets nginx uses).
-* ``apply``: the transaction: check the lock, compare-and-swap every file
-  against the bytes the plan was made from, back up (bytes, owner, mode),
-  write atomically, validate, reload or restart, confirm, probe; on any
-  failure restore every file, validate, reload, and say what failed.
-* ``rollback``: undo a finished run from its journal, refusing files that were
-  edited since, unless forced.
+* ``validate``: run ``nginx -t`` / ``php-fpm -t`` with candidate files bind-mounted over the
+  live ones in a private mount namespace; nothing live changes (``--check`` uses it).
+* ``apply``: the transaction: lock, compare-and-swap every file against the bytes the plan was
+  made from, validate the candidates, back up (bytes, owner, mode), write atomically, reload or
+  restart, confirm, probe; on any failure after the first write, restore every file written.
+* ``rollback``: undo a finished run from its journal, refusing files that were edited since
+  (unless forced) and backups whose bytes do not match the sha256 the journal recorded.
+* ``status``: what the journal says of a run, and who holds the lock.
+* ``unlock``: ask the process holding the lock to let go (it finishes a transaction first).
 """
 
 # mypy: ignore-errors
@@ -25,10 +36,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +55,28 @@ import urllib.request
 
 LOCK_NAME = "lock"
 RUNS = "runs"
-FINAL = ("committed", "rolled-back", "recovered", "rolled-back-by-user", "failed")
+
+# The states of a run in its meta.json, in the order the helper that holds the lock writes them,
+# and what recovery does with a run a crash left in each (any state not final means its helper
+# died mid-transaction; it held the lock, so nobody else wrote the journal meanwhile):
+#
+#   prepared    backups are being taken; no live file has been written
+#               -> closed as "failed": there is nothing to undo
+#   writing     live files are being replaced; each holds its old bytes or exactly the run's new ones
+#               -> every file that holds the run's bytes is restored from its verified backup; no
+#                  action ran, so nothing is reloaded or restarted
+#   activating  every file is written; the actions listed in "started" may have taken effect
+#               -> restored as above, validated, then only the started actions run again
+#   applying    (journals of remediate 0.1) -> as activating, with every action started
+#
+# Final: committed, rolled-back, failed (nothing was changed), restore-incomplete (waits for a
+# human: rollback --force), recovered, rolled-back-by-user. Recovery never touches a final run,
+# and never writes a file whose bytes are not exactly what that run wrote.
+RECOVERABLE = ("prepared", "writing", "activating", "applying")
+FINAL = ("committed", "rolled-back", "failed", "restore-incomplete", "recovered", "rolled-back-by-user")
+
+# The transaction in progress, if any: a signal that would end the session waits for it.
+TXN = {"active": False, "stop": False}
 
 
 def sha(data):
@@ -149,41 +185,39 @@ _STAMP = re.compile(rb"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ", re.M)
 def log_window(path, since, max_bytes, now_ts=None):
     """The lines of an error log from ``since`` seconds ago to now, read from the end.
 
-    Seeks from the end and reads backwards in chunks until it passes the window's start, so the
-    cost follows the window, not the file. When the window reaches the file's first line it goes
-    on into the rotated files (path.1, path.1.gz, path.2.gz, ...). Log times are the host's local
-    time, which is also how the cutoff is written.
+    Finds where the window starts by reading backwards in blocks (linear in the window, constant
+    memory), going on into the rotated files (path.1, path.1.gz, path.2.gz, ...) while the window
+    reaches past a file's first line. At most ``max_bytes`` of the newest part are returned, and
+    ``truncated`` says whether that cap cut the window. Log times are the host's local time,
+    which is also how the cutoff is written.
     """
-    import gzip
-
-    cutoff = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime((now_ts or now()) - since)).encode()
-    parts, read_files, total, truncated = [], [], 0, False
-    candidates = [path] + ["%s.%d%s" % (path, n, ext) for n in range(1, 10) for ext in ("", ".gz")]
-    for name in candidates:
-        if not os.path.exists(name):
-            continue
-        try:
-            if name.endswith(".gz"):
-                with gzip.open(name, "rb") as fh:
-                    data = fh.read(max_bytes + 1)
-                chunk, reached_start = data, True
+    cutoff = cutoff_of(since, now_ts)
+    spans, read_files = window_spans(path, cutoff)
+    total = sum(end - start for _, start, end in spans)
+    truncated = total > max_bytes
+    if truncated:  # keep the newest max_bytes, from a line start
+        keep, kept = max_bytes, []
+        for name, start, end in reversed(spans):
+            if keep <= 0:
+                break
+            if end - start > keep:
+                start = end - keep
+                kept.insert(0, (name, start, end, True))
             else:
-                chunk, reached_start = _tail_until(name, cutoff, max_bytes - total)
-        except OSError as exc:
-            read_files.append({"path": name, "error": str(exc)})
-            break
-        first = _STAMP.search(chunk)
-        start = _first_at_or_after(chunk, cutoff)
-        parts.insert(0, chunk[start:])
-        total += len(chunk) - start
-        read_files.append({"path": name, "bytes": len(chunk) - start})
-        if total >= max_bytes:
-            truncated = True
-            break
-        # Older files only while this one starts inside the window.
-        if not reached_start or (first and first.group(1) < cutoff):
-            break
-    text = b"".join(p if p.endswith(b"\n") or not p else p + b"\n" for p in parts)
+                kept.insert(0, (name, start, end, False))
+            keep -= end - start
+        spans = kept
+    else:
+        spans = [(name, start, end, False) for name, start, end in spans]
+    parts = []
+    for name, start, end, cut in spans:
+        data = b"".join(read_span(name, start, end))
+        if cut:
+            data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        parts.append(data)
+    text = b"".join(parts)
     return {
         "path": path,
         "text": text.decode("utf-8", "surrogateescape"),
@@ -194,26 +228,94 @@ def log_window(path, since, max_bytes, now_ts=None):
     }
 
 
-def _tail_until(name, cutoff, max_bytes, block=262144):
-    """Bytes from the end of ``name`` back to a line older than ``cutoff`` (or the start); and whether
-    the start was reached."""
+def cutoff_of(since, now_ts=None):
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime((now_ts or now()) - since)).encode()
+
+
+def window_spans(path, cutoff):
+    """[(file, start, end)] oldest first: the byte ranges of ``path`` and its rotated files in the window."""
+    spans, read_files = [], []
+    candidates = [path] + ["%s.%d%s" % (path, n, ext) for n in range(1, 10) for ext in ("", ".gz")]
+    for name in candidates:
+        if not os.path.exists(name):
+            continue
+        try:
+            start, end, whole = _window_start(name, cutoff)
+        except (OSError, EOFError) as exc:
+            read_files.append({"path": name, "error": str(exc)})
+            break
+        spans.insert(0, (name, start, end))
+        read_files.append({"path": name, "bytes": end - start})
+        if not whole:  # the window starts inside this file: older files are outside it
+            break
+    return spans, read_files
+
+
+def read_span(name, start, end, block=8 << 20):
+    """The bytes of ``name`` from ``start`` to ``end``, in blocks (uncompressed offsets for .gz)."""
+    import gzip
+
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(name, "rb") as fh:
+        fh.seek(start)
+        pos = start
+        while pos < end:
+            data = fh.read(min(block, end - pos))
+            if not data:
+                break
+            pos += len(data)
+            yield data
+
+
+def _window_start(name, cutoff, block=1 << 20):
+    """(start, end, whole): the offset of the first line of ``name`` stamped at or after ``cutoff``,
+    its size, and whether the file's first line is already inside the window.
+
+    Reads backwards one block at a time and keeps only the partial line that straddles two
+    blocks, so time is linear in the window and memory is one block. A .gz file cannot be read
+    backwards; it is read forwards once, which costs its uncompressed size.
+    """
+    if name.endswith(".gz"):
+        import gzip
+
+        with gzip.open(name, "rb") as fh:
+            pos, carry, found = 0, b"", None
+            while True:
+                data = fh.read(block)
+                if not data:
+                    break
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                body, carry = data[:cut], data[cut:]
+                if found is None:
+                    at = _first_at_or_after(body, cutoff)
+                    if at < len(body):
+                        found = pos + at
+                pos += len(body)
+            end = pos + len(carry)
+            if found is None:
+                found = end
+            return found, end, found == 0
     with open(name, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        pos = fh.tell()
-        data = b""
-        while pos > 0 and len(data) < max_bytes:
+        end = fh.seek(0, os.SEEK_END)
+        pos, carry = end, b""
+        while pos > 0:
             step = min(block, pos)
             pos -= step
             fh.seek(pos)
-            data = fh.read(step) + data
-            # the first complete line in what we hold: older than the cutoff means we are done
-            nl = data.find(b"\n") if pos > 0 else -1
-            m = _STAMP.search(data, nl + 1)
-            if m and m.group(1) < cutoff:
-                break
-        if pos > 0:
-            data = data[data.find(b"\n") + 1 :]  # drop the partial first line
-        return data, pos == 0
+            data = fh.read(step) + carry
+            if pos > 0:
+                nl = data.find(b"\n")
+                if nl < 0:  # one line longer than a block: keep going back (bounded by nginx's line cap)
+                    carry = data
+                    continue
+                carry, body, base = data[: nl + 1], data[nl + 1 :], pos + nl + 1
+            else:
+                carry, body, base = b"", data, 0
+            first = _STAMP.search(body)
+            if first and first.group(1) < cutoff:
+                return base + _first_at_or_after(body, cutoff), end, False
+        return 0, end, True
 
 
 def _first_at_or_after(data, cutoff):
@@ -260,86 +362,123 @@ def children(pid):
 
 
 class Journal:
-    def __init__(self, root):
+    def __init__(self, root, create=True):
         self.root = root
-        os.makedirs(os.path.join(root, RUNS), mode=0o700, exist_ok=True)
-        os.chmod(root, 0o700)
+        if create:
+            os.makedirs(os.path.join(root, RUNS), mode=0o700, exist_ok=True)
+            os.chmod(root, 0o700)
 
     def run_dir(self, run_id):
-        if not re.match(r"^[A-Za-z0-9_.-]+$", run_id):
+        if not re.match(r"^[A-Za-z0-9_.-]+$", run_id) or run_id in (".", ".."):
             raise ValueError("bad run id %r" % run_id)
         return os.path.join(self.root, RUNS, run_id)
 
     def meta(self, run_id):
+        """A run's meta.json; None when there is no such run; ``{"state": "unreadable"}`` when it is corrupt."""
+        path = os.path.join(self.run_dir(run_id), "meta.json")
         try:
-            with open(os.path.join(self.run_dir(run_id), "meta.json")) as fh:
-                return json.load(fh)
+            with open(path, "rb") as fh:
+                meta = json.loads(fh.read().decode("utf-8"))
+            if not isinstance(meta, dict) or not isinstance(meta.get("changes"), list) or "state" not in meta:
+                raise ValueError("not a run record")
+            return meta
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            return {"run_id": run_id, "state": "unreadable", "changes": [], "error": "%s: %s" % (path, exc)}
 
     def save(self, meta):
         path = self.run_dir(meta["run_id"])
         os.makedirs(os.path.join(path, "files"), mode=0o700, exist_ok=True)
         write_atomic(os.path.join(path, "meta.json"), json.dumps(meta, indent=1).encode(), mode=0o600)
 
+    def backup_path(self, run_id, index):
+        return os.path.join(self.run_dir(run_id), "files", "%d.orig" % index)
+
     def runs(self):
         try:
             names = sorted(os.listdir(os.path.join(self.root, RUNS)))
         except FileNotFoundError:
             return []
-        return [m for m in (self.meta(n) for n in names) if m]
+        return [m for m in (self.meta(n) for n in names if re.match(r"^[A-Za-z0-9_.-]+$", n)) if m]
 
-    # The lock is a file created with O_EXCL: the host itself decides who holds it,
-    # so two controllers exclude each other. A lease (expires) plus the helper's pid
-    # tell a live holder from a dead one.
-    def lock_path(self):
-        return os.path.join(self.root, LOCK_NAME)
 
-    def read_lock(self):
+# -- the lock ----------------------------------------------------------------------------
+#
+# An flock(2) on JOURNAL/lock, held by the helper process of the run that owns the host. The
+# kernel drops it when that process ends, however it ends (SIGKILL included), so the lock cannot
+# outlive its holder. The file's text (run id, pid, since) is there for messages only.
+
+HELD = {}  # journal root -> (fd, info), the locks this process holds
+
+
+def _lock_text(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 65536).decode("utf-8") or "null") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def lock_acquire(root, run_id):
+    """Take the host's lock for ``run_id``: {"acquired": True} or {"acquired": False, "held": who}."""
+    if root in HELD:
+        info = HELD[root][1]
+        if info["run_id"] == run_id:
+            return {"acquired": True}
+        return {"acquired": False, "held": info}
+    path = os.path.join(root, LOCK_NAME)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with open(self.lock_path()) as fh:
-                return json.load(fh)
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def acquire(self, run_id, lease, pid=None):
-        """Take the lock, or say who holds it. A lock whose lease ran out and whose helper is dead is stale."""
-        held = self.read_lock()
-        if held and held.get("run_id") == run_id:
-            self.refresh(run_id, lease, pid)
-            return {"acquired": True, "stale": None}
-        if held and self.live(held):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+            held = _lock_text(fd)
+            os.close(fd)
             return {"acquired": False, "held": held}
-        if held:
-            os.unlink(self.lock_path())
-        info = {"run_id": run_id, "pid": pid, "since": now(), "expires": now() + lease, "host": socket.gethostname()}
+        # A holder that let go unlinks the file: make sure the path still names what we locked.
         try:
-            fd = os.open(self.lock_path(), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:  # another run won the race
-            return {"acquired": False, "held": self.read_lock() or {}}
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh)
-        return {"acquired": True, "stale": held}
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        previous = _lock_text(fd)
+        info = {"run_id": run_id, "pid": os.getpid(), "since": now(), "host": socket.gethostname()}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
+        HELD[root] = (fd, info)
+        return {"acquired": True, "stale": previous or None}
 
-    @staticmethod
-    def live(held):
-        """While a helper applies, the lock lives as long as that helper; between rounds, for its lease."""
-        if held.get("pid"):
-            return pid_alive(held["pid"])
-        return held.get("expires", 0) > now()
 
-    def refresh(self, run_id, lease, pid=None):
-        held = self.read_lock()
-        if not held or held.get("run_id") != run_id:
-            return False
-        held.update({"pid": pid, "expires": now() + lease})
-        write_atomic(self.lock_path(), json.dumps(held).encode(), mode=0o600)
-        return True
+def lock_release(root):
+    fd, _ = HELD.pop(root, (None, None))
+    if fd is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(root, LOCK_NAME))
+        os.close(fd)
 
-    def release(self, run_id):
-        held = self.read_lock()
-        if held and held.get("run_id") == run_id:
-            os.unlink(self.lock_path())
+
+def lock_holder(root):
+    """Who holds the lock now (the kernel's answer, not the file's), or None."""
+    path = os.path.join(root, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _lock_text(fd) or {"run_id": "?", "pid": None}
+        return None
+    finally:
+        os.close(fd)
 
 
 # -- nginx facts -----------------------------------------------------------------------
@@ -352,7 +491,7 @@ def nginx_facts(dump_text):
     """The unix sockets nginx passes to, and the worker user with its groups (what initgroups gives it)."""
     found = _USER.search(dump_text)
     user, group = (found.group(1), found.group(2) or found.group(1)) if found else ("nobody", "nogroup")
-    ids = run(["id", "-Gn", user], 10)
+    ids = run(["id", "-Gn", "--", user], 10)  # the name comes from the config: never an option
     groups = ids["stdout"].split() if ids["exit"] == 0 else []
     if group not in groups:
         groups.append(group)
@@ -379,9 +518,9 @@ def nginx_facts(dump_text):
 
 def op_collect(req):
     out = {"lock": None, "recovered": []}
-    journal = Journal(req["journal_dir"]) if req.get("lock") else None
-    if journal is not None:
-        out["lock"] = journal.acquire(req["run_id"], req["lock"]["lease"])
+    if req.get("lock"):
+        journal = Journal(req["journal_dir"])
+        out["lock"] = lock_acquire(journal.root, req["run_id"])
         if not out["lock"]["acquired"]:
             return out
         out["recovered"] = recover(journal, req)
@@ -412,22 +551,44 @@ def op_collect(req):
 
 
 def recover(journal, req):
-    """Roll back runs that died mid-apply (their journal never reached a final state)."""
+    """Finish the runs a crash left mid-transaction, as the state each reached says (see RECOVERABLE)."""
     done = []
     for meta in journal.runs():
-        if meta["state"] in FINAL or meta["run_id"] == req["run_id"]:
+        if meta["state"] == "unreadable":
+            problem = "journal entry unreadable (%s); left alone, look at it by hand" % meta["error"]
+            done.append({"run_id": meta["run_id"], "restored": [], "problems": [problem]})
             continue
-        restored, problems = restore_files(journal, meta, force=False)
-        after = finish_restore(meta, restored)
-        meta["state"] = "recovered"
+        if meta["state"] not in RECOVERABLE or meta["run_id"] == req["run_id"]:
+            continue
+        entry = {"run_id": meta["run_id"], "state": meta["state"], "restored": [], "problems": []}
+        if meta["state"] == "prepared":
+            entry["note"] = "it died before writing any live file: nothing to undo"
+        else:
+            if meta["state"] == "writing":
+                meta["started"] = []  # no action ran
+            elif meta["state"] == "applying":
+                meta["started"] = list(range(len(meta.get("actions", []))))
+            restored, problems = restore_files(journal, meta, force=False)
+            entry["restored"], entry["problems"] = restored, problems + finish_restore(meta, restored)
+        if entry["problems"]:
+            meta["state"] = "restore-incomplete"
+        else:
+            meta["state"] = "recovered" if entry["restored"] else "failed"
         meta["recovered_by"] = req["run_id"]
         journal.save(meta)
-        done.append({"run_id": meta["run_id"], "restored": restored, "problems": problems + after})
+        done.append(entry)
     return done
 
 
 def restore_files(journal, meta, force):
-    restored, problems = [], []
+    """Put back every file this run wrote; return (restored paths, problems).
+
+    Compare-and-swap, like the apply: a file is restored only while it holds exactly the bytes
+    the run wrote (or with ``force``); one that holds anything else was changed by someone since,
+    and is left alone. Every backup is checked against the sha256 the journal recorded before
+    any file is touched: if one does not match, nothing at all is restored.
+    """
+    todo, problems, bad_backup = [], [], False
     for index, change in enumerate(meta["changes"]):
         if not change.get("backed_up"):
             continue
@@ -443,30 +604,58 @@ def restore_files(journal, meta, force):
             problems.append("%s was changed since run %s; left as it is" % (path, meta["run_id"]))
             continue
         if change.get("created"):
-            os.unlink(path)
-            restored.append(path)
+            todo.append((change, None))
             continue
-        original = read(os.path.join(journal.run_dir(meta["run_id"]), "files", "%d.orig" % index))
-        write_atomic(path, original, like=change["stat"])
-        restored.append(path)
+        backup = journal.backup_path(meta["run_id"], index)
+        try:
+            original = read(backup)
+        except OSError as exc:
+            problems.append("the backup of %s (%s) cannot be read: %s" % (path, backup, exc.strerror or exc))
+            bad_backup = True
+            continue
+        if sha(original) != change["before_sha"]:
+            problems.append(
+                "the backup of %s (%s) does not match the sha256 the journal recorded; it was not restored"
+                % (path, backup)
+            )
+            bad_backup = True
+            continue
+        todo.append((change, original))
+    if bad_backup:
+        return [], [*problems, "nothing was restored: every file is as it was"]
+    restored = []
+    for change, original in todo:
+        try:
+            if original is None:
+                os.unlink(change["path"])
+            else:
+                write_atomic(change["path"], original, like=change["stat"])
+            restored.append(change["path"])
+        except OSError as exc:
+            problems.append("cannot restore %s: %s" % (change["path"], exc.strerror or exc))
     return restored, problems
 
 
 def finish_restore(meta, restored):
-    """After files are back: validate, then reload/restart what the run had touched.
+    """After files are back: validate, then run again only the actions that had started.
 
-    Only when a file was restored: with nothing put back there is nothing to reload, and
-    re-running a restart that just failed would be a retry loop in disguise.
+    An action that never ran never made the candidate live, so there is nothing to undo: a
+    reload after a rejected ``nginx -t`` would only make someone else's staged edit live. With no
+    file restored nothing runs either: re-running a restart that just failed would be a retry.
     """
     issues = []
     if not restored:
+        return issues
+    started = set(meta.get("started", []))
+    actions = [a for i, a in enumerate(meta.get("actions", [])) if i in started]
+    if not actions:
         return issues
     for check in meta.get("validate", []):
         res = run(check["argv"])
         if res["exit"] != 0:
             issues.append("after restore, `%s` fails: %s" % (" ".join(check["argv"]), tail(res)))
             return issues
-    for action in meta.get("actions", []):
+    for action in actions:
         if action["kind"] == "reload":
             ok, detail = reload_nginx(action)
             if not ok:
@@ -481,14 +670,17 @@ def finish_restore(meta, restored):
 def reload_nginx(action):
     """Reload and confirm: a new worker appears and every old one stops accepting.
 
-    nginx keeps its old config when a reload fails and `-s reload` still exits 0,
-    so the exit code proves nothing; the new worker generation does.
+    nginx keeps its old config when a reload fails and `-s reload` still exits 0, so the exit
+    code proves nothing; the new worker generation does. A reload nginx rejects shows in its
+    error log as an [emerg] line within a moment: that ends the wait at once, with nginx's words.
     """
     try:
         with open(action["pid_file"]) as fh:
             master = int(fh.read().strip())
     except (OSError, ValueError):
         return False, "nginx pid file %s is unreadable: is nginx running?" % action["pid_file"]
+    log = action.get("error_log")
+    offset = _size(log)
     before = set(children(master))
     res = run(action["argv"], 30)
     if res["exit"] != 0:
@@ -500,8 +692,45 @@ def reload_nginx(action):
         old_done = all(pid not in kids or "shutting down" in kids[pid] for pid in before)
         if new and old_done:
             return True, "new workers %s" % sorted(new)
+        emerg = _new_emerg(log, offset)
+        if emerg:
+            _quiet(log, deadline)  # nginx may retry (bind: 5 tries, 500 ms apart); let it finish first
+            return False, "nginx rejected the reload and keeps its old config: %s" % emerg
         time.sleep(0.02)
     return False, "nginx did not start new workers after reload (it keeps the old config when a reload fails)"
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
+
+
+def _quiet(path, deadline, still=0.7):
+    """Wait until ``path`` has not grown for ``still`` seconds (or the deadline)."""
+    size, since = _size(path), now()
+    while now() < deadline and now() - since < still:
+        time.sleep(0.05)
+        grown = _size(path)
+        if grown != size:
+            size, since = grown, now()
+
+
+def _new_emerg(path, offset):
+    """The first [emerg] line nginx wrote to ``path`` after ``offset``, or None."""
+    if offset is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(1 << 20)
+    except OSError:
+        return None
+    for line in data.decode("utf-8", "replace").splitlines():
+        if "[emerg]" in line:
+            return line.strip()
+    return None
 
 
 def wait_socket(path, timeout):
@@ -711,6 +940,97 @@ def probe(urls, budget, bad):
         time.sleep(0.1)
 
 
+# The child that validates candidates: it runs in a private mount namespace (unshare), where it
+# bind-mounts each candidate over its live path and runs the checks. The mounts vanish with it:
+# the live files, and the running nginx, never see a candidate.
+NS_CHILD = """
+import json, subprocess, sys
+spec = json.loads(sys.stdin.read())
+for src, dst in spec["binds"]:
+    done = subprocess.run(["mount", "--bind", src, dst], capture_output=True)
+    if done.returncode:
+        print(json.dumps({"unavailable": "mount --bind: " + done.stderr.decode("utf-8", "replace").strip()}))
+        sys.exit(0)
+out = []
+for check in spec["checks"]:
+    try:
+        done = subprocess.run(check["argv"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        res = [done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")]
+    except (OSError, subprocess.SubprocessError) as exc:
+        res = [127, "", str(exc)]
+    out.append({"name": check["name"], "argv": check["argv"], "exit": res[0], "stdout": res[1], "stderr": res[2]})
+print(json.dumps({"results": out}))
+"""
+
+
+def validate_candidates(changes, checks):
+    """Run ``checks`` against the candidates without touching a live file.
+
+    Returns {"results": [...]} (one per check, with exit and output), or {"unavailable": why}
+    when no private mount namespace can be had here (not root, no unshare, a new file that has
+    no live path to mount over); the apply then validates in place, after the write.
+    """
+    if not checks:
+        return {"results": []}
+    stage = tempfile.mkdtemp(prefix="remediate-candidate.")
+    try:
+        binds = []
+        for index, change in enumerate(changes):
+            if change["before_sha"] is None:
+                if change.get("validate", "none") != "none":
+                    why = "%s does not exist yet, so no candidate can stand in for it" % change["path"]
+                    return {"unavailable": why}
+                continue
+            staged = os.path.join(stage, "%d" % index)
+            with open(staged, "wb") as fh:
+                fh.write(base64.b64decode(change["after_b64"]))
+            like = stat_of(change["path"])
+            if like and "mode" in like:
+                os.chmod(staged, like["mode"])
+                with contextlib.suppress(OSError):
+                    os.chown(staged, like["uid"], like["gid"])
+            binds.append([staged, os.path.realpath(change["path"])])
+        argv = ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", "-S", "-c", NS_CHILD]
+        try:
+            done = subprocess.run(
+                argv,
+                input=json.dumps({"binds": binds, "checks": checks}).encode(),
+                capture_output=True,
+                timeout=60 * (1 + len(checks)),
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return {"unavailable": "unshare: %s" % exc}
+        try:
+            answer = json.loads(done.stdout.decode() or "null")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit %d" % done.returncode]
+            return {"unavailable": "no private mount namespace: %s" % why[0]}
+        for res in answer.get("results", []):
+            res["words"] = check_failure(res) if res["exit"] else tail(res)
+        return answer
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_failure(res):
+    """nginx's (php-fpm's) own words for a failed check: the [emerg] (ERROR:) line names the file."""
+    lines = [ln.strip() for ln in (res["stderr"] + "\n" + res["stdout"]).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "[emerg]" in ln or "ERROR:" in ln]
+    return named[0] if named else "`%s` exited %d: %s" % (" ".join(res["argv"]), res["exit"], tail(res))
+
+
+def op_validate(req):
+    """--check: would the candidates pass the checks? Writes nothing that outlives the call."""
+    return validate_candidates(req.get("changes", []), req.get("validate", []))
+
+
+def cannot(what, path, exc):
+    return "cannot %s %s: %s" % (what, path, getattr(exc, "strerror", None) or exc)
+
+
 def op_apply(req):
     journal = Journal(req["journal_dir"])
     run_id = req["run_id"]
@@ -720,26 +1040,15 @@ def op_apply(req):
     def step(name, ok, detail="", t0=None):
         steps.append({"step": name, "ok": ok, "detail": detail, "seconds": round(now() - (t0 or started), 3)})
 
+    def refuse(reason, **extra):
+        return dict({"outcome": "refused", "reason": reason, "steps": steps, "written": False}, **extra)
+
     t0 = now()
-    # While applying, the lock names this helper's pid: it stays held as long as the helper lives.
-    if not journal.refresh(run_id, req["lock_lease"], os.getpid()):
-        lock = journal.acquire(run_id, req["lock_lease"], os.getpid())
-        if not lock["acquired"]:
-            return {"outcome": "refused", "reason": "lock held by run %s" % lock["held"].get("run_id"), "steps": steps}
-    step("lock", True, "held by %s" % run_id, t0)
-    # A dropped connection must not stop the transaction halfway: finish, record, then exit.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    lock = lock_acquire(journal.root, run_id)
+    if not lock["acquired"]:
+        return refuse("lock held by run %s" % lock["held"].get("run_id"))
+    step("lock", True, "held by %s (pid %d)" % (run_id, os.getpid()), t0)
     changes = req["changes"]
-    meta = {
-        "run_id": run_id,
-        "cause": req.get("cause"),
-        "state": "planned",
-        "started": started,
-        "changes": [],
-        "validate": req.get("validate", []),
-        "actions": req.get("actions", []),
-    }
     # compare-and-swap: every file must still hold the bytes the plan was made from
     t0 = now()
     for change in changes:
@@ -748,16 +1057,54 @@ def op_apply(req):
         except FileNotFoundError:
             current = None
         if (sha(current) if current is not None else None) != change["before_sha"]:
-            journal.release(run_id)
             step("compare", False, "%s changed since the plan was made" % change["path"], t0)
-            return {
-                "outcome": "refused",
-                "reason": "%s changed since the plan was made; run again" % change["path"],
-                "steps": steps,
-            }
+            return refuse("%s changed since the plan was made; run again" % change["path"])
     step("compare", True, "%d file(s) unchanged since the plan" % len(changes), t0)
-    # back up originals (bytes, owner, mode) before any write
-    t0 = now()
+    # validate the candidates before any of them replaces a live file
+    checks = req.get("validate", [])
+    in_place = list(checks)
+    if checks and changes:
+        t0 = now()
+        checked = validate_candidates(changes, checks)
+        if "unavailable" in checked:
+            step("validate", True, "in place after the write (%s)" % checked["unavailable"], t0)
+        else:
+            for res in checked["results"]:
+                if res["exit"] != 0:
+                    step(res["name"], False, res["words"], t0)
+                    return refuse(res["words"], failed_step=res["name"])
+                step(res["name"], True, "candidate passes, before the write: %s" % tail(res), t0)
+            in_place = []
+    old_handlers = {}
+    TXN["active"] = True
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        old_handlers[sig] = signal.signal(sig, _defer)
+    try:
+        return _transaction(journal, req, run_id, changes, in_place, step, steps, started)
+    finally:
+        TXN["active"] = False
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        if not req.get("keep_lock"):
+            lock_release(journal.root)
+
+
+def _defer(signum, frame):
+    TXN["stop"] = True  # a dropped connection or a TERM must not stop a transaction halfway
+
+
+def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
+    actions = req.get("actions", [])
+    meta = {
+        "run_id": run_id,
+        "cause": req.get("cause"),
+        "state": "prepared",
+        "started_at": started,
+        "changes": [],
+        "validate": req.get("validate", []),
+        "actions": actions,
+        "started": [],
+    }
     for change in changes:
         meta["changes"].append(
             {
@@ -768,114 +1115,172 @@ def op_apply(req):
                 "backed_up": False,
             }
         )
-    meta["state"] = "applying"
-    journal.save(meta)
+
+    def closed(what, detail):
+        """A failure before any live file was written: record it, and say nothing changed."""
+        step(what, False, detail)
+        meta["state"] = "failed"
+        meta["failure"] = {"step": what, "detail": detail}
+        with contextlib.suppress(OSError):
+            journal.save(meta)
+        return {"outcome": "failed", "failed_step": what, "reason": detail, "steps": steps, "written": False,
+                "restored": [], "problems": [], "journal": journal.run_dir(run_id)}
+
+    # 1. backups (bytes, owner, mode), each read back and checked, before any live file is written
+    t0 = now()
+    try:
+        journal.save(meta)
+    except OSError as exc:
+        step("journal", False, cannot("write the journal in", journal.root, exc))
+        return {"outcome": "failed", "failed_step": "journal", "steps": steps, "written": False,
+                "reason": cannot("write the journal in", journal.root, exc), "restored": [], "problems": []}
     for index, change in enumerate(changes):
         if change["before_sha"] is None:  # a new file (a drop-in): undone by removing it
             meta["changes"][index].update(backed_up=True, created=True)
             continue
-        write_atomic(
-            os.path.join(journal.run_dir(run_id), "files", "%d.orig" % index), read(change["path"]), mode=0o600
-        )
+        backup = journal.backup_path(run_id, index)
+        try:
+            data = read(change["path"])
+            if sha(data) != change["before_sha"]:
+                return closed("backup", "%s changed while it was backed up; nothing was written" % change["path"])
+            write_atomic(backup, data, mode=0o600)
+            if sha(read(backup)) != change["before_sha"]:
+                return closed("backup", "the backup %s does not read back as written" % backup)
+        except OSError as exc:
+            return closed("backup", cannot("back up", change["path"], exc) + " (into %s)" % backup)
         meta["changes"][index]["backed_up"] = True
-    journal.save(meta)
+    meta["state"] = "writing"
+    try:
+        journal.save(meta)
+    except OSError as exc:
+        return closed("backup", cannot("write the journal in", journal.root, exc))
     step("backup", True, "%d original(s) in %s" % (len(changes), journal.run_dir(run_id)), t0)
-    pause = req.get("test_pause_after_write")
 
-    def fail(what, detail):
+    def fail(what, detail, outcome=None):
+        """A failure after the first write: restore every file written, rerun what had started."""
         step(what, False, detail)
         t1 = now()
         restored, problems = restore_files(journal, meta, force=False)
         problems += finish_restore(meta, restored)
-        step(
-            "restore",
-            not problems,
-            "restored %s%s" % (", ".join(restored) or "nothing", "; " + "; ".join(problems) if problems else ""),
-            t1,
-        )
-        meta["state"] = "rolled-back" if not problems else "failed"
+        meta["state"] = "restore-incomplete" if problems else ("rolled-back" if restored else "failed")
         meta["failure"] = {"step": what, "detail": detail}
-        journal.save(meta)
-        journal.release(run_id)
+        try:
+            journal.save(meta)
+        except OSError as exc:
+            problems.append(cannot("record the outcome in", journal.run_dir(run_id), exc))
+        rerun = [a["service"] for i, a in enumerate(meta["actions"]) if i in set(meta["started"])]
+        began = bool(restored or meta["started"])
+        did = "restored %s" % (", ".join(restored) or "nothing (no file had changed)")
+        if restored and rerun:
+            did += "; then %s again" % ", ".join(rerun)
+        step("restore", not problems, did + ("; " + "; ".join(problems) if problems else ""), t1)
         return {
-            "outcome": meta["state"],
+            # rolled back: the host was being changed (a file written, an action begun) and is as it was
+            "outcome": "failed" if problems else outcome or ("rolled-back" if began else "failed"),
             "failed_step": what,
             "reason": detail,
             "steps": steps,
+            "written": True,
+            "restored": restored,
+            "problems": problems,
             "journal": journal.run_dir(run_id),
         }
 
-    t0 = now()
-    for index, change in enumerate(changes):
-        write_atomic(change["path"], base64.b64decode(change["after_b64"]), like=meta["changes"][index]["stat"])
-    step("write", True, ", ".join(c["path"] for c in changes) or "no files", t0)
-    if pause:
-        time.sleep(pause)
-    for check in req.get("validate", []):
-        t0 = now()
-        res = run(check["argv"])
-        if res["exit"] != 0:
-            return fail(check["name"], "`%s` failed: %s" % (" ".join(check["argv"]), tail(res)))
-        step(check["name"], True, tail(res), t0)
-    for action in req.get("actions", []):
-        t0 = now()
-        if action["kind"] == "reload":
-            ok, detail = reload_nginx(action)
-            if not ok:
-                return fail("reload", detail)
-            step("reload", True, detail, t0)
-        elif action["kind"] == "restart":
-            res = run(action["argv"], action.get("timeout", 60))
-            problem = None
+    # 2. write, 3. validate in place (only when it could not be done before), 4. actions, 5. probe
+    what, t0 = "write", now()
+    try:
+        for index, change in enumerate(changes):
+            what = change["path"]
+            write_atomic(change["path"], base64.b64decode(change["after_b64"]), like=meta["changes"][index]["stat"])
+        what = "write"
+        step("write", True, ", ".join(c["path"] for c in changes) or "no files", t0)
+        meta["state"] = "activating"
+        journal.save(meta)
+        if req.get("test_pause_after_write"):
+            time.sleep(req["test_pause_after_write"])
+        for check in in_place:
+            t0 = now()
+            res = run(check["argv"])
             if res["exit"] != 0:
-                problem = "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
-            elif action.get("wait_socket") and not wait_socket(action["wait_socket"], action.get("timeout", 30)):
-                problem = "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
-            elif action.get("wait_port") and not wait_port(action["wait_port"], action.get("timeout", 30)):
-                problem = "nothing listens on %s within %ss of the restart" % (
-                    action["wait_port"],
-                    action.get("timeout", 30),
+                return fail(check["name"], check_failure(res))
+            step(check["name"], True, "in place: " + tail(res), t0)
+        for index, action in enumerate(actions):
+            meta["started"].append(index)
+            journal.save(meta)
+            t0 = now()
+            failure = run_action(action, step, t0)
+            if failure:
+                return fail(*failure)
+        if req.get("probes"):
+            t0 = now()
+            bad_statuses = set(req.get("bad_statuses", [502, 504]))
+            statuses = probe(req["probes"], req.get("probe_budget", 10), bad_statuses)
+            bad = {u: s for u, s in statuses.items() if not isinstance(s, int) or s in bad_statuses}
+            if bad:
+                return fail(
+                    "probe",
+                    "still failing after %ss: %s"
+                    % (req.get("probe_budget", 10), ", ".join("%s -> %s" % kv for kv in bad.items())),
                 )
-            elif action.get("expect_http"):
-                answer = raw_http(action["expect_http"])
-                if answer["kind"] != "ok" or answer["status"] >= 500:
-                    # The restart did not cure the backend: it is broken in itself, not in a state a
-                    # restart clears. Whatever remediate wrote is put back, and the run is a refusal.
-                    result = fail(
-                        "restart",
-                        "%s still answers %s after a restart (%s: %s); the backend itself needs fixing"
-                        % (action["service"], answer["kind"], answer["url"], answer["excerpt"] or answer.get("error")),
-                    )
-                    if result["outcome"] == "rolled-back":
-                        result["outcome"] = "refused"
-                    return result
-            if problem:
-                # Say why, from the service's own log; never retry in a loop.
-                if action.get("log_argv"):
-                    problem += "; %s says: %s" % (action["service"], tail(run(action["log_argv"], 20)))
-                return fail("restart", problem)
-            step("restart " + action["service"], True, tail(res), t0)
-        elif action["kind"] == "command":
-            res = run(action["argv"], action.get("timeout", 60))
-            if res["exit"] != 0:
-                return fail(action["service"], "`%s` failed: %s" % (" ".join(action["argv"]), tail(res)))
-            step(" ".join(action["argv"]), True, tail(res), t0)
-    if req.get("probes"):
-        t0 = now()
-        statuses = probe(req["probes"], req.get("probe_budget", 10), set(req.get("bad_statuses", [502, 504])))
-        bad = {u: s for u, s in statuses.items() if not isinstance(s, int) or s in set(req.get("bad_statuses", []))}
-        if bad:
-            return fail(
-                "probe",
-                "still failing after %ss: %s"
-                % (req.get("probe_budget", 10), ", ".join("%s -> %s" % kv for kv in bad.items())),
+            step("probe", True, ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
+        meta["state"] = "committed"
+        meta["finished"] = now()
+        what = "journal"
+        journal.save(meta)
+    except OSError as exc:
+        if what == "write" or what == "journal":
+            return fail("journal", cannot("record the run in", journal.run_dir(run_id), exc))
+        return fail("write", cannot("write", what, exc))
+    except Exception as exc:  # a bug here must still leave the host as it was
+        return fail(what, "%s: %s" % (type(exc).__name__, exc))
+    return {"outcome": "fixed", "steps": steps, "journal": journal.run_dir(run_id), "written": True}
+
+
+def run_action(action, step, t0):
+    """Run one action; None when it succeeded, else (step name, detail[, outcome])."""
+    if action["kind"] == "reload":
+        ok, detail = reload_nginx(action)
+        if not ok:
+            return "reload", detail
+        step("reload", True, detail, t0)
+        return None
+    if action["kind"] == "restart":
+        res = run(action["argv"], action.get("timeout", 60))
+        problem = None
+        if res["exit"] != 0:
+            problem = "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
+        elif action.get("wait_socket") and not wait_socket(action["wait_socket"], action.get("timeout", 30)):
+            problem = "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
+        elif action.get("wait_port") and not wait_port(action["wait_port"], action.get("timeout", 30)):
+            problem = "nothing listens on %s within %ss of the restart" % (
+                action["wait_port"],
+                action.get("timeout", 30),
             )
-        step("probe", True, ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
-    meta["state"] = "committed"
-    meta["finished"] = now()
-    journal.save(meta)
-    journal.release(run_id)
-    return {"outcome": "fixed", "steps": steps, "journal": journal.run_dir(run_id)}
+        elif action.get("expect_http"):
+            answer = raw_http(action["expect_http"])
+            if answer["kind"] != "ok" or answer["status"] >= 500:
+                # The restart did not cure the backend: it is broken in itself, not in a state a
+                # restart clears. Whatever remediate wrote is put back, and the run is a refusal.
+                return (
+                    "restart",
+                    "%s still answers %s after a restart (%s: %s); the backend itself needs fixing"
+                    % (action["service"], answer["kind"], answer["url"], answer["excerpt"] or answer.get("error")),
+                    "refused",
+                )
+        if problem:
+            # Say why, from the service's own log; never retry in a loop.
+            if action.get("log_argv"):
+                problem += "; %s says: %s" % (action["service"], tail(run(action["log_argv"], 20)))
+            return "restart", problem
+        step("restart " + action["service"], True, tail(res), t0)
+        return None
+    if action["kind"] == "command":
+        res = run(action["argv"], action.get("timeout", 60))
+        if res["exit"] != 0:
+            return action["service"], "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
+        step(" ".join(action["argv"]), True, tail(res), t0)
+        return None
+    return action["kind"], "unknown action kind %r" % action["kind"]
 
 
 def op_rollback(req):
@@ -883,9 +1288,13 @@ def op_rollback(req):
     meta = journal.meta(req["target"])
     if meta is None:
         return {"outcome": "refused", "reason": "no run %s in the journal %s" % (req["target"], journal.root)}
-    lock = journal.acquire(req["run_id"], req["lock_lease"])
+    if meta["state"] == "unreadable":
+        return {"outcome": "refused", "reason": "the journal entry of run %s is unreadable: %s" % (
+            req["target"], meta["error"])}
+    lock = lock_acquire(journal.root, req["run_id"])
     if not lock["acquired"]:
         return {"outcome": "refused", "reason": "lock held by run %s" % lock["held"].get("run_id")}
+    TXN["active"] = True
     try:
         if not req.get("force"):
             edited = []
@@ -902,27 +1311,121 @@ def op_rollback(req):
                     "reason": "changed since run %s: %s (use --force to restore anyway)"
                     % (req["target"], ", ".join(edited)),
                 }
+        if meta["state"] in ("committed", "applying", "restore-incomplete") or "started" not in meta:
+            meta["started"] = list(range(len(meta.get("actions", []))))
         restored, problems = restore_files(journal, meta, force=bool(req.get("force")))
+        if not restored and problems:
+            return {"outcome": "refused", "reason": "; ".join(problems), "restored": [], "problems": problems}
         problems += finish_restore(meta, restored)
-        meta["state"] = "rolled-back-by-user" if not problems else "failed"
+        meta["state"] = "rolled-back-by-user" if not problems else "restore-incomplete"
         journal.save(meta)
         return {"outcome": "rolled-back" if not problems else "failed", "restored": restored, "problems": problems}
     finally:
-        journal.release(req["run_id"])
+        TXN["active"] = False
+        lock_release(journal.root)
 
 
-def op_release(req):
-    Journal(req["journal_dir"]).release(req["run_id"])
-    return {"released": True}
+def op_status(req):
+    """What the journal says of ``target`` (a run id), and who holds the lock."""
+    journal = Journal(req["journal_dir"], create=False)
+    out = {"lock": lock_holder(journal.root)}
+    if req.get("target"):
+        meta = journal.meta(req["target"]) if os.path.isdir(os.path.join(journal.root, RUNS)) else None
+        out["run"] = None if meta is None else {
+            k: meta.get(k) for k in ("run_id", "state", "failure", "error", "recovered_by")
+        }
+    return out
+
+
+def op_unlock(req):
+    """Ask the lock's holder to let go: SIGTERM, which it defers until a transaction in progress ends."""
+    journal = Journal(req["journal_dir"], create=False)
+    held = lock_holder(journal.root)
+    if held is None:
+        return {"outcome": "free", "reason": "no run holds the lock on this host"}
+    if req.get("target") and held.get("run_id") != req["target"]:
+        return {"outcome": "refused", "held": held,
+                "reason": "the lock is held by run %s, not %s" % (held.get("run_id"), req["target"])}
+    pid = held.get("pid")
+    if not pid or not _is_helper(pid):
+        return {"outcome": "refused", "held": held,
+                "reason": "pid %s that holds the lock is not remediate's helper; look at it by hand" % pid}
+    os.kill(pid, signal.SIGTERM)
+    deadline = now() + float(req.get("wait", 10))
+    while now() < deadline:
+        if lock_holder(journal.root) is None:
+            return {"outcome": "released", "held": held, "reason": "run %s let go of the lock" % held.get("run_id")}
+        time.sleep(0.05)
+    return {"outcome": "waiting", "held": held,
+            "reason": "run %s is inside its transaction; it lets go when that ends" % held.get("run_id")}
+
+
+def _is_helper(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return b"The helper remediate runs *on the host*" in fh.read()
+    except OSError:
+        return False
+
+
+OPS = {
+    "collect": op_collect,
+    "validate": op_validate,
+    "apply": op_apply,
+    "rollback": op_rollback,
+    "status": op_status,
+    "unlock": op_unlock,
+}
+
+
+def handle(req):
+    try:
+        return OPS[req["op"]](req)
+    except Exception as exc:  # reported as data: the controller turns it into one line
+        return {"outcome": "failed", "error": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def session(idle):
+    """Serve one request per line until the controller goes away: EOF, or ``idle`` seconds of silence."""
+    stdin, buf = sys.stdin.buffer.raw.fileno(), b""
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    try:
+        while not TXN["stop"]:
+            ready, _, _ = select.select([stdin], [], [], idle)
+            if not ready:
+                break  # no ping: the controller is gone or cut off
+            chunk = os.read(stdin, 1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf and not TXN["stop"]:
+                line, buf = buf.split(b"\n", 1)
+                req = json.loads(line.decode())
+                if req.get("op") == "ping":
+                    continue
+                req["keep_lock"] = True  # the session holds the lock until it ends
+                answer = json.dumps(handle(req)).encode() + b"\n"
+                try:
+                    sys.stdout.buffer.write(answer)
+                    sys.stdout.buffer.flush()
+                except OSError:
+                    return  # the controller is gone; the journal holds the truth
+    finally:
+        for root in list(HELD):
+            lock_release(root)
 
 
 def main():
+    if sys.argv[1:2] == ["session"]:
+        session(float(sys.argv[2]) if len(sys.argv) > 2 else 10.0)
+        return
     req = json.loads(sys.stdin.buffer.read().decode())
-    ops = {"collect": op_collect, "apply": op_apply, "rollback": op_rollback, "release": op_release}
-    try:
-        result = ops[req["op"]](req)
-    except Exception as exc:  # reported as data: the controller turns it into one line
-        result = {"outcome": "failed", "error": "%s: %s" % (type(exc).__name__, exc)}
+    result = handle(req)
     data = json.dumps(result).encode()
     try:
         sys.stdout.buffer.write(data)

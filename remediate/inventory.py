@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remediate import values
 from remediate.errors import InventoryError
 
 __all__ = ["VARS", "Host", "Inventory", "Var", "load_inventory"]
@@ -84,6 +85,10 @@ def _services(value: Any) -> dict[str, dict[str, Any]]:
         raise TypeError("a mapping of service name to {port: N}")
     out: dict[str, dict[str, Any]] = {}
     for name, spec in value.items():
+        try:
+            values.service_name(str(name))
+        except ValueError as exc:
+            raise TypeError(f"a mapping of service name to {{port: N}}, each name {exc} ({name!r} is not)") from None
         spec = spec or {}
         if not isinstance(spec, dict) or ("port" in spec and _int_or_none(spec["port"]) is None):
             raise TypeError(f"a mapping of service name to {{port: N}} (service {name!r})")
@@ -96,6 +101,40 @@ def _int_or_none(value: Any) -> int | None:
         return _int(value)
     except TypeError:
         return None
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[Any], str]:
+    """A string var that must also pass ``check`` (remediate.values): what its directive accepts."""
+
+    def convert(value: Any) -> str:
+        text = _str(value)
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+
+    return convert
+
+
+def _opt(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _list_of(check: Callable[[str], str]) -> Callable[[Any], list[str]]:
+    def convert(value: Any) -> list[str]:
+        items = _str_list(value)
+        for item in items:
+            try:
+                check(item)
+            except ValueError as exc:
+                raise TypeError(f"a list of which each item is {exc} ({item!r} is not)") from None
+        return items
+
+    return convert
+
+
+_PATH = _checked(values.path)
+_SERVICE = _checked(values.service_name)
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -128,12 +167,12 @@ VARS: tuple[Var, ...] = (
     Var("ssh_connect_timeout", _number, 10.0, "seconds to wait for TCP connect, banner and auth"),
     Var("command_timeout", _number, 60.0, "seconds one remote command may run"),
     # nginx
-    Var("nginx_bin", _str, "/usr/sbin/nginx", "the nginx binary"),
-    Var("nginx_conf", _str, "/etc/nginx/nginx.conf", "main config file (nginx -c)"),
-    Var("nginx_prefix", _opt_str, None, "prefix directory (nginx -p), when nginx runs with one"),
-    Var("nginx_error_log", _str, "/var/log/nginx/error.log", "the error log remediate reads"),
-    Var("nginx_access_log", _str, "/var/log/nginx/access.log", "the access log remediate reads"),
-    Var("nginx_service", _str, "nginx", "nginx's service name in the service manager"),
+    Var("nginx_bin", _PATH, "/usr/sbin/nginx", "the nginx binary"),
+    Var("nginx_conf", _PATH, "/etc/nginx/nginx.conf", "main config file (nginx -c)"),
+    Var("nginx_prefix", _opt(_PATH), None, "prefix directory (nginx -p), when nginx runs with one"),
+    Var("nginx_error_log", _PATH, "/var/log/nginx/error.log", "the error log remediate reads"),
+    Var("nginx_access_log", _PATH, "/var/log/nginx/access.log", "the access log remediate reads"),
+    Var("nginx_service", _SERVICE, "nginx", "nginx's service name in the service manager"),
     Var(
         "nginx_reload",
         _opt_str_list,
@@ -142,38 +181,50 @@ VARS: tuple[Var, ...] = (
     ),
     # services
     Var("service_manager", _choice("systemd", "supervisor", "sysv"), "systemd", "systemd, supervisor or sysv"),
-    Var("supervisor_config", _opt_str, None, "supervisord.conf for supervisorctl -c (supervisor only)"),
-    Var("restartable_services", _str_list, [], "services remediate may restart; nothing else is touched"),
+    Var("supervisor_config", _opt(_PATH), None, "supervisord.conf for supervisorctl -c (supervisor only)"),
+    Var(
+        "restartable_services",
+        _list_of(values.service_name),
+        [],
+        "services remediate may restart; nothing else is touched",
+    ),
     Var("restart_wait", _number, 30.0, "seconds a restarted service gets to listen again before it counts as failed"),
     # php-fpm
-    Var("php_fpm_bin", _str, "/usr/sbin/php-fpm8.2", "php-fpm binary, used for `php-fpm -t`"),
-    Var("php_fpm_conf", _str, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),
-    Var("php_fpm_service", _str, "php8.2-fpm", "php-fpm's service name"),
-    Var("php_fpm_pools", _str_list, ["/etc/php/8.2/fpm/pool.d/www.conf"], "pool files remediate may edit"),
+    Var("php_fpm_bin", _PATH, "/usr/sbin/php-fpm8.2", "php-fpm binary, used for `php-fpm -t`"),
+    Var("php_fpm_conf", _PATH, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),
+    Var("php_fpm_service", _SERVICE, "php8.2-fpm", "php-fpm's service name"),
+    Var("php_fpm_pools", _list_of(values.path), ["/etc/php/8.2/fpm/pool.d/www.conf"], "pool files remediate may edit"),
     # backends this host serves (for restarting a crashed upstream)
     Var("services", _services, {}, "services on this host and the port each listens on"),
     # timeouts
     Var("timeout_ceiling", _number, 300.0, "the highest proxy timeout remediate will set, in seconds"),
     # dns and tls
-    Var("resolvers", _opt_str_list, None, "nameservers for nginx's resolver (default: the host's resolv.conf)"),
+    Var(
+        "resolvers",
+        _opt(_list_of(values.address)),
+        None,
+        "nameservers for nginx's resolver (default: the host's resolv.conf)",
+    ),
     Var(
         "dns_strategy",
         _choice("variable", "pin"),
         "variable",
         "stale DNS: re-resolve through a variable, or pin the IP",
     ),
-    Var("resolver_valid", _str, "30s", "how long nginx trusts an answer (resolver valid=)"),
-    Var("resolver_timeout", _str, "5s", "nginx's resolver_timeout"),
-    Var("tls_ca_bundle", _opt_str, None, "CA bundle on the web host that signs private HTTPS backends"),
+    Var("resolver_valid", _checked(values.duration), "30s", "how long nginx trusts an answer (resolver valid=)"),
+    Var("resolver_timeout", _checked(values.duration), "5s", "nginx's resolver_timeout"),
+    Var("tls_ca_bundle", _opt(_PATH), None, "CA bundle on the web host that signs private HTTPS backends"),
     # workers
     Var("worker_connections_ceiling", _int, 16384, "the highest worker_connections remediate will set"),
-    Var("nginx_pid_file", _opt_str, None, "nginx's pid file (default: from the config's pid directive)"),
+    Var("nginx_pid_file", _opt(_PATH), None, "nginx's pid file (default: from the config's pid directive)"),
     # verification
     Var("probe_urls", _str_list, [], "URLs that must not answer 502 once fixed"),
     Var("probe_budget", _number, 10.0, "seconds the fixed URLs get to stop answering 502 before a rollback"),
     # the run's own state on the host
-    Var("journal_dir", _str, "/var/lib/remediate", "journal (backups, lock) on the host; never under an nginx include"),
-    Var("ansible_python_interpreter", _str, "/usr/bin/python3", "python3 on the host, for remediate's helper"),
+    Var(
+        "journal_dir", _PATH, "/var/lib/remediate", "journal (backups, lock) on the host; never under an nginx include"
+    ),
+    Var("ansible_python_interpreter", _PATH, "/usr/bin/python3", "python3 on the host, for remediate's helper"),
 )
 _BY_NAME = {var.name: var for var in VARS}
 

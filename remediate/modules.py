@@ -17,6 +17,7 @@ from remediate.nginx.config import PASS_DIRECTIVES
 from remediate.nginx.edit import Patch, apply_patches, insert_in_block, quote, render_directive, replace_args
 from remediate.plan import Action, Change, Plan
 from remediate.services import log_argv, restart_argv
+from remediate.values import UNSAFE_IN_CONFIG
 
 __all__ = ["MODULES", "ini_set", "service_restart", "validate_argv"]
 
@@ -201,9 +202,9 @@ def nginx_timeout(ctx: Context, args: dict[str, Any]) -> Plan:
     body = b"\n".join(line.rstrip(b"\r") for line in inner).decode("utf-8", "surrogateescape")
     text = render_template(
         "timeout-location.conf.j2",
-        indent=indent,
+        indent=Verbatim(indent),
         prefix=str(args["prefix"]),
-        body=body,
+        body=Verbatim(body),
         directive=directive_name,
         seconds=seconds,
         why=str(args.get("why", "a slow prefix")),
@@ -361,13 +362,25 @@ def render_template(template: str, **context: Any) -> str:
 
     from remediate.resources import templates_dir
 
+    def finalize(value: Any) -> Any:
+        # The backstop behind remediate.values: no value may end a directive, open a block or a
+        # comment, or start a new line. Only text copied from the config itself is Verbatim.
+        if isinstance(value, str) and not isinstance(value, Verbatim) and UNSAFE_IN_CONFIG.intersection(value) - {" "}:
+            raise Refused(f"refusing to write {value!r} into {template}: it would change the config's structure")
+        return value
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
+        finalize=finalize,
     )
     return env.get_template(template).render(**context)
+
+
+class Verbatim(str):
+    """Text copied byte for byte from the host's own config (a location's body): written as it is."""
 
 
 MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {

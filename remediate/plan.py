@@ -46,6 +46,7 @@ class Action:
     log_argv: tuple[str, ...] = ()  # shows the service's own log when the restart fails
     timeout: float = 30.0
     expect_http: str | None = None  # after a restart this URL must answer valid HTTP, or the run refuses
+    error_log: str | None = None  # reload: nginx's error log, where a rejected reload shows at once
 
     def describe(self) -> str:
         where = f" on {self.host}" if self.host else ""
@@ -65,6 +66,8 @@ class Action:
             wire["wait_port"] = self.wait_port
         if self.log_argv:
             wire["log_argv"] = list(self.log_argv)
+        if self.error_log:
+            wire["error_log"] = self.error_log
         if self.expect_http:
             wire["expect_http"] = {"url": self.expect_http, "timeout": 3, "max_bytes": 4096}
         wire["timeout"] = self.timeout

@@ -7,15 +7,17 @@ This is the library API the CLI (and ChatOps, and users' scripts) call::
 
 A run costs two round trips to the host: one for all the evidence (which also
 takes the host's lock), one for the whole transaction, done by the helper on
-the host so a dropped connection cannot leave it half-applied.
+the host so a dropped connection cannot leave it half-applied. Both go to one
+helper *session* on the host, which holds the lock for exactly as long as this
+controller is there (see HelperSession).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import posixpath
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from remediate.errors import (
     EXIT_ROLLED_BACK,
     Refused,
     RemediateError,
+    TransportError,
 )
 from remediate.evidence import COLLECTORS, Context, build_request, interpret, pid_file, to_json
 from remediate.inventory import Host, Inventory
@@ -38,7 +41,19 @@ from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, evaluate, find_playbook, render
 from remediate.transport.base import Transport
 
-__all__ = ["OUTCOME_EXIT", "Report", "apply_plan", "call_helper", "plan_fix", "rollback", "run"]
+__all__ = [
+    "OUTCOME_EXIT",
+    "HelperSession",
+    "Report",
+    "apply_plan",
+    "call_helper",
+    "host_status",
+    "plan_fix",
+    "rollback",
+    "run",
+    "unlock",
+    "validate_plan",
+]
 
 OUTCOME_EXIT = {
     "fixed": EXIT_OK,
@@ -49,8 +64,12 @@ OUTCOME_EXIT = {
     "restored": EXIT_OK,  # a rollback the user asked for, done
     "failed": EXIT_FAILED,
 }
-LOCK_LEASE = 300.0  # seconds: covers evidence → decision → confirmation → apply
 HELPER = (Path(__file__).parent / "hostside.py").read_text()
+#: The session's heartbeat: a ping every PING seconds; IDLE seconds without one and the helper
+#: lets go of the lock. So a controller that is cut off holds a host for IDLE seconds at most,
+#: and one that is killed not at all (its connection closes, the helper sees EOF at once).
+PING = 2.0
+IDLE = 10.0
 
 
 class Transports:
@@ -61,6 +80,7 @@ class Transports:
         self.accept_new = accept_new_host_key
         self.owned: list[Transport] = []
         self.by_host: dict[str, Transport] = {}
+        self.sessions: list[HelperSession] = []
         if transport is not None:
             self.by_host[target.name] = transport
 
@@ -77,6 +97,8 @@ class Transports:
         return sum(int(getattr(t, "round_trips", 0)) for t in self.by_host.values())
 
     def close(self) -> None:
+        for session in self.sessions:
+            session.close()
         for t in self.owned:
             t.close()
 
@@ -95,8 +117,6 @@ class Report:
     message: str = ""
     journal: str = ""
     round_trips: int = 0
-    #: Whether this run holds the host's lock (the helper releases it at the end of an apply).
-    locked: bool = field(default=False, repr=False)
 
     @property
     def exit_code(self) -> int:
@@ -123,22 +143,64 @@ class Report:
         }
 
 
-def call_helper(transport: Transport, host: Host, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """Run the host-side helper with ``request`` as JSON on stdin; one round trip."""
-    # -I -S: isolated (no PYTHON* variables, no user site) and no site import: stdlib only, and fast to start.
-    argv = [host["ansible_python_interpreter"], "-I", "-S", "-c", HELPER]
-    result = transport.run(argv, stdin=json.dumps(request).encode(), timeout=timeout, warn=True)
+def _answer(host: Host, raw: bytes, exited: int | str, stderr: str) -> dict[str, Any]:
     try:
-        answer: dict[str, Any] = json.loads(result.stdout or b"null")
+        answer: dict[str, Any] = json.loads(raw or b"null")
     except ValueError:
         answer = {}
     if not isinstance(answer, dict) or not answer:
-        raise RemediateError(
-            f"{host.name}: remediate's helper gave no answer (exit {result.exited}): {result.stderr_tail()}"
-        )
+        raise RemediateError(f"{host.name}: remediate's helper gave no answer ({exited}): {stderr}")
     if answer.get("error"):
         raise RemediateError(f"{host.name}: remediate's helper failed: {answer['error']}")
     return answer
+
+
+def helper_argv(host: Host, *extra: str) -> list[str]:
+    # -I -S: isolated (no PYTHON* variables, no user site) and no site import: stdlib only, and fast to start.
+    return [host["ansible_python_interpreter"], "-I", "-S", "-c", HELPER, *extra]
+
+
+def call_helper(transport: Transport, host: Host, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """Run the host-side helper once with ``request`` as JSON on stdin; one round trip."""
+    result = transport.run(helper_argv(host), stdin=json.dumps(request).encode(), timeout=timeout, warn=True)
+    return _answer(host, result.stdout, f"exit {result.exited}", result.stderr_tail())
+
+
+class HelperSession:
+    """The helper, kept running on the host for one run; it holds the host's lock while it lives.
+
+    Requests go one JSON line at a time over one SSH channel. The helper lives exactly as long
+    as this controller: when the controller dies its connection closes and the helper sees EOF
+    at once; when the network is cut, the pings stop and the helper gives up after IDLE seconds.
+    Either way the kernel drops the lock (an flock) with the helper, so a lock cannot outlive
+    its run by more than IDLE seconds, and a transaction in progress is finished first.
+    """
+
+    def __init__(self, transport: Transport, host: Host) -> None:
+        self.transport = transport
+        self.host = host
+        self.stream = transport.open_stream(helper_argv(host, "session", f"{IDLE:g}"))
+        self._stop = threading.Event()
+        self._pinger = threading.Thread(target=self._ping, name=f"remediate-ping-{host.name}", daemon=True)
+        self._pinger.start()
+
+    def _ping(self) -> None:
+        while not self._stop.wait(PING):
+            try:
+                self.stream.write(b'{"op": "ping"}\n')
+            except RemediateError:
+                return
+
+    def call(self, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        self.transport.round_trips += 1
+        self.stream.write(json.dumps(request).encode() + b"\n")
+        line = self.stream.read_line(timeout)
+        return _answer(self.host, line, "session", self.stream.stderr().strip()[-300:])
+
+    def close(self) -> None:
+        """End the session: the helper sees EOF, and lets go of the lock."""
+        self._stop.set()
+        self.stream.close()
 
 
 def run(
@@ -156,12 +218,14 @@ def run(
     test_pause_after_write: float | None = None,
     inventory: Inventory | None = None,
     insecure_tls: bool = False,
+    validate: bool = True,
 ) -> Report:
     """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
 
     ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
     ``insecure_tls`` lets the invalid-response fix turn proxy_ssl_verify off when no CA can be
-    trusted: a temporary workaround, reported as such.
+    trusted: a temporary workaround, reported as such. With ``check``, ``validate`` runs the
+    candidate through ``nginx -t`` / ``php-fpm -t`` on the host (one more round trip, nothing written).
     """
     from remediate.inventory import load_inventory
     from remediate.journal import new_run_id, open_journal
@@ -188,12 +252,11 @@ def run(
             show=show,
             pause=test_pause_after_write,
             options={"insecure_tls": insecure_tls},
+            validate=validate,
         )
     except Refused as exc:
         report.outcome, report.message = "refused", str(exc)
     finally:
-        if report.locked:
-            _release(pool.get(host), host, report)
         report.round_trips = pool.round_trips
         log.info("end", step="end", outcome=report.outcome, message=report.message, steps=report.steps)
         fh.close()
@@ -215,25 +278,25 @@ def _run(
     show: Callable[[Report], None] | None,
     pause: float | None,
     options: dict[str, Any],
+    validate: bool = True,
 ) -> None:
     """The run's body; sets report.outcome, or raises Refused."""
-    # 1. evidence, in one round trip that also takes the lock (not for --check: it writes nothing)
+    # 1. evidence, in one round trip to a helper session that also takes the lock and keeps it
+    #    until this run ends (not for --check: it writes nothing, so it needs no lock)
     started = time.monotonic()
     request = build_request(host, book.evidence)
     request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
-    if not check:
-        request["lock"] = {"lease": LOCK_LEASE}
     transport = pool.get(host)
-    answer = call_helper(transport, host, request)
+    session: HelperSession | None = None
+    if check:
+        answer = call_helper(transport, host, request)
+    else:
+        session = HelperSession(transport, host)
+        pool.sessions.append(session)
+        answer = session.call({**request, "lock": True})
     lock = answer.get("lock")
     if lock and not lock.get("acquired"):
-        held = lock.get("held") or {}
-        since = time.strftime("%H:%M:%SZ", time.gmtime(held.get("since", 0)))
-        raise Refused(
-            f"{host.name}: run {held.get('run_id')} holds the lock (since {since}); wait for it, "
-            f"or roll it back with `remediate rollback --host {host.name} {held.get('run_id')}`"
-        )
-    report.locked = bool(lock)
+        raise Refused(lock_message(host, lock.get("held") or {}))
     report.recovered = answer.get("recovered") or []
     if lock and lock.get("stale"):
         log.warning("stale-lock", step="lock", previous=lock["stale"])
@@ -279,11 +342,15 @@ def _run(
     if plan.empty:
         report.outcome, report.message = "nothing-to-do", "the fix is already in place"
         return
-    if show is not None:
-        show(report)
     if check:
         report.outcome, report.message = "planned", "--check: nothing was written"
+        if validate:
+            _check_candidate(transport, host, plan, report)
+        if show is not None:
+            show(report)
         return
+    if show is not None:
+        show(report)
     if not yes and (confirm is None or not confirm(report)):
         raise Refused(f"{host.name}: not confirmed; nothing was changed")
 
@@ -298,16 +365,29 @@ def _run(
     for other_name in dict.fromkeys(a.host for a in plan.actions if a.host and a.host != host.name):
         other = inventory.host(other_name)
         part = Plan(actions=[a for a in plan.actions if a.host == other_name])
-        answer = apply_plan(pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[])
+        try:
+            answer = apply_plan(pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[])
+        except TransportError as exc:
+            raise _after_drop(other, report.run_id, exc) from None
         report.steps += [{**s, "step": f"{other_name}: {s['step']}"} for s in answer.get("steps", [])]
         if answer.get("outcome") != "fixed":
             _finish(report, answer, reason, log, where=other_name)
             return
     mine = Plan(changes=plan.changes, actions=[a for a in plan.actions if a.host in (None, host.name)])
-    answer = apply_plan(
-        transport, host, mine, run_id=report.run_id, cause=report.cause, probes=probes, config=ctx.config, pause=pause
-    )
-    report.locked = False  # the helper released it, whatever the outcome
+    try:
+        answer = apply_plan(
+            transport,
+            host,
+            mine,
+            run_id=report.run_id,
+            cause=report.cause,
+            probes=probes,
+            config=ctx.config,
+            pause=pause,
+            session=session,
+        )
+    except TransportError as exc:
+        raise _after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
     _finish(report, answer, reason, log)
 
@@ -346,12 +426,23 @@ def _finish(report: Report, answer: dict[str, Any], reason: str, log: Any, where
     outcome = answer.get("outcome", "failed")
     report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
     if answer.get("failed_step"):
-        undone = "every file restored" if report.outcome == "rolled-back" else "restore incomplete, see the journal"
-        on = f" on {where}" if where else ""
-        report.message = f"{answer['failed_step']}{on} failed ({undone}): {answer.get('reason', '')}"
+        report.message = f"{answer['failed_step']}{f' on {where}' if where else ''} failed: {answer.get('reason', '')}"
+        report.message += "; " + _what_remains(answer)
     else:
         report.message = answer.get("reason", "") or (reason if report.outcome == "fixed" else "")
     log.info("apply", step="apply", outcome=report.outcome, steps=answer.get("steps"), reason=answer.get("reason"))
+
+
+def _what_remains(answer: dict[str, Any]) -> str:
+    """After a failed apply: what the host holds now, in the helper's own terms."""
+    if answer.get("problems"):
+        return f"RESTORE INCOMPLETE: {'; '.join(answer['problems'])} (journal: {answer.get('journal', '?')})"
+    if not answer.get("written"):
+        return "nothing was changed"
+    restored = answer.get("restored") or []
+    if restored:
+        return f"every file was restored byte for byte ({', '.join(restored)})"
+    return "no file had been changed"
 
 
 def apply_plan(
@@ -364,13 +455,28 @@ def apply_plan(
     probes: list[str],
     config: NginxConfig | None = None,
     pause: float | None = None,
+    session: HelperSession | None = None,
 ) -> dict[str, Any]:
     """The guarded transaction, done by the helper on the host in one round trip.
 
-    Back up, compare-and-swap, write atomically, validate (nginx -t, php-fpm -t), reload nginx
-    (confirmed by its new workers) and restart services, probe; on any failure restore every
-    file and reload. Returns the helper's answer: outcome, failed_step, reason, steps.
+    Compare-and-swap, validate the candidates (nginx -t, php-fpm -t) before they replace
+    anything, back up, write atomically, reload nginx (confirmed by its new workers) and restart
+    services, probe; on any failure after the first write restore every file written and run
+    again only what had started. Returns the helper's answer: outcome, failed_step, reason,
+    steps, written, restored, problems.
     """
+    request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
+    request.update(probes=list(dict.fromkeys(probes)), probe_budget=host["probe_budget"])
+    if pause:
+        request["test_pause_after_write"] = pause
+    if session is not None:
+        return session.call(request, timeout=600)
+    return call_helper(transport, host, request, timeout=600)
+
+
+def _apply_request(
+    host: Host, plan: Plan, *, run_id: str, cause: str, config: NginxConfig | None, op: str = "apply"
+) -> dict[str, Any]:
     validates = [
         {"name": f"{kind} -t", "argv": validate_argv(host, kind)}
         for kind in dict.fromkeys(c.validate for c in plan.changes)
@@ -378,26 +484,139 @@ def apply_plan(
     ]
     actions: list[Action] = list(plan.actions)
     if any(c.validate == "nginx" for c in plan.changes):
-        actions.insert(0, Action("reload", "nginx", tuple(host.nginx_reload_argv), pid_file=pid_file(host, config)))
-    request: dict[str, Any] = {
-        "op": "apply",
+        reload = Action(
+            "reload",
+            "nginx",
+            tuple(host.nginx_reload_argv),
+            pid_file=pid_file(host, config),
+            error_log=host["nginx_error_log"],
+        )
+        actions.insert(0, reload)
+    return {
+        "op": op,
         "run_id": run_id,
         "cause": cause,
         "journal_dir": host["journal_dir"],
-        "lock_lease": LOCK_LEASE,
         "changes": [
-            {"path": c.path, "before_sha": c.before_sha, "after_b64": base64.b64encode(c.after).decode()}
+            {
+                "path": c.path,
+                "before_sha": c.before_sha,
+                "after_b64": base64.b64encode(c.after).decode(),
+                "validate": c.validate,
+            }
             for c in plan.changes
         ],
         "validate": validates,
         "actions": [a.to_wire() for a in actions],
-        "probes": list(dict.fromkeys(probes)),
-        "probe_budget": host["probe_budget"],
         "bad_statuses": [500, 502, 503, 504],
     }
-    if pause:
-        request["test_pause_after_write"] = pause
-    return call_helper(transport, host, request, timeout=600)
+
+
+def validate_plan(transport: Transport, host: Host, plan: Plan) -> dict[str, Any]:
+    """Run the plan's checks (nginx -t, php-fpm -t) on the host against the candidate files, with
+    nothing live changed: each candidate is bind-mounted over its file in a private mount
+    namespace that ends with the check. Returns {"results": [...]} or {"unavailable": why}."""
+    request = _apply_request(host, plan, run_id="check", cause="check", config=None, op="validate")
+    return call_helper(transport, host, request)
+
+
+def _check_candidate(transport: Transport, host: Host, plan: Plan, report: Report) -> None:
+    """--check: say whether the candidate passes its checks; a failing one makes the run a refusal."""
+    if not any(c.validate != "none" for c in plan.changes):
+        return
+    started = time.monotonic()
+    answer = validate_plan(transport, host, plan)
+    if "unavailable" in answer:
+        report.step("validate", True, f"not validated: {answer['unavailable']}", started)
+        report.message += f"; the candidate was not validated ({answer['unavailable']})"
+        return
+    for res in answer.get("results", []):
+        if res["exit"] != 0:
+            words = str(res["words"])
+            report.step(res["name"], False, words, started)
+            report.outcome = "refused"
+            report.message = (
+                f"{host.name}: --check: this change would fail `{res['name']}`: {words}; nothing was written"
+            )
+            return
+        report.step(res["name"], True, "the candidate passes (checked in a private mount namespace)", started)
+    report.message = "--check: nothing was written; the candidate passes " + ", ".join(
+        f"`{r['name']}`" for r in answer.get("results", [])
+    )
+
+
+_STATE_MEANS = {
+    "committed": "the fix is in place and was verified",
+    "rolled-back": "the fix failed its checks and every file was restored",
+    "failed": "nothing was changed",
+    "restore-incomplete": "the fix failed and the restore is INCOMPLETE; look at the journal",
+    "recovered": "a later run undid it",
+    "prepared": "it had not written anything yet; the next run closes it",
+    "writing": "it was writing files; the next run restores them",
+    "activating": "it was reloading or restarting; the next run restores it",
+}
+
+
+def _after_drop(host: Host, run_id: str, exc: TransportError) -> TransportError:
+    """The connection dropped during an apply: say what the host's journal says happened (exit 6).
+
+    The helper goes on without us, so the truth is on the host: ask it over a new connection,
+    waiting while the run still holds the lock (it is finishing its transaction)."""
+    from remediate.connect import open_transport
+
+    lead = f"the connection dropped during the apply ({exc.message.removeprefix(host.name + ': ')})"
+    try:
+        with open_transport(host) as transport:
+            deadline = time.monotonic() + float(host["probe_budget"]) + 60
+            status = host_status(transport, host, run_id)
+            while (status.get("lock") or {}).get("run_id") == run_id and time.monotonic() < deadline:
+                time.sleep(0.5)
+                status = host_status(transport, host, run_id)
+    except RemediateError as again:
+        return TransportError(
+            f"{lead}; the host could not be asked what happened ({again}); its journal "
+            f"{host['journal_dir']}/runs/{run_id} holds the truth",
+            host=host.name,
+        )
+    state = (status.get("run") or {}).get("state")
+    if state is None:
+        return TransportError(
+            f"{lead}; the host's journal has no entry for run {run_id}: nothing was written", host=host.name
+        )
+    means = _STATE_MEANS.get(state, state)
+    return TransportError(f"{lead}; the host's journal says run {run_id} is {state}: {means}", host=host.name)
+
+
+def host_status(transport: Transport, host: Host, run_id: str | None = None) -> dict[str, Any]:
+    """The host's own account: who holds its lock, and (with ``run_id``) that run's state."""
+    return call_helper(transport, host, {"op": "status", "journal_dir": host["journal_dir"], "target": run_id})
+
+
+def lock_message(host: Host, held: dict[str, Any]) -> str:
+    since = held.get("since")
+    age = f"since {time.strftime('%H:%M:%SZ', time.gmtime(since))}, {time.time() - since:.0f}s" if since else "?"
+    run_id = held.get("run_id", "?")
+    return (
+        f"{host.name}: run {run_id} holds the lock (pid {held.get('pid', '?')}, {age}); it ends when that "
+        f"run ends; to clear it by hand: `remediate unlock -i {host.inventory_file} --host {host.name} {run_id}`"
+    )
+
+
+def unlock(
+    host: Host, run_id: str | None = None, *, transport: Transport | None = None, accept_new_host_key: bool = False
+) -> dict[str, Any]:
+    """Ask the process holding ``host``'s lock to let go (it finishes a transaction in progress first)."""
+    from remediate.connect import open_transport
+
+    own = transport is None
+    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    try:
+        return call_helper(
+            transport, host, {"op": "unlock", "journal_dir": host["journal_dir"], "target": run_id}, timeout=60
+        )
+    finally:
+        if own:
+            transport.close()
 
 
 def _check_journal_location(host: Host, ctx: Context) -> None:
@@ -416,12 +635,6 @@ def _check_journal_location(host: Host, ctx: Context) -> None:
                     f"{host.name}: journal_dir {host['journal_dir']} is inside {folder}, which nginx "
                     f"includes ({directive.where}); choose a journal_dir outside nginx's config"
                 )
-
-
-def _release(transport: Transport, host: Host, report: Report) -> None:
-    # If this fails the lease runs out on its own; the run's outcome is what matters here.
-    with contextlib.suppress(RemediateError):
-        call_helper(transport, host, {"op": "release", "run_id": report.run_id, "journal_dir": host["journal_dir"]})
 
 
 def rollback(
@@ -450,7 +663,6 @@ def rollback(
                 "target": target,
                 "force": force,
                 "journal_dir": host["journal_dir"],
-                "lock_lease": LOCK_LEASE,
             },
         )
         outcome = answer.get("outcome", "failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,19 +66,33 @@ def test_valid_nginx_change_is_reloaded_and_confirmed(
         lab.reload_nginx(lab_cfg)
 
 
-def test_candidate_failing_nginx_t_is_restored_byte_identical(
-    lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport
-) -> None:
-    """A candidate nginx -t rejects: the file is restored byte for byte (owner, mode), nginx keeps serving."""
+def _workers(lab: Lab) -> set[int]:
+    """nginx's master and worker pids: a reload replaces the workers."""
+    master = int((lab.dir / "web01" / "nginx" / "logs" / "nginx.pid").read_text().strip())
+    kids = {int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master}
+    return {master, *kids}
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def test_candidate_failing_nginx_t_is_never_written(lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport) -> None:
+    """A candidate nginx -t rejects is refused before the write: file byte-identical, workers unchanged, nginx serving."""
     lab.reset()
     site = site_conf(lab)
-    before = _fingerprint(site)
+    before, workers = _fingerprint(site), _workers(lab)
     answer = _apply(
         web, web01, lab, site.read_bytes().replace(b"proxy_pass http://app_pool;", b"proxy_pass http://app_pool", 1), []
     )
-    assert answer["outcome"] == "rolled-back"
+    assert answer["outcome"] == "refused" and answer["written"] is False, answer
     assert answer["failed_step"] == "nginx -t"
+    assert "[emerg]" in str(answer["reason"]) and "lab.conf:" in str(answer["reason"])  # nginx names file:line
     assert _fingerprint(site) == before
+    assert _workers(lab) == workers  # no reload: the candidate never went live
     assert lab.probe(lab_cfg, "/") == 200
 
 
@@ -93,7 +108,8 @@ def test_reload_nginx_rejects_is_detected_and_restored(
     answer = _apply(web, web01, lab, after, [])
     assert answer["outcome"] == "rolled-back", answer
     assert answer["failed_step"] == "reload"
-    assert "did not start new workers" in str(answer["reason"])
+    # nginx's own [emerg] line, read from its error log at once (not after waiting out a timeout)
+    assert "nginx rejected the reload" in str(answer["reason"]) and "bind() to" in str(answer["reason"])
     assert _fingerprint(site) == before
     assert lab.probe(lab_cfg, "/") == 200
 

@@ -16,10 +16,10 @@ import pytest
 from conftest import cli_argv, remediate_cli
 
 from remediate.connect import open_transport
-from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK, RemediateError
+from remediate.errors import EXIT_OK, EXIT_REFUSED, RemediateError, TransportError
 from remediate.inventory import Host
 from remediate.lab.core import Lab, LabConfig
-from remediate.run import call_helper, rollback, run
+from remediate.run import HelperSession, rollback, run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 
@@ -140,16 +140,25 @@ def _bad_playbook(tmp_path: Path, extra_values: str = "", verify: str | None = N
     return str(directory)
 
 
-def test_candidate_failing_validation_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_path: Path, web01: Host) -> None:
-    """A candidate php-fpm rejects: files restored byte-identical (owner, mode), nginx still serving, exit 4."""
+def _php_fpm_master(lab: Lab) -> int:
+    return int((lab.dir / "web01" / "php" / "run" / "php-fpm.pid").read_text().strip())
+
+
+def test_candidate_failing_validation_is_never_written(
+    lab: Lab, lab_cfg: LabConfig, tmp_path: Path, web01: Host
+) -> None:
+    """A candidate php-fpm -t rejects is refused before it replaces anything: files identical, php-fpm not restarted."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    before = _tree_state(lab)
+    before, master = _tree_state(lab), _php_fpm_master(lab)
     books = _bad_playbook(tmp_path, extra_values='          pm: "no-such-process-manager"')
     report = run(web01, "socket", yes=True, playbooks=[books])
-    assert report.outcome == "rolled-back" and report.exit_code == EXIT_ROLLED_BACK
-    assert "php-fpm -t" in report.message
+    assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED, report.message
+    assert report.message.startswith("php-fpm -t failed") and "nothing was changed" in report.message
+    assert "invalid process manager" in report.message  # php-fpm's own words, naming the file:line
+    assert "write" not in [s["step"] for s in report.steps]
     assert _tree_state(lab) == before
+    assert _php_fpm_master(lab) == master  # nothing was restarted: the candidate never went live
     assert lab.probe(lab_cfg, "/") == 200  # nginx still serves what it served
     assert lab.probe(lab_cfg, "/index.php") == 502  # and the socket is as broken as before, not worse
 
@@ -169,21 +178,20 @@ def test_probe_still_failing_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_pa
 
 
 def test_second_run_while_lock_is_held_is_refused(lab: Lab, web01: Host) -> None:
-    """A run while another run holds the host's lock is refused (exit 3), naming the holder."""
+    """A run while another run's session holds the host's lock is refused (exit 3), naming the holder and the way out."""
     lab.reset()
     with open_transport(web01) as t:
-        held = call_helper(
-            t,
-            web01,
-            {"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": {"lease": 60}},
-        )
-        assert held["lock"]["acquired"]
+        other = HelperSession(t, web01)
         try:
+            held = other.call({"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": True})
+            assert held["lock"]["acquired"]
             report = run(web01, "socket", yes=True)
             assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
             assert "other-run holds the lock" in report.message
+            assert f"remediate unlock -i {web01.inventory_file} --host web01 other-run" in report.message
         finally:
-            call_helper(t, web01, {"op": "release", "run_id": "other-run", "journal_dir": web01["journal_dir"]})
+            other.close()
+    assert run(web01, "socket", yes=True).outcome == "nothing-to-do"  # the session ended: the lock is free
 
 
 def test_stale_lock_of_a_dead_run_is_taken_over(lab: Lab, web01: Host) -> None:
@@ -236,11 +244,14 @@ def test_connection_cut_mid_apply_is_recovered_by_the_next_run(
         os.kill(pid, signal.SIGKILL)
         os.kill(parent, signal.SIGKILL)  # that session's sshd child
     thread.join(60)
-    assert "error" in outcome or getattr(outcome.get("report"), "outcome", "") != "fixed"
+    # The controller says what the host's journal says (exit 6), not "the helper gave no answer".
+    error = outcome.get("error")
+    assert isinstance(error, TransportError), outcome
+    assert "the connection dropped during the apply" in str(error) and "is activating" in str(error)
     crashed = [
         r
         for r in os.listdir(Path(web01["journal_dir"]) / "runs")
-        if json.loads((Path(web01["journal_dir"]) / "runs" / r / "meta.json").read_text())["state"] == "applying"
+        if json.loads((Path(web01["journal_dir"]) / "runs" / r / "meta.json").read_text())["state"] == "activating"
     ]
     assert crashed
     report = run(web01, "socket", yes=True)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from remediate.errors import CommandFailed, TransportError
+from remediate.errors import CommandFailed, CommandTimeout, TransportError
 
-__all__ = ["Result", "Stat", "Transport"]
+__all__ = ["Result", "Stat", "Stream", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,55 @@ trap - EXIT
 _STAT_FORMAT = "%a|%u|%g|%U|%G|%s|%F"
 
 
+class Stream(abc.ABC):
+    """A long-running command with its stdin and stdout kept open: lines in, lines out.
+
+    remediate's helper session runs through one, so the host can tell from the stream alone
+    when the controller is gone (EOF). ``write`` is safe from two threads (a request and a ping).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._buffer = b""
+
+    @abc.abstractmethod
+    def _send(self, data: bytes) -> None:
+        """Write all of ``data``; raise TransportError when the stream is gone."""
+
+    @abc.abstractmethod
+    def _recv(self, timeout: float) -> bytes:
+        """Some bytes of stdout (b"" at EOF); raise CommandTimeout after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def stderr(self) -> str:
+        """What the command wrote to stderr so far (for error messages)."""
+
+    @abc.abstractmethod
+    def close(self, wait: float = 5.0) -> None:
+        """Close stdin (the command sees EOF), wait up to ``wait`` s for it to exit, let go of the stream."""
+
+    def write(self, data: bytes) -> None:
+        self._send(data)
+
+    def read_line(self, timeout: float) -> bytes:
+        """The next line of stdout, without its newline; TransportError at EOF."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandTimeout(f"no answer within {timeout:g}s", host=self.name)
+            chunk = self._recv(left)
+            if not chunk:
+                raise TransportError(
+                    f"the remote command ended: {self.stderr().strip()[-300:] or 'EOF'}", host=self.name
+                )
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+
 class Transport(abc.ABC):
     """Runs commands and moves bytes on one host.
 
@@ -105,6 +154,8 @@ class Transport(abc.ABC):
         self.name = name
         self.become_user = become_user
         self.timeout = timeout
+        #: How many exchanges went over the wire (commands, and requests on a stream): a run's round trips.
+        self.round_trips = 0
 
     # -- the one primitive each implementation provides -------------------------
 
@@ -114,6 +165,16 @@ class Transport(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - a no-op default is the right one for local
         """Release the connection, if any."""
+
+    def _open_stream(self, argv: tuple[str, ...]) -> Stream:
+        raise TransportError("this transport cannot keep a command open", host=self.name)
+
+    def open_stream(self, argv: Sequence[str]) -> Stream:
+        """Start ``argv`` with stdin and stdout kept open (see Stream); become applies as in ``run``."""
+        command = tuple(argv)
+        if self.become_user is not None:
+            command = ("sudo", "-n", "-u", self.become_user, "--", *command)
+        return self._open_stream(command)
 
     # -- operations ------------------------------------------------------------
 
@@ -133,6 +194,7 @@ class Transport(abc.ABC):
             raise ValueError("empty command")
         if self.become_user is not None:
             command = ("sudo", "-n", "-u", self.become_user, "--", *command)
+        self.round_trips += 1
         result = self._exec(command, stdin, self.timeout if timeout is None else timeout)
         if not result.ok and not warn:
             raise CommandFailed(result)

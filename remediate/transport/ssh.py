@@ -13,6 +13,7 @@ names the inventory host and says what to do next.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import select
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remediate.errors import AuthFailed, CommandTimeout, HostKeyChanged, HostKeyUnknown, HostUnreachable
-from remediate.transport.base import Result, Transport
+from remediate.transport.base import Result, Stream, Transport
 
 if TYPE_CHECKING:
     import paramiko
@@ -89,8 +90,6 @@ class SSHTransport(Transport):
         super().__init__(target.name, become_user=become_user, timeout=timeout)
         self.target = target
         self._conn: Any = None
-        #: How many commands went over the wire: the round trips a run costs.
-        self.round_trips = 0
 
     # -- connection --------------------------------------------------------------
 
@@ -161,7 +160,6 @@ class SSHTransport(Transport):
         command = shlex.join(argv)  # the one place an argv becomes a string
         transport = self._conn.client.get_transport()
         deadline = time.monotonic() + timeout
-        self.round_trips += 1
         try:
             chan = transport.open_session(timeout=self.target.connect_timeout)
             try:
@@ -181,6 +179,18 @@ class SSHTransport(Transport):
             raise HostUnreachable(f"connection lost while running `{argv[0]}`: {_reason(exc)}", host=self.name) from exc
         return Result(self.name, argv, out, err, exited)
 
+    def _open_stream(self, argv: tuple[str, ...]) -> Stream:
+        import paramiko
+
+        self.connect()
+        try:
+            chan = self._conn.client.get_transport().open_session(timeout=self.target.connect_timeout)
+            chan.exec_command(shlex.join(argv))  # the one place an argv becomes a string
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._conn = None
+            raise HostUnreachable(f"cannot start `{argv[0]}`: {_reason(exc)}", host=self.name) from exc
+        return _ChannelStream(self.name, chan)
+
     def _collect(self, chan: paramiko.Channel, deadline: float, argv: tuple[str, ...]) -> tuple[bytes, bytes]:
         out: list[bytes] = []
         err: list[bytes] = []
@@ -199,6 +209,60 @@ class SSHTransport(Transport):
         while chunk := chan.recv_stderr(65536):
             err.append(chunk)
         return b"".join(out), b"".join(err)
+
+
+class _ChannelStream(Stream):
+    """A command on its own SSH channel, its stdin left open."""
+
+    def __init__(self, name: str, chan: paramiko.Channel) -> None:
+        super().__init__(name)
+        import threading
+
+        self.chan = chan
+        self._lock = threading.Lock()
+        self._err = b""
+
+    def _send(self, data: bytes) -> None:
+        import paramiko
+
+        try:
+            with self._lock:
+                self.chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(f"connection lost: {_reason(exc)}", host=self.name) from exc
+
+    def _recv(self, timeout: float) -> bytes:
+        import paramiko
+
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.chan.recv_stderr_ready():
+                    self._err = (self._err + self.chan.recv_stderr(65536))[-4096:]
+                if self.chan.recv_ready():
+                    return bytes(self.chan.recv(65536))
+                if self.chan.closed or self.chan.eof_received:
+                    return b""
+                if time.monotonic() > deadline:
+                    raise CommandTimeout(f"no answer within {timeout:g}s", host=self.name)
+                select.select([self.chan], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostUnreachable(f"connection lost: {_reason(exc)}", host=self.name) from exc
+
+    def stderr(self) -> str:
+        return self._err.decode("utf-8", "replace")
+
+    def close(self, wait: float = 5.0) -> None:
+        """EOF to the command, then wait (at most ``wait`` s) for it to exit, so what it holds is let go."""
+        with contextlib.suppress(Exception):
+            self.chan.shutdown_write()
+            deadline = time.monotonic() + wait
+            while not self.chan.exit_status_ready() and time.monotonic() < deadline:
+                select.select([self.chan], [], [], 0.05)
+                while self.chan.recv_ready():
+                    self.chan.recv(65536)
+        with contextlib.suppress(Exception):
+            self.chan.close()
 
 
 def _reason(exc: BaseException) -> str:
