@@ -1180,7 +1180,8 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
             "failed_step": what,
             "reason": detail,
             "steps": steps,
-            "written": True,
+            "written": any(c.get("written") for c in meta["changes"]),
+            "began": [a["service"] for i, a in enumerate(meta["actions"]) if i in set(meta["started"])],
             "restored": restored,
             "problems": problems,
             "journal": journal.run_dir(run_id),
@@ -1192,6 +1193,7 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
         for index, change in enumerate(changes):
             what = change["path"]
             write_atomic(change["path"], base64.b64decode(change["after_b64"]), like=meta["changes"][index]["stat"])
+            meta["changes"][index]["written"] = True
         what = "write"
         step("write", True, ", ".join(c["path"] for c in changes) or "no files", t0)
         meta["state"] = "activating"

@@ -437,11 +437,11 @@ def _what_remains(answer: dict[str, Any]) -> str:
     """After a failed apply: what the host holds now, in the helper's own terms."""
     if answer.get("problems"):
         return f"RESTORE INCOMPLETE: {'; '.join(answer['problems'])} (journal: {answer.get('journal', '?')})"
-    if not answer.get("written"):
-        return "nothing was changed"
     restored = answer.get("restored") or []
     if restored:
         return f"every file was restored byte for byte ({', '.join(restored)})"
+    if not answer.get("written") and not answer.get("began"):
+        return "nothing was changed"
     return "no file had been changed"
 
 

@@ -172,6 +172,7 @@ def test_probe_still_failing_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_pa
     fast = dataclasses.replace(web01, vars={**web01.vars, "probe_budget": 1.0})
     report = run(fast, "socket", yes=True, playbooks=[books])
     assert report.outcome == "rolled-back", report.message
+    assert "every file was restored byte for byte" in report.message and "INCOMPLETE" not in report.message
     assert report.steps[-1]["step"] == "restore" and report.steps[-1]["ok"]
     assert "probe" in [s["step"] for s in report.steps if not s["ok"]]
     assert _tree_state(lab) == before
@@ -183,7 +184,9 @@ def test_second_run_while_lock_is_held_is_refused(lab: Lab, web01: Host) -> None
     with open_transport(web01) as t:
         other = HelperSession(t, web01)
         try:
-            held = other.call({"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": True})
+            held = other.call(
+                {"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": True}
+            )
             assert held["lock"]["acquired"]
             report = run(web01, "socket", yes=True)
             assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
