@@ -447,7 +447,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mark = "ok " if s["ok"] else "FAIL"
         print(f"  [{mark}] {s['step']:<16} {s['seconds']:>6.2f}s  {s['detail']}")
     for r in report.recovered:
-        print(f"  recovered crashed run {r['run_id']}: restored {', '.join(r['restored']) or 'nothing'}")
+        did = f"restored {', '.join(r['restored']) or 'nothing'}" + (f" ({r['note']})" if r.get("note") else "")
+        problems = "; ".join(r.get("problems") or [])
+        print(f"  journal: run {r['run_id']} ({r.get('state', '?')}): {did}" + (f"; {problems}" if problems else ""))
     line = f"{report.outcome}: {report.message}" if report.message else report.outcome
     print(line, file=sys.stderr if report.exit_code else sys.stdout)
     if report.decision.get("name") == "tls-insecure-workaround" and report.outcome == "fixed":

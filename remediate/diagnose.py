@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from remediate.classify import Line, classify_text
+from remediate.classify import classify_text
 from remediate.inventory import Host, Inventory
 from remediate.transport.base import Transport
 
@@ -125,20 +125,34 @@ class Diagnosis:
 
 def summarize(text: str) -> tuple[list[Finding], int]:
     """Group the classified lines by label: count, first and last seen, one example, peers."""
-    by_label: dict[str, Finding] = {}
-    matched = 0
-    lines: list[Line] = list(classify_text(text))
-    for line in lines:
-        matched += 1
-        found = by_label.setdefault(line.label, Finding(line.label, first=line.time))
-        found.count += 1
-        found.last = line.time
-        found.example = line.text
-        if line.peer:
-            found.peers[line.peer] = found.peers.get(line.peer, 0) + 1
-    total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-    order = sorted(by_label.values(), key=lambda f: (-f.count, f.label))
-    return order, total - matched
+    tally = Tally()
+    tally.add(text)
+    return tally.result()
+
+
+class Tally:
+    """Findings by label, added text by text (so a window can be classified in bounded pieces)."""
+
+    def __init__(self) -> None:
+        self.by_label: dict[str, Finding] = {}
+        self.matched = 0
+        self.total = 0
+
+    def add(self, text: str) -> None:
+        """Classify ``text`` (whole lines) and count it in."""
+        for line in classify_text(text):
+            self.matched += 1
+            found = self.by_label.setdefault(line.label, Finding(line.label, first=line.time))
+            found.count += 1
+            found.last = line.time
+            found.example = line.text
+            if line.peer:
+                found.peers[line.peer] = found.peers.get(line.peer, 0) + 1
+        self.total += text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+
+    def result(self) -> tuple[list[Finding], int]:
+        order = sorted(self.by_label.values(), key=lambda f: (-f.count, f.label))
+        return order, self.total - self.matched
 
 
 def diagnose(
@@ -286,15 +300,30 @@ def offline(source: str | bytes, since: float) -> Diagnosis:
         tail = source[-65536:]
     stamps = hostside._STAMP.findall(tail)
     newest = time.mktime(time.strptime(stamps[-1].decode(), "%Y/%m/%d %H:%M:%S")) if stamps else time.time()
+    tally = Tally()
     if isinstance(source, str):
-        window = hostside.log_window(source, since, 1 << 30, now_ts=newest)  # type: ignore[no-untyped-call]
+        # Streamed in bounded pieces: time linear in the window, memory independent of it.
+        cutoff = hostside.cutoff_of(since, newest)  # type: ignore[no-untyped-call]
+        spans, files = hostside.window_spans(source, cutoff)  # type: ignore[no-untyped-call]
+        for name, start, end in spans:
+            carry = b""
+            for block in hostside.read_span(name, start, end):  # type: ignore[no-untyped-call]
+                block = carry + block
+                cut = block.rfind(b"\n") + 1
+                carry = block[cut:]
+                tally.add(block[:cut].decode("utf-8", "surrogateescape"))
+            if carry:
+                tally.add(carry.decode("utf-8", "surrogateescape"))
+        window = {"path": source, "cutoff": cutoff.decode(), "files": files, "truncated": False}
+        window["bytes"] = sum(end - start for _, start, end in spans)
     else:
         cutoff = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(newest - since)).encode()
         start = hostside._first_at_or_after(source, cutoff)  # type: ignore[no-untyped-call]
         data = source[start:] if stamps else source
-        window = {"path": "-", "text": data.decode("utf-8", "surrogateescape"), "cutoff": cutoff.decode()}
-        window.update(files=[{"path": "-", "bytes": len(data)}], truncated=False, bytes=len(data))
-    findings, other = summarize(window["text"])
+        tally.add(data.decode("utf-8", "surrogateescape"))
+        window = {"path": "-", "cutoff": cutoff.decode(), "files": [{"path": "-", "bytes": len(data)}]}
+        window.update(truncated=False, bytes=len(data))
+    findings, other = tally.result()
     diagnosis = Diagnosis(
         str(source) if isinstance(source, str) else "-",
         {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")},

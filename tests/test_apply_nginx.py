@@ -81,7 +81,7 @@ def _ppid(pid: int) -> int:
 
 
 def test_candidate_failing_nginx_t_is_never_written(lab: Lab, lab_cfg: LabConfig, web01: Host, web: Transport) -> None:
-    """A candidate nginx -t rejects is refused before the write: file byte-identical, workers unchanged, nginx serving."""
+    """A candidate nginx -t rejects is refused before the write: file identical, workers unchanged, nginx serving."""
     lab.reset()
     site = site_conf(lab)
     before, workers = _fingerprint(site), _workers(lab)

@@ -143,3 +143,52 @@ def test_access_log_peers_say_which_peer_fails() -> None:
         "10.10.10.20:8080": {"attempts": 2, "failed": 2},
         "10.10.10.21:8080": {"attempts": 2, "failed": 0},
     }
+
+
+@pytest.mark.parametrize("block", [64, 97, 4096, 1 << 20])
+def test_window_start_is_exact_across_block_boundaries(tmp_path: Path, block: int) -> None:
+    """The backwards reader finds the same first in-window line as a forward scan, whatever the block size."""
+    from remediate.hostside import _window_start
+
+    now = time.time()
+    log = tmp_path / "error.log"
+    lines = [f"{_stamp(now - 2000 + i * 7)} [error] 1#1: *{i} {'x' * (i % 150)}\n" for i in range(300)]
+    data = "".join(lines).encode()
+    log.write_bytes(data)
+    for since in (0, 60, 700, 1500, 5000):
+        cutoff = _stamp(now - since).encode()
+        naive = next((data.index(line.encode()) for line in lines if line[:19].encode() >= cutoff), len(data))
+        start, end, whole = _window_start(str(log), cutoff, block=block)
+        assert (start, end) == (naive, len(data)) and whole == (naive == 0)
+
+
+def test_window_over_the_cap_keeps_the_newest_lines_and_says_truncated(tmp_path: Path) -> None:
+    """A window larger than max_bytes returns its newest whole lines, at most max_bytes, with truncated true."""
+    now = time.time()
+    log = tmp_path / "error.log"
+    lines = [f"{_stamp(now - 500 + i)} [error] 1#1: *1 line {i}\n" for i in range(400)]
+    log.write_text("".join(lines))
+    window = log_window(str(log), 900, 2000, now_ts=now)
+    assert window["truncated"] is True and window["bytes"] <= 2000
+    assert window["text"].endswith(lines[-1]) and window["text"].splitlines(keepends=True)[0] in lines
+    assert not log_window(str(log), 900, 1 << 20, now_ts=now)["truncated"]
+
+
+def test_offline_diagnosis_streams_the_window_in_pieces(tmp_path: Path) -> None:
+    """A window bigger than one read block is classified piecewise with the same counts as in one piece."""
+    from remediate.diagnose import summarize
+
+    now = time.time()
+    log = tmp_path / "error.log"
+    sock = "connect() to unix:/run/php.sock failed (13: Permission denied) while connecting to upstream"
+    refused = "connect() failed (111: Connection refused) while connecting to upstream, client: ::1"
+    text = "".join(
+        f"{_stamp(now - 600 + i // 100)} [crit] 1#1: *{i} {sock if i % 3 else refused}, client: 10.0.0.1\n"
+        for i in range(60000)
+    )
+    log.write_text(text)
+    assert len(text) > (8 << 20)  # more than one of read_span's blocks
+    result = offline(str(log), parse_since("15m"))
+    whole, other = summarize(text)
+    assert [(f.label, f.count) for f in result.findings] == [(f.label, f.count) for f in whole]
+    assert result.other == other and result.window["bytes"] == len(text)

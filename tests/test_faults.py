@@ -345,3 +345,17 @@ def test_a_dropped_connection_reports_what_the_host_journal_says(lab: Lab, lab_c
     assert "the connection dropped during the apply" in str(error)
     assert "is committed: the fix is in place and was verified" in str(error)
     assert lab.probe(lab_cfg, "/index.php") == 200
+
+
+def test_a_failing_nginx_T_names_the_file_and_line(lab: Lab, lab_cfg: LabConfig) -> None:
+    """A config nginx cannot load: one line with nginx's [emerg] naming file:line (not just "test failed")."""
+    lab.reset()
+    site = site_conf(lab)
+    original = site.read_bytes()
+    site.write_bytes(original + b"\nthis is not a directive\n")
+    try:
+        done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket", "--check")
+        assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "[emerg]" in done.stderr and "lab.conf:" in done.stderr
+    finally:
+        site.write_bytes(original)

@@ -179,7 +179,7 @@ def test_probe_still_failing_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_pa
 
 
 def test_second_run_while_lock_is_held_is_refused(lab: Lab, web01: Host) -> None:
-    """A run while another run's session holds the host's lock is refused (exit 3), naming the holder and the way out."""
+    """A run while another session holds the host's lock is refused (exit 3), naming the holder and the way out."""
     lab.reset()
     with open_transport(web01) as t:
         other = HelperSession(t, web01)
