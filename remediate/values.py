@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 __all__ = [
     "UNSAFE_IN_CONFIG",
+    "accepts",
     "address",
     "duration",
     "host_name",
@@ -32,6 +34,15 @@ _SIZE = re.compile(r"\d+[kKmMgG]?")  # ngx_parse_size
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 _SERVICE = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@:+-]{0,254}")
+
+
+def accepts(check: Callable[[str], str], value: str) -> bool:
+    """Whether ``check`` takes ``value`` (for evidence, where a bad value is skipped, not an error)."""
+    try:
+        check(value)
+    except ValueError:
+        return False
+    return True
 
 
 def duration(value: str) -> str:

@@ -90,6 +90,33 @@ def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[st
     )
 
 
+def run_paused_after_write(host: Host, watched: Path, pause: float) -> tuple[Any, dict[str, object]]:
+    """Start `run --cause socket --yes` in a thread whose apply pauses ``pause`` s after its write,
+    and return (thread, outcome) once ``watched`` holds new bytes: the moment to cut the connection."""
+    import threading
+    import time
+
+    from remediate.errors import RemediateError
+    from remediate.run import run
+
+    original = watched.read_bytes()
+    outcome: dict[str, object] = {}
+
+    def doomed() -> None:
+        try:
+            outcome["report"] = run(host, "socket", yes=True, test_pause_after_write=pause)
+        except RemediateError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=doomed)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and watched.read_bytes() == original:
+        time.sleep(0.05)
+    assert watched.read_bytes() != original, "the run never wrote the file"
+    return thread, outcome
+
+
 def make_lab_dir(prefix: str) -> Path:
     # Not pytest's tmp_path: that lives under a 0700 directory, and nginx's workers (www-data) must reach the lab.
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

@@ -15,13 +15,12 @@ import os
 import pty
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv, remediate_cli, site_conf
+from conftest import cli_argv, remediate_cli, run_paused_after_write, site_conf
 
 from remediate.connect import open_transport
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, TransportError
@@ -321,20 +320,7 @@ def test_a_dropped_connection_reports_what_the_host_journal_says(lab: Lab, lab_c
     """Cut SSH mid-apply: the helper finishes on its own, and the error (exit 6) says the journal's verdict."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    pool, original = _pool(lab), _pool(lab).read_bytes()
-    outcome: dict[str, object] = {}
-
-    def doomed() -> None:
-        try:
-            outcome["report"] = run(web01, "socket", yes=True, test_pause_after_write=3)
-        except TransportError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=doomed)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and pool.read_bytes() == original:
-        time.sleep(0.05)
+    thread, outcome = run_paused_after_write(web01, _pool(lab), 3)
     for entry in os.listdir("/proc"):  # the sshd process of that session: the helper's parent
         with contextlib.suppress(OSError):
             if b"The helper remediate runs *on the host*" in Path(f"/proc/{entry}/cmdline").read_bytes():

@@ -8,15 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv, remediate_cli
+from conftest import cli_argv, remediate_cli, run_paused_after_write
 
 from remediate.connect import open_transport
-from remediate.errors import EXIT_OK, EXIT_REFUSED, RemediateError, TransportError
+from remediate.errors import EXIT_OK, EXIT_REFUSED, TransportError
 from remediate.inventory import Host
 from remediate.lab.core import Lab, LabConfig
 from remediate.run import HelperSession, rollback, run
@@ -227,21 +226,7 @@ def test_connection_cut_mid_apply_is_recovered_by_the_next_run(
     """Kill the SSH session and its helper after the write: the next run restores from the journal, then fixes."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    original = pool.read_bytes()
-    outcome: dict[str, object] = {}
-
-    def doomed() -> None:
-        try:
-            outcome["report"] = run(web01, "socket", yes=True, test_pause_after_write=20)
-        except RemediateError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=doomed)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and pool.read_bytes() == original:
-        time.sleep(0.05)
-    assert pool.read_bytes() != original, "the run never wrote the pool file"
+    thread, outcome = run_paused_after_write(web01, pool, 20)
     for pid in _helper_pids():
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(pid, signal.SIGKILL)

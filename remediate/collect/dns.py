@@ -75,15 +75,7 @@ def _resolvers(ctx: Context) -> tuple[list[str], str]:
         return [str(r) for r in ctx.host["resolvers"]], "inventory"
     raw = ctx.files.get(RESOLV_CONF, b"").decode("utf-8", "replace")
     found = [line.split()[1] for line in raw.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
-    return [r for r in found if _valid_address(r)], RESOLV_CONF  # they go into nginx's resolver directive
-
-
-def _valid_address(value: str) -> bool:
-    try:
-        values.address(value)
-    except ValueError:
-        return False
-    return True
+    return [r for r in found if values.accepts(values.address, r)], RESOLV_CONF  # they go into nginx's resolver
 
 
 def _static_pass(location: Any) -> dict[str, Any] | None:
@@ -188,7 +180,7 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
     found = _finding(ctx)
     if not found or not found["name"]:
         return None
-    if not _askable(found["name"]):
+    if not values.accepts(values.host_name, found["name"]):
         return None  # a name from a log that is no host name is never handed to dig
     resolvers, _ = _resolvers(ctx)
     req = new_request()
@@ -199,14 +191,6 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
         # -q: the next argument is the name, whatever it looks like (it was checked as one too)
         req["commands"][f"dig{index}"] = [*argv, "-t", "A", "-q", found["name"]]
     return ctx.host, req  # the web host: what nginx's own resolvers say
-
-
-def _askable(name: str) -> bool:
-    try:
-        values.host_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
@@ -224,7 +208,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
         else:
             answers.append({"resolver": resolver, "status": "ERROR", "addresses": [], "error": cmd["stderr"].strip()})
     addresses = list(dict.fromkeys(a for answer in answers for a in answer["addresses"] if is_address(a)))
-    if not _askable(found["name"]):
+    if not values.accepts(values.host_name, found["name"]):
         answers = [{"resolver": "-", "status": "NOT ASKED", "addresses": [], "error": "not a host name"}]
     answered = "; ".join(
         f"{a['resolver']}: {a['status']}{' ' + ', '.join(a['addresses']) if a['addresses'] else ''}" for a in answers
