@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -207,6 +208,15 @@ def test_stale_lock_of_a_dead_run_is_taken_over(lab: Lab, web01: Host) -> None:
     assert not lock.exists()
 
 
+def _states(runs: Path) -> list[str]:
+    """The state of every run in a host journal (a run being created has none yet)."""
+    states = []
+    for run_dir in runs.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            states.append(json.loads((run_dir / "meta.json").read_text())["state"])
+    return states
+
+
 def _helper_pids() -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -227,6 +237,10 @@ def test_connection_cut_mid_apply_is_recovered_by_the_next_run(
     lab.reset()
     lab.break_("socket", "permission", keep=True)
     thread, outcome = run_paused_after_write(web01, pool, 20)
+    runs = Path(web01["journal_dir"]) / "runs"
+    deadline = time.monotonic() + 10  # kill it once its journal says the files are written (activating)
+    while time.monotonic() < deadline and "activating" not in _states(runs):
+        time.sleep(0.02)
     for pid in _helper_pids():
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(pid, signal.SIGKILL)

@@ -180,7 +180,7 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
     found = _finding(ctx)
     if not found or not found["name"]:
         return None
-    if not values.accepts(values.host_name, found["name"]):
+    if found["name"] and not values.accepts(values.host_name, found["name"]):
         return None  # a name from a log that is no host name is never handed to dig
     resolvers, _ = _resolvers(ctx)
     req = new_request()
@@ -208,7 +208,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
         else:
             answers.append({"resolver": resolver, "status": "ERROR", "addresses": [], "error": cmd["stderr"].strip()})
     addresses = list(dict.fromkeys(a for answer in answers for a in answer["addresses"] if is_address(a)))
-    if not values.accepts(values.host_name, found["name"]):
+    if found["name"] and not values.accepts(values.host_name, found["name"]):
         answers = [{"resolver": "-", "status": "NOT ASKED", "addresses": [], "error": "not a host name"}]
     answered = "; ".join(
         f"{a['resolver']}: {a['status']}{' ' + ', '.join(a['addresses']) if a['addresses'] else ''}" for a in answers
