@@ -403,32 +403,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         answer = input(f"apply this to {report.host}? [y/N] ")
         return answer.strip().lower() in ("y", "yes")
 
-    cause = args.cause
-    if cause == "auto":
-        from remediate.diagnose import choose_cause, diagnose
-
-        diagnosis = diagnose(host, inventory, accept_new_host_key=args.accept_new_host_key, playbooks=args.playbooks)
-        try:
-            cause = choose_cause(diagnosis)
-        except Refused as exc:
-            if args.json:
-                _print_json(
-                    {
-                        "host": host.name,
-                        "cause": "auto",
-                        "outcome": "refused",
-                        "message": str(exc),
-                        "diagnosis": diagnosis.to_json(),
-                    }
-                )
-            else:
-                print(f"refused: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
+    def show_diagnosis(diagnosis: Any) -> None:
         if not args.json:
-            print(f"auto: the diagnosis names {cause}: {diagnosis.reason}")
+            names = "names" if diagnosis.verdict in diagnosis.causes else "is"
+            print(f"auto: the diagnosis {names} {diagnosis.verdict}: {diagnosis.reason}")
+
     report = run(
         host,
-        cause,
+        args.cause,
         check=args.check,
         yes=args.yes,
         confirm=confirm,
@@ -437,9 +419,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         accept_new_host_key=args.accept_new_host_key,
         inventory=inventory,
         insecure_tls=args.insecure_tls,
+        show_diagnosis=show_diagnosis,
     )
     if args.json:
         _print_json(report.to_json())
+        return report.exit_code
+    if report.cause == "auto":  # the diagnosis named no cause it may fix
+        print(f"refused: {report.message}", file=sys.stderr)
         return report.exit_code
     if report.plan.empty:
         _print_head(report)
@@ -507,6 +493,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"diagnosis of {result.host}: {result.verdict}  ({result.reason})")
     w = result.window
     print(f"window: since {w.get('cutoff')} in {', '.join(f['path'] for f in w.get('files', [])) or w.get('path')}")
+    if result.round_trips:
+        print(f"evidence: {result.round_trips} round trip(s) to the hosts")
     if result.findings:
         print(f"\n  {'cause':<18} {'lines':>6}  {'first seen':<19}  {'last seen':<19}  confidence")
         for f in result.findings:

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from remediate.classify import classify_text
+from remediate.evidence import Context
 from remediate.inventory import Host, Inventory
 from remediate.transport.base import Transport
 
@@ -106,6 +108,7 @@ class Diagnosis:
     verdict: str = "unknown"  # a cause, "ambiguous" or "unknown"
     access_peers: dict[str, dict[str, int]] = field(default_factory=dict)
     reason: str = ""
+    round_trips: int = 0
 
     @property
     def causes(self) -> list[str]:
@@ -120,6 +123,7 @@ class Diagnosis:
             "findings": [f.to_json() for f in self.findings],
             "other_lines": self.other,
             "access_log_peers": self.access_peers,
+            "round_trips": self.round_trips,
         }
 
 
@@ -164,79 +168,194 @@ def diagnose(
     accept_new_host_key: bool = False,
     playbooks: list[str] | None = None,
 ) -> Diagnosis:
-    """Read the window on ``host``, classify it, and confirm each cause with its playbook's evidence."""
-    from remediate.connect import open_transport
-    from remediate.run import call_helper, run
+    """Read the window on ``host``, classify it, and confirm each cause with its playbook's evidence.
 
-    own = transport is None
-    transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+    One round trip to ``host`` for the window and every candidate playbook's evidence, then one
+    to each host that must be asked (nginx's host again for what the first answer pointed at, a
+    backend host); ``round_trips`` in the result counts them."""
+    from remediate.run import Transports, call_helper
+
+    pool = Transports(host, transport, accept_new_host_key)
     try:
-        request = {
-            "op": "collect",
-            "commands": {},
-            "files": [],
-            "stats": [],
-            "logs": [host["nginx_access_log"]],
-            "log_bytes": 262144,
-            "window": {"path": host["nginx_error_log"], "since": since},
-        }
-        answer = call_helper(transport, host, request)
-        window = answer["window"]
-        findings, other = summarize(window["text"])
-        access = answer.get("logs", {}).get(host["nginx_access_log"], {}).get("text", "")
-        diagnosis = Diagnosis(
-            host.name,
-            {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")},
-            findings,
-            other,
-        )
-        diagnosis.access_peers = access_peers(access)
-        confirmable = [f for f in findings if f.label in PLAYBOOKS]
-        if not confirmable and _ACCESS_5XX.search(access):
-            # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.
-            found = Finding("access-log-502", count=len(_ACCESS_5XX.findall(access)), example="(access log)")
-            findings.append(found)
-            confirmable = [found]
-        for found in confirmable:
-            for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
-                # validate=False: confirming a cause needs the decision, not an nginx -t of its fix
-                report = run(
-                    host,
-                    cause,
-                    transport=transport,
-                    check=True,
-                    validate=False,
-                    inventory=inventory,
-                    playbooks=playbooks,
-                )
-                _judge(found, cause, report)
-                if found.fixable:
-                    break
-        _verdict(diagnosis)
+        diagnosis, _ = gather(
+            host, inventory, pool, lambda request: call_helper(pool.get(host), host, request), since=since,
+            playbooks=playbooks,
+        )  # fmt: skip
+        diagnosis.round_trips = pool.round_trips
         return diagnosis
     finally:
-        if own:
-            transport.close()
+        pool.close()
 
 
-def _judge(found: Finding, cause: str, report: Any) -> None:
-    """Fold one playbook's --check outcome into the finding."""
+def gather(
+    host: Host,
+    inventory: Inventory,
+    pool: Any,
+    first_call: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    since: float | None = None,
+    playbooks: list[str] | None = None,
+    run_id: str = "diagnose",
+    options: dict[str, Any] | None = None,
+) -> tuple[Diagnosis, dict[str, Context]]:
+    """The diagnosis, and each candidate playbook's evidence (by cause) for a run to go on from.
+
+    ``first_call`` sends the one request to ``host`` (a run sends it through its locked session);
+    ``pool`` opens the other hosts' transports (remediate.run.Transports)."""
+    from remediate.playbook import find_playbook
+    from remediate.run import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
+
+    since = 900.0 if since is None else since
+    books = {cause: find_playbook(cause, playbooks) for cause in CANDIDATES}
+    request = evidence_request(host, list(books.values()), since=since)
+    request["window"] = {"path": host["nginx_error_log"], "since": since}
+    if host["nginx_access_log"] not in request["logs"]:
+        request["logs"].append(host["nginx_access_log"])
+        request["log_bytes"] = max(request.get("log_bytes", 0), 262144)
+    answer = first_call(request)
+    window = answer["window"]
+    findings, other = summarize(window["text"])
+    access = answer.get("logs", {}).get(host["nginx_access_log"], {}).get("text", "")
+    diagnosis = Diagnosis(
+        host.name, {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")}, findings, other
+    )
+    diagnosis.access_peers = access_peers(access)
+    confirmable = [f for f in findings if f.label in PLAYBOOKS]
+    if not confirmable and _ACCESS_5XX.search(access):
+        # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.
+        found = Finding("access-log-502", count=len(_ACCESS_5XX.findall(access)), example="(access log)")
+        findings.append(found)
+        confirmable = [found]
+    causes = list(dict.fromkeys(c for f in confirmable for c in PLAYBOOKS.get(f.label, ["proxy-pass"])))
+    options = options or {}
+    contexts = {c: read_evidence(host, books[c], answer, inventory, options) for c in causes}
+    # Second phase: what every candidate must ask, one round trip per host asked.
+    asks = {f"{c}/{name}": target for c in causes for name, target in remote_asks(contexts[c], books[c]).items()}
+    no_live = next((f for f in findings if f.label == "no-live-upstreams"), None)
+    if no_live is not None:
+        asks.update(_peer_asks(host, contexts, answer, no_live, inventory, options))
+    remote = ask_hosts(pool, run_id, asks) if asks else {}
+    for c in causes:
+        mine = {key.split("/", 1)[1]: value for key, value in remote.items() if key.startswith(c + "/")}
+        contexts[c] = finish_evidence(contexts[c], books[c], answer, mine)
+    for found in confirmable:
+        for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
+            _judge(found, cause, *_outcome(books[cause], contexts[cause]))
+            if found.fixable:
+                break
+    if no_live is not None:
+        _consequence(no_live, confirmable, remote)
+    _verdict(diagnosis)
+    return diagnosis, contexts
+
+
+#: Every playbook a diagnosis may ask to confirm a label.
+CANDIDATES = (*dict.fromkeys(c for causes in PLAYBOOKS.values() for c in causes), "proxy-pass")
+
+
+def _outcome(book: Any, ctx: Context) -> tuple[str, dict[str, Any], str]:
+    """What ``book`` would do with this evidence, as run --check says it: planned, refused or nothing-to-do."""
+    import dataclasses
+
+    from remediate.errors import Refused, RemediateError
+    from remediate.playbook import render
+    from remediate.run import plan_fix
+
+    try:
+        decision, reason = book.decide(ctx)
+    except RemediateError as exc:
+        return "failed", {}, str(exc)
+    facts = {"name": decision.name, "reason": reason, "outcome": decision.outcome}
+    if decision.outcome == "refuse":
+        return "refused", facts, str(render(decision.refuse, ctx))
+    if decision.outcome == "nothing-to-do":
+        return "nothing-to-do", facts, reason
+    try:
+        # on a copy: planning advances the files, and a run goes on from the evidence as it was read
+        copy = dataclasses.replace(ctx, values=dict(ctx.values), files=dict(ctx.files), routes=dict(ctx.routes))
+        plan = plan_fix(book, decision.fix or "", copy)
+    except Refused as exc:
+        return "refused", facts, str(exc)
+    return ("nothing-to-do" if plan.empty else "planned"), facts, ""
+
+
+def _judge(found: Finding, cause: str, outcome: str, decision: dict[str, Any], message: str) -> None:
+    """Fold one playbook's outcome on the evidence into the finding."""
     from remediate.playbook import find_playbook
 
-    decision = report.decision or {}
-    fact = {"playbook": cause, "outcome": report.outcome, "decision": decision.get("name", ""), "reason": ""}
-    fact["reason"] = decision.get("reason", "") or report.message
+    fact = {"playbook": cause, "outcome": outcome, "decision": decision.get("name", ""), "reason": ""}
+    fact["reason"] = decision.get("reason", "") or message
     found.facts.append(fact)
     first = find_playbook(cause).decisions[0].name if decision else ""
-    if report.outcome == "planned":
+    if outcome == "planned":
         found.cause, found.confidence, found.fixable = cause, "high", True
-    elif report.outcome == "refused" and decision.get("name") not in (first, None, ""):
+    elif outcome == "refused" and decision.get("name") not in (first, None, ""):
         if found.confidence not in ("high",):
             found.cause, found.confidence = found.cause or cause, "confirmed, not fixable"
-    elif report.outcome == "nothing-to-do" and found.confidence == "log only":
+    elif outcome == "nothing-to-do" and found.confidence == "log only":
         found.cause, found.confidence = cause, "over"
     elif found.confidence == "log only":
         found.confidence = "contradicted"
+
+
+_NO_LIVE_UPSTREAM = re.compile(r', upstream: \\?"(?:[a-z]+://)?(?P<name>[^/":]+)')
+
+
+def _peer_asks(
+    host: Host, contexts: dict[str, Context], answer: dict[str, Any], found: Finding, inventory: Inventory,
+    options: dict[str, Any],
+) -> dict[str, tuple[Host, dict[str, Any]]]:  # fmt: skip
+    """ "no live upstreams" alone: ask each server of that upstream block, from nginx's host, whether it answers."""
+    from remediate.collect.nginx import pass_addresses
+    from remediate.evidence import Context, interpret, new_request
+
+    m = _NO_LIVE_UPSTREAM.search(found.example)
+    ctx = interpret(
+        Context(host, inventory=inventory, values={"options": options}), [("nginx", "nginx_config", {})], answer
+    )
+    if m is None or ctx.config is None or m.group("name") not in ctx.config.upstreams():
+        return {}
+    peers = pass_addresses(ctx.config, m.group("name"))
+    request = new_request(http={peer: f"http://{peer}/" for peer in peers[:8]})
+    found.peers = {peer: found.count for peer in peers}
+    return {"no-live/peers": (host, request)}
+
+
+def _consequence(found: Finding, confirmable: list[Finding], remote: dict[str, Any]) -> None:
+    """ "no live upstreams" is what nginx says once every peer has failed: name the failure that did it."""
+    strong = ("high", "confirmed, not fixable", "over")
+    causes = [f for f in confirmable if f.label in PLAYBOOKS and f.confidence in strong]
+    found.confidence = "consequence"
+    if causes:
+        found.cause = causes[0].cause or causes[0].label
+        found.facts.append(
+            {
+                "playbook": "",
+                "outcome": "consequence",
+                "decision": "",
+                "reason": (
+                    f"every peer was marked failed by the {found.cause} lines in the same window "
+                    f"({causes[0].count} line(s), first at {causes[0].first})"
+                ),
+            }
+        )
+        return
+    answers = (remote.get("no-live/peers") or {}).get("http", {})
+    errors = {peer: a.get("error") or a.get("status") for peer, a in answers.items()}
+    refused = [p for p, e in errors.items() if isinstance(e, str) and "refused" in e.lower()]
+    timed = [p for p, e in errors.items() if isinstance(e, str) and "timed out" in e.lower()]
+    if answers and len(refused) == len(answers):
+        found.cause, why = "down", "every peer refuses connections now"
+    elif answers and len(timed) == len(answers):
+        found.cause, why = "timeout", "every peer times out now"
+    elif answers:
+        found.cause, why = "", "the peers answer now: they failed earlier and nginx will try them again"
+    else:
+        found.cause, why = "", "the window has no failure that marked the peers down, and no peer could be asked"
+    shown = ", ".join(f"{peer}: {what}" for peer, what in errors.items())
+    found.facts.append(
+        {"playbook": "", "outcome": "peers asked", "decision": "", "reason": f"{why} ({shown})" if shown else why}
+    )
 
 
 def _verdict(diagnosis: Diagnosis) -> None:
@@ -261,6 +380,14 @@ def _verdict(diagnosis: Diagnosis) -> None:
         diagnosis.verdict = "unknown"
         shown = ", ".join(f"{f.label} ({f.count})" for f in diagnosis.findings) or "no cause lines"
         diagnosis.reason = f"no cause is confirmed by the evidence; the log shows: {shown}"
+        no_live = next((f for f in diagnosis.findings if f.label == "no-live-upstreams" and f.facts), None)
+        if no_live is not None:
+            # alone, "no live upstreams" is a symptom: say what asking the peers showed
+            looks = f" (it looks like {no_live.cause})" if no_live.cause else ""
+            diagnosis.reason = (
+                f"only \"no live upstreams\" ({no_live.count} line(s)): {no_live.facts[-1]['reason']}{looks}; "
+                "the failure that marked the peers down is not in the window"
+            )
 
 
 def choose_cause(diagnosis: Diagnosis) -> str:

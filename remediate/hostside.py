@@ -49,6 +49,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -548,6 +549,26 @@ def op_collect(req):
     if dump is not None and dump["exit"] == 0:
         out["nginx"] = nginx_facts(dump["stdout"])
     return out
+
+
+def op_batch(req):
+    """Several read-only collect requests in one round trip, run side by side: {"answers": {name: answer}}.
+
+    The second phase of a diagnosis asks one host several things (a backend's answer, dig, a
+    stub_status page) for several playbooks at once; each part is a plain collect, never a lock."""
+    answers = {}
+
+    def one(name, sub):
+        sub = dict(sub, op="collect")
+        sub.pop("lock", None)
+        answers[name] = handle(sub)
+
+    threads = [threading.Thread(target=one, args=item) for item in sorted(req.get("requests", {}).items())]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"answers": answers}
 
 
 def recover(journal, req):
@@ -1372,6 +1393,7 @@ def _is_helper(pid):
 
 OPS = {
     "collect": op_collect,
+    "batch": op_batch,
     "validate": op_validate,
     "apply": op_apply,
     "rollback": op_rollback,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remediate.collect.nginx import pid_file
 from remediate.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,7 +34,7 @@ from remediate.errors import (
     RemediateError,
     TransportError,
 )
-from remediate.evidence import COLLECTORS, Context, build_request, interpret, pid_file, to_json
+from remediate.evidence import COLLECTORS, Context, build_request, interpret, to_json
 from remediate.inventory import Host, Inventory
 from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
@@ -117,6 +118,7 @@ class Report:
     message: str = ""
     journal: str = ""
     round_trips: int = 0
+    diagnosis: dict[str, Any] | None = None  # with --cause auto: the diagnosis that chose the cause
 
     @property
     def exit_code(self) -> int:
@@ -140,6 +142,7 @@ class Report:
             "recovered": self.recovered,
             "journal": self.journal,
             "round_trips": self.round_trips,
+            **({"diagnosis": self.diagnosis} if self.diagnosis is not None else {}),
         }
 
 
@@ -203,6 +206,57 @@ class HelperSession:
         self.stream.close()
 
 
+# -- evidence: one round trip to the host, then one to each other host that must be asked ----
+
+
+def evidence_request(host: Host, books: list[Playbook], *, since: float | None = None) -> dict[str, Any]:
+    """One collect request for every step of ``books``: what each collector asks, merged."""
+    request = build_request(host, [step for book in books for step in book.evidence])
+    if since is not None and "window" in request:
+        request["window"]["since"] = since
+    return request
+
+
+def read_evidence(
+    host: Host, book: Playbook, answer: dict[str, Any], inventory: Inventory, options: dict[str, Any]
+) -> Context:
+    """The first phase of ``book``'s evidence, read from ``answer`` into a fresh Context."""
+    ctx = Context(host, inventory=inventory, values={"options": dict(options)})
+    return interpret(ctx, book.evidence, answer)
+
+
+def remote_asks(ctx: Context, book: Playbook) -> dict[str, tuple[Host, dict[str, Any]]]:
+    """The second phase: what ``book``'s collectors must ask another host (or nginx's host again), by step."""
+    asks = {}
+    for name, collect, args in book.evidence:
+        asker = COLLECTORS[collect].remote
+        target = asker(ctx, args) if asker else None
+        if target is not None:
+            asks[name] = target
+    return asks
+
+
+def ask_hosts(pool: Transports, run_id: str, asks: dict[str, tuple[Host, dict[str, Any]]]) -> dict[str, Any]:
+    """Every second-phase request, in one round trip per host (a batch the helper runs side by side)."""
+    by_host: dict[str, tuple[Host, dict[str, Any]]] = {}
+    for key, (other, request) in asks.items():
+        request.update(run_id=run_id, journal_dir=other["journal_dir"])
+        by_host.setdefault(other.name, (other, {}))[1][key] = request
+    answers: dict[str, Any] = {}
+    for other, requests in by_host.values():
+        batch = call_helper(pool.get(other), other, {"op": "batch", "requests": requests})
+        for key, part in batch.get("answers", {}).items():
+            answers[key] = _answer(other, json.dumps(part).encode(), "batch", "")
+    return answers
+
+
+def finish_evidence(ctx: Context, book: Playbook, answer: dict[str, Any], remote: dict[str, Any]) -> Context:
+    """Read the second phase (``remote``: answers by step name) into ``ctx``."""
+    if any(COLLECTORS[c].remote for _, c, _ in book.evidence):
+        ctx = interpret(ctx, [s for s in book.evidence if COLLECTORS[s[1]].remote], answer, remote=remote)
+    return ctx
+
+
 def run(
     host: Host,
     cause: str,
@@ -219,9 +273,14 @@ def run(
     inventory: Inventory | None = None,
     insecure_tls: bool = False,
     validate: bool = True,
+    since: float | None = None,
+    show_diagnosis: Callable[[Any], None] | None = None,
 ) -> Report:
     """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
 
+    ``cause="auto"`` diagnoses first (remediate.diagnose) and fixes only a confident, fixable
+    verdict, from the diagnosis' own evidence; ``show_diagnosis`` sees the diagnosis first.
+    ``since`` is the error-log window in seconds (default: the error_log collector's, 15 minutes).
     ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
     ``insecure_tls`` lets the invalid-response fix turn proxy_ssl_verify off when no CA can be
     trusted: a temporary workaround, reported as such. With ``check``, ``validate`` runs the
@@ -230,13 +289,13 @@ def run(
     from remediate.inventory import load_inventory
     from remediate.journal import new_run_id, open_journal
 
-    book = find_playbook(cause, playbooks)
+    book = None if cause == "auto" else find_playbook(cause, playbooks)
     report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause)
     log, fh, path = open_journal(report.run_id, host=host.name, cause=cause)
     report.journal = str(path)
     pool = Transports(host, transport, accept_new_host_key)
     try:
-        log.info("start", step="start", check=check, playbook=book.path)
+        log.info("start", step="start", check=check, playbook=book.path if book else "auto")
         if inventory is None:
             inventory = load_inventory(host.inventory_file)
         _run(
@@ -253,6 +312,9 @@ def run(
             pause=test_pause_after_write,
             options={"insecure_tls": insecure_tls},
             validate=validate,
+            since=since,
+            playbook_dirs=playbooks,
+            show_diagnosis=show_diagnosis,
         )
     except Refused as exc:
         report.outcome, report.message = "refused", str(exc)
@@ -266,7 +328,7 @@ def run(
 
 def _run(
     host: Host,
-    book: Playbook,
+    book: Playbook | None,
     pool: Transports,
     inventory: Inventory,
     report: Report,
@@ -279,45 +341,60 @@ def _run(
     pause: float | None,
     options: dict[str, Any],
     validate: bool = True,
+    since: float | None = None,
+    playbook_dirs: list[str] | None = None,
+    show_diagnosis: Callable[[Any], None] | None = None,
 ) -> None:
     """The run's body; sets report.outcome, or raises Refused."""
     # 1. evidence, in one round trip to a helper session that also takes the lock and keeps it
     #    until this run ends (not for --check: it writes nothing, so it needs no lock)
     started = time.monotonic()
-    request = build_request(host, book.evidence)
-    request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
     transport = pool.get(host)
-    session: HelperSession | None = None
-    if check:
-        answer = call_helper(transport, host, request)
+    opened: list[HelperSession] = []
+
+    def first_call(request: dict[str, Any]) -> dict[str, Any]:
+        request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
+        if check:
+            answer = call_helper(transport, host, request)
+        else:
+            opened.append(HelperSession(transport, host))
+            pool.sessions.append(opened[-1])
+            answer = opened[-1].call({**request, "lock": True})
+        lock = answer.get("lock")
+        if lock and not lock.get("acquired"):
+            raise Refused(lock_message(host, lock.get("held") or {}))
+        report.recovered = answer.get("recovered") or []
+        if lock and lock.get("stale"):
+            log.warning("stale-lock", step="lock", previous=lock["stale"])
+        return answer
+
+    if book is None:
+        # --cause auto: the diagnosis' own evidence (every candidate playbook's, in the same round
+        # trips) decides the cause, and the chosen playbook goes on from it without asking again.
+        from remediate.diagnose import choose_cause, gather
+
+        diagnosis, contexts = gather(
+            host, inventory, pool, first_call, since=since, playbooks=playbook_dirs, run_id=report.run_id,
+            options=options,
+        )  # fmt: skip
+        diagnosis.round_trips = pool.round_trips
+        report.diagnosis = diagnosis.to_json()
+        if show_diagnosis is not None:
+            show_diagnosis(diagnosis)
+        report.cause = choose_cause(diagnosis)
+        book = find_playbook(report.cause, playbook_dirs)
+        ctx = contexts[report.cause]
+        what = f"the diagnosis' evidence ({len(contexts)} playbook(s))"
     else:
-        session = HelperSession(transport, host)
-        pool.sessions.append(session)
-        answer = session.call({**request, "lock": True})
-    lock = answer.get("lock")
-    if lock and not lock.get("acquired"):
-        raise Refused(lock_message(host, lock.get("held") or {}))
-    report.recovered = answer.get("recovered") or []
-    if lock and lock.get("stale"):
-        log.warning("stale-lock", step="lock", previous=lock["stale"])
-    ctx = Context(host, inventory=inventory, values={"options": options})
-    ctx = interpret(ctx, book.evidence, answer)
-    # Second phase: evidence from the host behind nginx, one round trip to it.
-    remote: dict[str, dict[str, Any]] = {}
-    for name, collect, args in book.evidence:
-        asker = COLLECTORS[collect].remote
-        target = asker(ctx, args) if asker else None
-        if target is not None:
-            other, other_request = target
-            other_request.update(run_id=report.run_id, journal_dir=other["journal_dir"])
-            remote[name] = call_helper(pool.get(other), other, other_request)
-    if remote or any(COLLECTORS[c].remote for _, c, _ in book.evidence):
-        ctx = interpret(ctx, [s for s in book.evidence if COLLECTORS[s[1]].remote], answer, remote=remote)
+        answer = first_call(evidence_request(host, [book], since=since))
+        ctx = read_evidence(host, book, answer, inventory, options)
+        ctx = finish_evidence(ctx, book, answer, ask_hosts(pool, report.run_id, remote_asks(ctx, book)))
+        what = f"{len(book.evidence)} collector(s)"
+    session = opened[0] if opened else None
     _check_journal_location(host, ctx)
     report.evidence = {name: to_json(ctx.values[name]) for name, _, _ in book.evidence}
-    hosts = 1 + len(remote)
-    trips = f"{hosts} round trips" if hosts > 1 else "one round trip"
-    report.step("evidence", True, f"{len(book.evidence)} collector(s) in {trips}", started)
+    trips = pool.round_trips
+    report.step("evidence", True, f"{what} in {trips} round trip{'s' if trips != 1 else ''}", started)
     log.info("evidence", step="evidence", evidence=report.evidence, recovered=report.recovered)
 
     # 2. decision

@@ -262,3 +262,31 @@ def test_offline_diagnosis_streams_the_window_in_pieces(tmp_path: Path) -> None:
     whole, other = summarize(text)
     assert [(f.label, f.count) for f in result.findings] == [(f.label, f.count) for f in whole]
     assert result.other == other and result.window["bytes"] == len(text)
+
+
+def test_collectors_read_the_log_through_the_classifier(tmp_path: Path) -> None:
+    """The playbooks' collectors see what diagnose sees: a FreeBSD refused connect behind a syslog prefix is the
+    down playbook's refused upstream; a musl-spelled timeout is the timeout playbook's; a client's timeout is not."""
+    from conftest import text_context
+
+    from remediate.collect.down import _read_refused
+    from remediate.collect.timeout import _latest_timeout
+    from remediate.evidence import Log
+
+    site = b"http { server { listen 80; location / { proxy_pass http://10.0.0.9:8080; } } }\n"
+    ctx = text_context(tmp_path, site)
+    fields = ', client: 10.1.1.1, server: x, request: "GET /a HTTP/1.1", upstream: "http://10.0.0.9:8080/a", host: "x"'
+    ctx.by_collector["error_log"] = Log(
+        "/e.log",
+        "Nov 21 10:00:01 web01 nginx: 2026/11/21 10:00:01 [error] 5#5: *1 connect() failed (61: Connection refused)"
+        f" while connecting to upstream{fields}\n"
+        "2026/11/21 10:00:02 [error] 5#5: *2 client timed out (110: Connection timed out) while reading upstream"
+        f"{fields}\n"
+        "web-1  | 2026/11/21 10:00:03 [error] 5#5: *3 upstream timed out (110: Operation timed out) while reading "
+        f"response header from upstream{fields}\n",
+    )
+    refused = _read_refused(ctx, {}, {})["latest"]
+    assert (refused["address"], refused["count"], refused["uri"]) == ("10.0.0.9:8080", 1, "/a")
+    timed = _latest_timeout(ctx)
+    assert timed is not None and timed["directive"] == "proxy_read_timeout" and timed["count"] == 1
+    assert "*3 upstream timed out" in timed["example"]

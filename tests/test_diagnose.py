@@ -43,6 +43,10 @@ def test_diagnose_names_each_cause_with_its_signature(lab: Lab, lab_cfg: LabConf
         assert re.search(spec.signature, finding["lines"]["example"]), finding
     assert finding["confidence"] in ("high", "confirmed, not fixable")
     assert finding["facts"], "the playbook's evidence must be part of the verdict"
+    # One round trip to web01 for the window and every candidate playbook's evidence, one more for what
+    # that pointed at (the backend asked directly, dig, stub_status), and one to the host that owns a
+    # refused address (down, proxy-pass: app01).
+    assert 1 <= result["round_trips"] <= (3 if spec.cause in ("down", "proxy-pass") else 2), result["round_trips"]
 
 
 FIXABLE = [b for b in BREAKS if (b.cause, b.variant) != ("dns", "nxdomain")]
@@ -56,6 +60,22 @@ def test_cause_auto_fixes_a_confident_verdict(lab: Lab, lab_cfg: LabConfig, spec
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
     assert f"auto: the diagnosis names {spec.cause}" in done.stdout
     assert lab.probe(lab_cfg, PROBES[spec.probe]) == 200
+
+
+@pytest.mark.parametrize(("cause", "variant", "applies"), [("socket", "missing", 1), ("down", "crash", 2)])
+def test_cause_auto_adds_only_the_apply_round_trips(
+    lab: Lab, lab_cfg: LabConfig, cause: str, variant: str, applies: int
+) -> None:
+    """`run --cause auto` goes on from the diagnosis' own evidence: its round trips are the diagnosis'
+    plus one apply per host changed (down: restart on app01, then reload and probe on web01)."""
+    _fresh_break(lab, lab_cfg, cause, variant)
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "auto", "--yes", "--json")
+    report = json.loads(done.stdout)
+    assert done.returncode == EXIT_OK and report["outcome"] == "fixed", report
+    assert report["cause"] == cause and report["diagnosis"]["verdict"] == cause
+    assert report["round_trips"] == report["diagnosis"]["round_trips"] + applies, report["steps"]
+    evidence = next(s for s in report["steps"] if s["step"] == "evidence")
+    assert "the diagnosis' evidence" in evidence["detail"]
 
 
 def test_cause_auto_refuses_a_cause_it_cannot_fix(lab: Lab, lab_cfg: LabConfig) -> None:
@@ -90,3 +110,48 @@ def test_a_healthy_host_is_unknown(lab: Lab, lab_cfg: LabConfig) -> None:
     assert result["verdict"] == "unknown" and result["findings"] == []
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "auto", "--yes")
     assert done.returncode == EXIT_REFUSED
+
+
+def _no_live_lines(n: int = 3) -> bytes:
+    """What nginx logs once every server of app_pool is marked failed (ngx_http_upstream_connect)."""
+    import time
+
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+    return b"".join(
+        f"{stamp} [error] 77#77: *{900 + i} no live upstreams while connecting to upstream, client: 127.0.0.1, "
+        f'server: web01.lab, request: "GET / HTTP/1.1", upstream: "http://app_pool/", host: "web01.lab"\n'.encode()
+        for i in range(n)
+    )
+
+
+def test_no_live_upstreams_is_named_by_the_failure_that_caused_it(lab: Lab, lab_cfg: LabConfig) -> None:
+    """"no live upstreams" beside the refused connects that marked the peers down: the finding is a consequence
+    of down, and the verdict is down (the cause, not the symptom)."""
+    _fresh_break(lab, lab_cfg, "down", "crash")
+    with (lab.dir / "web01" / "nginx" / "logs" / "error.log").open("ab") as fh:
+        fh.write(_no_live_lines())
+    result = _diagnose(lab)
+    assert result["verdict"] == "down", result
+    no_live = next(f for f in result["findings"] if f["label"] == "no-live-upstreams")  # type: ignore[attr-defined]
+    assert no_live["cause"] == "down" and no_live["confidence"] == "consequence" and not no_live["fixable"]
+    assert "marked failed by the down lines" in no_live["facts"][-1]["reason"]
+
+
+@pytest.mark.parametrize(("crashed", "cause", "says"), [(True, "down", "refuses"), (False, "", "answer now")])
+def test_no_live_upstreams_alone_asks_the_peers(
+    lab: Lab, lab_cfg: LabConfig, crashed: bool, cause: str, says: str
+) -> None:
+    """Only "no live upstreams" in the window: the servers of that upstream block are asked from web01. A peer that
+    refuses names down; one that answers says the failure is over; neither is a verdict a run may act on."""
+    if crashed:
+        _fresh_break(lab, lab_cfg, "down", "crash")
+    else:
+        lab.reset()
+    (lab.dir / "web01" / "nginx" / "logs" / "error.log").write_bytes(_no_live_lines())
+    result = _diagnose(lab)
+    no_live = next(f for f in result["findings"] if f["label"] == "no-live-upstreams")  # type: ignore[attr-defined]
+    assert no_live["cause"] == (cause or "no-live-upstreams") and says in no_live["facts"][-1]["reason"], no_live
+    assert list(no_live["peers"]) == [f"{lab_cfg.addr(2)}:{lab_cfg.app_port}"]
+    assert not no_live["fixable"] and result["round_trips"] == 2
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "auto", "--yes")
+    assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr

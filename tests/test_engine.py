@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from remediate.collect.socket import parse_ini_sections
 from remediate.errors import InputError, Refused, RemediateError
-from remediate.evidence import Context, Log, parse_ini_sections
+from remediate.evidence import Context, Log
 from remediate.inventory import load_inventory
 from remediate.modules import INI_MARKER, ini_set, service_restart
 from remediate.playbook import evaluate, find_playbook, load_playbook, load_playbooks, render

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, site_conf, text_context
 
+from remediate.collect.nginx import nginx_seconds
 from remediate.errors import EXIT_OK
-from remediate.evidence import Context, nginx_seconds
+from remediate.evidence import Context
 from remediate.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.modules import nginx_timeout

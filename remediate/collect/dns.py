@@ -22,19 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from remediate import values
-from remediate.evidence import (
-    Collector,
-    Context,
-    Hit,
-    Request,
-    enclosing,
-    in_effect,
-    location_for,
-    log_hits,
-    new_request,
-    probes_under,
-    summary,
-)
+from remediate.collect.nginx import enclosing, in_effect, location_for, probes_under
+from remediate.evidence import Collector, Context, Hit, Request, log_hits, new_request, summary
 from remediate.inventory import Host
 
 __all__ = ["COLLECTORS", "TARGET", "is_address", "parse_dig"]
@@ -43,9 +32,8 @@ RESOLV_CONF = "/etc/resolv.conf"
 _NO_RESOLVER = re.compile(r"no resolver defined to resolve (?P<name>[^\s,]+)")
 _NOT_RESOLVED = re.compile(r"(?P<name>[^\s,]+) could not be resolved \((?P<code>\d+): (?P<text>[^)]*)\)")
 _HOST_NOT_FOUND = re.compile(r'host not found in upstream "(?P<name>[^"]+)"')
-_CONNECT_FAILED = re.compile(
-    r"(?:connect\(\) failed \((?:111|113|101): [^)]*\)|upstream timed out \(110: [^)]*\)) while connecting to upstream"
-)
+#: A connect that failed or timed out (the lines labelled down or timeout), on any platform.
+_CONNECT_FAILED = re.compile(r" while connecting to upstream")
 #: A *_pass target: scheme, host (name, address or [IPv6]), port, URI part.
 TARGET = re.compile(r"^(?P<scheme>[a-z]+)://(?P<host>\[[^\]]+\]|[^:/$]+)(?::(?P<port>\d+))?(?P<uri>/.*)?$")
 
@@ -114,13 +102,13 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
     if config is None:
         return None
     kinds: list[tuple[str, list[Hit]]] = [
-        ("no-resolver", log_hits(ctx, _NO_RESOLVER)),
-        ("unresolvable", log_hits(ctx, _NOT_RESOLVED)),
-        ("host-not-found", log_hits(ctx, _HOST_NOT_FOUND)),
+        ("no-resolver", log_hits(ctx, _NO_RESOLVER, ("dns",))),
+        ("unresolvable", log_hits(ctx, _NOT_RESOLVED, ("dns",))),
+        ("host-not-found", log_hits(ctx, _HOST_NOT_FOUND, ("dns",))),
     ]
     # Connect failures count where the location proxies to a static hostname, or did (it now
     # re-resolves through a variable, or is pinned to another address than the one that failed).
-    stale = [h for h in log_hits(ctx, _CONNECT_FAILED) if _name_based(location_for(ctx, h.uri), h)]
+    stale = [h for h in log_hits(ctx, _CONNECT_FAILED, ("down", "timeout")) if _name_based(location_for(ctx, h.uri), h)]
     kinds.append(("stale", stale))
     latest = max(((k, hits) for k, hits in kinds if hits), key=lambda kh: kh[1][-1].time, default=None)
     if latest is None:

@@ -13,37 +13,20 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from remediate.evidence import (
-    Collector,
-    Context,
-    Request,
-    in_effect,
-    location_for,
-    log_hits,
-    new_request,
-    no_ask,
-    owner_of,
-    probes_under,
-    service_on_port,
-    summary,
-)
+from remediate.collect.down import owner_of, service_on_port
+from remediate.collect.nginx import in_effect, location_for, probes_under
+from remediate.evidence import Collector, Context, Request, log_hits, new_request, no_ask, summary
 from remediate.inventory import Host
 
 __all__ = ["COLLECTORS", "SIGNATURE"]
 
-SIGNATURE = re.compile(
-    r"upstream prematurely closed connection while reading response header from upstream"
-    r"|upstream sent (?:invalid header|no valid HTTP/1\.0 header|invalid status|invalid chunked response"
-    r"|too big header|more data than specified in \"Content-Length\" header)"
-    r"|upstream SSL certificate (?:verify error|does not match)"
-    r"|SSL_do_handshake\(\) failed .* while SSL handshaking to upstream"
-    r"|recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream"
-)
+#: What nginx said, with the action: the text of any line the classifier labels invalid-response.
+SIGNATURE = re.compile(r"(?:\] \d+#\d+: (?:\*\d+ )?|nginx: \[[a-z]+\] )(?P<signature>.*?)(?=, client: |\\n|$)")
 _SSL = ("proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_name", "proxy_ssl_server_name")
 
 
 def _finding(ctx: Context) -> dict[str, Any] | None:
-    hits = [h for h in log_hits(ctx, SIGNATURE) if h.upstream]
+    hits = [h for h in log_hits(ctx, SIGNATURE, ("invalid-response",)) if h.upstream]
     if not hits or ctx.config is None:
         return None
     latest = hits[-1]
@@ -59,8 +42,8 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
     port = url.port or (443 if url.scheme == "https" else 80)
     service = service_on_port(owner, port) if owner is not None else None
     return {
-        "signature": latest.match.group(0),
-        "tls_failure": "SSL" in latest.match.group(0),
+        "signature": latest.match.group("signature"),
+        "tls_failure": "SSL" in latest.match.group("signature"),
         "uri": latest.uri,
         "upstream_url": latest.upstream,
         "scheme": url.scheme,

@@ -15,22 +15,13 @@ import math
 import re
 from typing import Any
 
-from remediate.evidence import (
-    Collector,
-    Context,
-    Request,
-    location_for,
-    log_hits,
-    new_request,
-    pid_file,
-    probes_under,
-    summary,
-)
+from remediate.collect.nginx import location_for, pid_file, probes_under
+from remediate.evidence import Collector, Context, Request, log_hits, new_request, summary
 from remediate.inventory import Host
 
 __all__ = ["COLLECTORS", "service_limit_file", "size_workers"]
 
-SIGNATURE = re.compile(r"worker_connections are not enough|\(24: Too many open files\)")
+SIGNATURE = re.compile(r"")  # every line the classifier labels workers
 NGINX_DEFAULT_CONNECTIONS = 512  # worker_connections when the events block does not set it
 
 
@@ -59,7 +50,7 @@ def _stub_status_url(ctx: Context) -> str | None:
 
 
 def _finding(ctx: Context) -> dict[str, Any] | None:
-    hits = log_hits(ctx, SIGNATURE)
+    hits = log_hits(ctx, SIGNATURE, ("workers",))
     config = ctx.config
     if not hits or config is None:
         return None
@@ -138,6 +129,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     ceiling = int(ctx.host["worker_connections_ceiling"])
     master = limits.get("master") or {}
     started = limits.get("workers_started") or ""
+    hits = log_hits(ctx, SIGNATURE, ("workers",))
     return {
         **found,
         "found": True,
@@ -157,7 +149,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
         "workers_started": started,
         # Lines after the second the running workers started (log times have 1 s resolution; a line in that
         # second is taken as the old workers'): 0 means the config now in effect has not run out.
-        "lines_since_workers": len([h for h in log_hits(ctx, SIGNATURE) if h.time > started]) if started else None,
+        "lines_since_workers": len([h for h in hits if h.time > started]) if started else None,
     }
 
 

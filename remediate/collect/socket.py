@@ -1,0 +1,82 @@
+"""Evidence for the socket cause: the PHP-FPM pools and every unix socket nginx passes to."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from remediate.collect.nginx import ask_nginx, probes_for
+from remediate.evidence import Collector, Context, Request
+from remediate.inventory import Host
+
+# -- php_fpm_pools ---------------------------------------------------------------------
+
+_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_.\[\]]+)\s*=\s*(.*?)\s*(;.*)?$")
+
+
+def parse_ini_sections(text: str) -> dict[str, dict[str, str]]:
+    """Flat ``key = value`` per ``[section]`` (php-fpm pool files): the last value of a key wins."""
+    sections: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.lstrip().startswith((";", "#")):
+            continue
+        if m := _SECTION.match(line):
+            current = m.group(1)
+            sections.setdefault(current, {})
+        elif (m := _KEY.match(line)) and current:
+            sections[current][m.group(1)] = m.group(2).strip("\"'")
+    return sections
+
+
+def _ask_pools(host: Host, args: dict[str, Any], req: Request) -> None:
+    req["files"] += list(host["php_fpm_pools"])
+
+
+def _read_pools(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    pools = []
+    for path in ctx.host["php_fpm_pools"]:
+        entry = resp["files"].get(path)
+        if not entry or "b64" not in entry:
+            continue
+        data = base64.b64decode(entry["b64"])
+        ctx.files[path] = data
+        ctx.stats[path] = entry["stat"]
+        for name, values in parse_ini_sections(data.decode("utf-8", "replace")).items():
+            if name == "global":
+                continue
+            pools.append({"path": path, "name": name, "listen": values.get("listen", ""), "settings": values})
+    return pools
+
+
+# -- unix_sockets ----------------------------------------------------------------------
+
+
+def _ask_sockets(host: Host, args: dict[str, Any], req: Request) -> None:
+    ask_nginx(host, args, req)  # the helper finds the sockets in nginx -T and stats them
+
+
+def _read_sockets(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    pools = ctx.by_collector.get("php_fpm_pools") or []
+    sockets = []
+    for raw in resp.get("nginx", {}).get("unix_sockets", []):
+        pool = next((p for p in pools if p["listen"] == raw["path"]), None)
+        sockets.append({**raw, "pool": pool, "probes": probes_for(ctx, "unix:" + raw["path"])})
+    return {
+        "all": sockets,
+        "missing": [s for s in sockets if not s["exists"]],
+        "denied": [s for s in sockets if s["exists"] and not s["nginx_may_connect"]],
+    }
+
+
+COLLECTORS = (
+    Collector("php_fpm_pools", "the inventory's pool files: each pool's listen and settings", _ask_pools, _read_pools),
+    Collector(
+        "unix_sockets",
+        "every unix socket nginx passes to: exists, owner, mode, may nginx connect",
+        _ask_sockets,
+        _read_sockets,
+    ),
+)
