@@ -202,6 +202,7 @@ def gather(
 
     ``first_call`` sends the one request to ``host`` (a run sends it through its locked session);
     ``pool`` opens the other hosts' transports (remediate.run.Transports)."""
+    from remediate.errors import Refused
     from remediate.playbook import find_playbook
     from remediate.run import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
 
@@ -228,19 +229,31 @@ def gather(
         confirmable = [found]
     causes = list(dict.fromkeys(c for f in confirmable for c in PLAYBOOKS.get(f.label, ["proxy-pass"])))
     options = options or {}
-    contexts = {c: read_evidence(host, books[c], answer, inventory, options) for c in causes}
-    # Second phase: what every candidate must ask, one round trip per host asked.
-    asks = {f"{c}/{name}": target for c in causes for name, target in remote_asks(contexts[c], books[c]).items()}
+    contexts: dict[str, Context] = {}
+    failed: dict[str, str] = {}  # a playbook whose evidence cannot be read (a route remediate cannot tell)
+    asks: dict[str, tuple[Host, dict[str, Any]]] = {}
+    for c in causes:
+        try:
+            contexts[c] = read_evidence(host, books[c], answer, inventory, options)
+            # Second phase: what every candidate must ask, one round trip per host asked.
+            asks.update({f"{c}/{name}": target for name, target in remote_asks(contexts[c], books[c]).items()})
+        except Refused as exc:
+            failed[c] = str(exc)
     no_live = next((f for f in findings if f.label == "no-live-upstreams"), None)
     if no_live is not None:
         asks.update(_peer_asks(host, contexts, answer, no_live, inventory, options))
     remote = ask_hosts(pool, run_id, asks) if asks else {}
-    for c in causes:
+    for c in list(contexts):
         mine = {key.split("/", 1)[1]: value for key, value in remote.items() if key.startswith(c + "/")}
-        contexts[c] = finish_evidence(contexts[c], books[c], answer, mine)
+        try:
+            contexts[c] = finish_evidence(contexts[c], books[c], answer, mine)
+        except Refused as exc:
+            failed[c] = str(exc)
+            del contexts[c]
     for found in confirmable:
         for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
-            _judge(found, cause, *_outcome(books[cause], contexts[cause]))
+            outcome = ("refused", {}, failed[cause]) if cause in failed else _outcome(books[cause], contexts[cause])
+            _judge(found, cause, *outcome)
             if found.fixable:
                 break
     if no_live is not None:
@@ -385,7 +398,7 @@ def _verdict(diagnosis: Diagnosis) -> None:
             # alone, "no live upstreams" is a symptom: say what asking the peers showed
             looks = f" (it looks like {no_live.cause})" if no_live.cause else ""
             diagnosis.reason = (
-                f"only \"no live upstreams\" ({no_live.count} line(s)): {no_live.facts[-1]['reason']}{looks}; "
+                f'only "no live upstreams" ({no_live.count} line(s)): {no_live.facts[-1]["reason"]}{looks}; '
                 "the failure that marked the peers down is not in the window"
             )
 

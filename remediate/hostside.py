@@ -484,7 +484,7 @@ def lock_holder(root):
 
 # -- nginx facts -----------------------------------------------------------------------
 
-_UNIX = re.compile(r"^\s*(fastcgi|uwsgi|scgi|grpc|proxy)_pass\s+(?:[a-z]+://)?unix:([^\s;:]+)", re.M)
+_UNIX = re.compile(r"^\s*(fastcgi|uwsgi|scgi|grpc|proxy|memcached|tunnel)_pass\s+(?:[a-z]+://)?unix:([^\s;:]+)", re.M)
 _USER = re.compile(r"^\s*user\s+([^\s;]+)(?:\s+([^\s;]+))?\s*;", re.M)
 
 
@@ -1144,8 +1144,16 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
         meta["failure"] = {"step": what, "detail": detail}
         with contextlib.suppress(OSError):
             journal.save(meta)
-        return {"outcome": "failed", "failed_step": what, "reason": detail, "steps": steps, "written": False,
-                "restored": [], "problems": [], "journal": journal.run_dir(run_id)}
+        return {
+            "outcome": "failed",
+            "failed_step": what,
+            "reason": detail,
+            "steps": steps,
+            "written": False,
+            "restored": [],
+            "problems": [],
+            "journal": journal.run_dir(run_id),
+        }
 
     # 1. backups (bytes, owner, mode), each read back and checked, before any live file is written
     t0 = now()
@@ -1153,8 +1161,15 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
         journal.save(meta)
     except OSError as exc:
         step("journal", False, cannot("write the journal in", journal.root, exc))
-        return {"outcome": "failed", "failed_step": "journal", "steps": steps, "written": False,
-                "reason": cannot("write the journal in", journal.root, exc), "restored": [], "problems": []}
+        return {
+            "outcome": "failed",
+            "failed_step": "journal",
+            "steps": steps,
+            "written": False,
+            "reason": cannot("write the journal in", journal.root, exc),
+            "restored": [],
+            "problems": [],
+        }
     for index, change in enumerate(changes):
         if change["before_sha"] is None:  # a new file (a drop-in): undone by removing it
             meta["changes"][index].update(backed_up=True, created=True)
@@ -1312,8 +1327,10 @@ def op_rollback(req):
     if meta is None:
         return {"outcome": "refused", "reason": "no run %s in the journal %s" % (req["target"], journal.root)}
     if meta["state"] == "unreadable":
-        return {"outcome": "refused", "reason": "the journal entry of run %s is unreadable: %s" % (
-            req["target"], meta["error"])}
+        return {
+            "outcome": "refused",
+            "reason": "the journal entry of run %s is unreadable: %s" % (req["target"], meta["error"]),
+        }
     lock = lock_acquire(journal.root, req["run_id"])
     if not lock["acquired"]:
         return {"outcome": "refused", "reason": "lock held by run %s" % lock["held"].get("run_id")}
@@ -1354,9 +1371,9 @@ def op_status(req):
     out = {"lock": lock_holder(journal.root)}
     if req.get("target"):
         meta = journal.meta(req["target"]) if os.path.isdir(os.path.join(journal.root, RUNS)) else None
-        out["run"] = None if meta is None else {
-            k: meta.get(k) for k in ("run_id", "state", "failure", "error", "recovered_by")
-        }
+        out["run"] = (
+            None if meta is None else {k: meta.get(k) for k in ("run_id", "state", "failure", "error", "recovered_by")}
+        )
     return out
 
 
@@ -1367,20 +1384,29 @@ def op_unlock(req):
     if held is None:
         return {"outcome": "free", "reason": "no run holds the lock on this host"}
     if req.get("target") and held.get("run_id") != req["target"]:
-        return {"outcome": "refused", "held": held,
-                "reason": "the lock is held by run %s, not %s" % (held.get("run_id"), req["target"])}
+        return {
+            "outcome": "refused",
+            "held": held,
+            "reason": "the lock is held by run %s, not %s" % (held.get("run_id"), req["target"]),
+        }
     pid = held.get("pid")
     if not pid or not _is_helper(pid):
-        return {"outcome": "refused", "held": held,
-                "reason": "pid %s that holds the lock is not remediate's helper; look at it by hand" % pid}
+        return {
+            "outcome": "refused",
+            "held": held,
+            "reason": "pid %s that holds the lock is not remediate's helper; look at it by hand" % pid,
+        }
     os.kill(pid, signal.SIGTERM)
     deadline = now() + float(req.get("wait", 10))
     while now() < deadline:
         if lock_holder(journal.root) is None:
             return {"outcome": "released", "held": held, "reason": "run %s let go of the lock" % held.get("run_id")}
         time.sleep(0.05)
-    return {"outcome": "waiting", "held": held,
-            "reason": "run %s is inside its transaction; it lets go when that ends" % held.get("run_id")}
+    return {
+        "outcome": "waiting",
+        "held": held,
+        "reason": "run %s is inside its transaction; it lets go when that ends" % held.get("run_id"),
+    }
 
 
 def _is_helper(pid):

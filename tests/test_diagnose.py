@@ -125,7 +125,7 @@ def _no_live_lines(n: int = 3) -> bytes:
 
 
 def test_no_live_upstreams_is_named_by_the_failure_that_caused_it(lab: Lab, lab_cfg: LabConfig) -> None:
-    """"no live upstreams" beside the refused connects that marked the peers down: the finding is a consequence
+    """ "no live upstreams" beside the refused connects that marked the peers down: the finding is a consequence
     of down, and the verdict is down (the cause, not the symptom)."""
     _fresh_break(lab, lab_cfg, "down", "crash")
     with (lab.dir / "web01" / "nginx" / "logs" / "error.log").open("ab") as fh:

@@ -61,6 +61,37 @@ http {
     server { listen ADDR:PORT; server_name ~^(?<sub>.+)\\.regex\\.test$; location / { return 200 "regex-server"; } }
     server { listen ADDR:PORT; server_name exact.example.com; location / { return 200 "exact-server"; } }
     server { listen ADDR:PORT; server_name .dot.test; location / { return 200 "dot-server"; } }
+""".replace("ADDR", ADDR).replace("PORT", str(PORT))
+
+# PCRE-only syntax (remediate.nginx.pcre translates it or refuses), port ranges, and "." segments.
+PCRE_SITE = r"""
+    server {
+        listen ADDR:PORT;
+        listen ADDR:8100-8102;
+        server_name pcre.test;
+        location / { return 200 "p-root"; }
+        location ~ ^/h\hx$ { return 200 "h-space"; }
+        location ~ "^/x\x{41}$" { return 200 "hex-brace"; }
+        location ~ ^/q\Q.+\E$ { return 200 "quoted"; }
+        location ~ ^/z/end\z { return 200 "end-z"; }
+        location ~ ^/(?i)caseless/ { return 200 "inline-caseless"; }
+        location ~ ^/mid/(?i)x$ { return 200 "mid-flag"; }
+        location ~ ^/posix/[[:digit:]]+$ { return 200 "posix-digit"; }
+        location ~ ^/names/(?<a>[a-z]+)/\k<a>$ { return 200 "backref"; }
+        location ~ "^/notspace/[[:^space:]]{2}$" { return 200 "posix-negated"; }
+        location ~ ^/dots/a/b/$ { return 200 "dots-slash"; }
+        location /dots/ { return 200 "dots-prefix"; }
+    }
+    server { listen ADDR:PORT; server_name ~^(?i)UPPER\.test$; location / { return 200 "inline-server"; } }
+    server {
+        listen ADDR:PORT;
+        server_name unicode.test;
+        location = /exact { return 200 "u-exact"; }
+        location ^~ /plain/ { return 200 "u-plain"; }
+        location / { return 200 "u-root"; }
+        location ~ "^/unicode/\p{Lu}" { return 200 "unicode"; }
+        location ~ ^/(?|a(x)|b(y))$ { return 200 "branch-reset"; }
+    }
 }
 """.replace("ADDR", ADDR).replace("PORT", str(PORT))
 
@@ -104,14 +135,13 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxConfig]:
+def _serve(d: Path, site: str) -> Iterator[NginxConfig]:
+    """A real nginx running ``site`` in ``d`` until the module's tests end: the oracle."""
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx_bin).exists():
         pytest.fail("nginx is not installed: apt-get install nginx", pytrace=False)
-    d = tmp_path_factory.mktemp("nginx-match")
     conf = d / "nginx.conf"
-    conf.write_text(SITE.replace("{d}", str(d)))
+    conf.write_text(site.replace("{d}", str(d)))
     proc = subprocess.Popen(
         [nginx_bin, "-p", str(d), "-c", str(conf), "-g", "daemon off; master_process off;"],
         stderr=subprocess.PIPE,
@@ -132,8 +162,13 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxConfig]:
         proc.wait(10)
 
 
-def _nginx_says(host: str, uri: str) -> str:
-    conn = http.client.HTTPConnection(ADDR, PORT, timeout=5)
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxConfig]:
+    yield from _serve(tmp_path_factory.mktemp("nginx-match"), SITE + PCRE_SITE)
+
+
+def _nginx_says(host: str, uri: str, port: int = PORT) -> str:
+    conn = http.client.HTTPConnection(ADDR, port, timeout=5)
     try:
         conn.request("GET", uri, headers={"Host": host})
         return conn.getresponse().read().decode()
@@ -141,8 +176,8 @@ def _nginx_says(host: str, uri: str) -> str:
         conn.close()
 
 
-def _we_say(config: NginxConfig, host: str, uri: str) -> str:
-    match = route(config, host, uri, PORT, ADDR)
+def _we_say(config: NginxConfig, host: str, uri: str, port: int = PORT) -> str:
+    match = route(config, host, uri, port, ADDR)
     assert match is not None and match.location is not None
     returns = [d for d in match.location.children if d.name == "return"]
     return returns[0].args[1]
@@ -152,3 +187,93 @@ def _we_say(config: NginxConfig, host: str, uri: str) -> str:
 def test_location_matching_agrees_with_nginx(nginx: NginxConfig, host: str, uri: str) -> None:
     """Our choice of server and location for (host, uri) is the one real nginx makes."""
     assert _we_say(nginx, host, uri) == _nginx_says(host, uri)
+
+
+PCRE_CASES = [
+    ("pcre.test", "/h%20x", PORT),
+    ("pcre.test", "/h%09x", PORT),
+    ("pcre.test", "/hx", PORT),
+    ("pcre.test", "/xA", PORT),
+    ("pcre.test", "/xa", PORT),
+    ("pcre.test", "/q.+", PORT),
+    ("pcre.test", "/qa+", PORT),
+    ("pcre.test", "/z/end", PORT),
+    ("pcre.test", "/CASELESS/x", PORT),
+    ("pcre.test", "/mid/X", PORT),
+    ("pcre.test", "/MID/x", PORT),
+    ("pcre.test", "/posix/123", PORT),
+    ("pcre.test", "/posix/12a", PORT),
+    ("pcre.test", "/names/ab/ab", PORT),
+    ("pcre.test", "/names/ab/cd", PORT),
+    ("pcre.test", "/notspace/ab", PORT),
+    ("pcre.test", "/notspace/a%20", PORT),
+    ("pcre.test", "/dots/a/b/.", PORT),
+    ("pcre.test", "/dots/a/b/c/..", PORT),
+    ("pcre.test", "/dots/a/b/c/../", PORT),
+    ("pcre.test", "/dots/a/b", PORT),
+    ("pcre.test", "/posix/7", 8101),
+    ("unknown.test", "/mid/x", 8102),
+    ("upper.test", "/", PORT),
+    ("unicode.test", "/exact", PORT),
+    ("unicode.test", "/plain/x", PORT),
+]
+
+
+@pytest.mark.parametrize(("host", "uri", "port"), PCRE_CASES, ids=[f"{h}:{p}{u}" for h, u, p in PCRE_CASES])
+def test_pcre_only_syntax_port_ranges_and_dot_segments_agree_with_nginx(
+    nginx: NginxConfig, host: str, uri: str, port: int
+) -> None:
+    """PCRE syntax Python's re spells differently is translated exactly; a listen port range serves each of its
+    ports; "/a/b/." keeps its slash and "/a/b/c/.." resolves to "/a/b/", as nginx does."""
+    assert _we_say(nginx, host, uri, port) == _nginx_says(host, uri, port)
+
+
+@pytest.mark.parametrize("uri", ["/unicode/A", "/unicode/a", "/ax", "/other"])
+def test_a_regex_remediate_cannot_read_is_cannot_route_never_a_guess(nginx: NginxConfig, uri: str) -> None:
+    """\\p{Lu} and a branch reset (?|...) have no exact Python spelling: any URI nginx would test against them
+    is "cannot route" (a refusal), never a location nginx might not choose; URIs decided before them still route."""
+    from remediate.nginx.match import CannotRoute
+
+    assert _nginx_says("unicode.test", uri) in ("unicode", "u-root", "branch-reset")
+    with pytest.raises(CannotRoute, match=r"cannot route: location ~ .*\\p|branch reset"):
+        route(nginx, "unicode.test", uri, PORT, ADDR)
+
+
+def test_memcached_and_tunnel_pass_are_upstream_passes() -> None:
+    """memcached_pass and tunnel_pass hand the request to an upstream like proxy_pass does."""
+    site = (
+        b"http { server { listen 80; location /m { memcached_pass 127.0.0.1:11211; }"
+        b" location /t { tunnel_pass 10.0.0.3:22; } location /p { proxy_pass http://b; } } }\n"
+    )
+    config = NginxConfig.from_files({"/n.conf": site}, "/n.conf")
+    assert [(p.directive.name, p.target) for p in config.passes()] == [
+        ("memcached_pass", "127.0.0.1:11211"),
+        ("tunnel_pass", "10.0.0.3:22"),
+        ("proxy_pass", "http://b"),
+    ]
+
+
+def test_a_playbook_whose_route_is_unknown_refuses(tmp_path: Path) -> None:
+    """A collector that must route a failing request through a regex remediate cannot read refuses (exit 3) with
+    the location and the reason; it does not pick a location nginx might not."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import text_context
+
+    from remediate.collect.timeout import _latest_timeout
+    from remediate.errors import EXIT_REFUSED, Refused
+    from remediate.evidence import Log
+    from remediate.nginx.match import CannotRoute
+
+    site = b'http { server { listen 80; location / { proxy_pass http://a; }\n'
+    site += b'location ~ "^/\\p{Lu}" { return 404; } } }\n'
+    ctx = text_context(tmp_path, site)
+    ctx.by_collector["error_log"] = Log(
+        "/e.log",
+        "2026/11/21 10:00:03 [error] 5#5: *3 upstream timed out (110: Connection timed out) while reading response "
+        'header from upstream, client: ::1, server: x, request: "GET /Slow HTTP/1.1", upstream: "http://a/Slow"\n',
+    )
+    with pytest.raises(CannotRoute, match=r"location ~ \^/\\p\{Lu\} \(/n.conf:2\) uses a Unicode property") as caught:
+        _latest_timeout(ctx)
+    assert isinstance(caught.value, Refused) and caught.value.exit_code == EXIT_REFUSED

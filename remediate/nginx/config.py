@@ -21,7 +21,16 @@ __all__ = ["NginxConfig", "Pass", "split_dump"]
 
 _HEADER = re.compile(rb"^# configuration file (/[^\n]*):\n", re.MULTILINE)
 _GLOB_CHARS = re.compile(r"[*?\[]")
-PASS_DIRECTIVES = ("proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass")
+#: Every directive that hands a request to an upstream (tunnel_pass: ngx_http_tunnel_module, nginx 1.29).
+PASS_DIRECTIVES = (
+    "proxy_pass",
+    "fastcgi_pass",
+    "uwsgi_pass",
+    "scgi_pass",
+    "grpc_pass",
+    "memcached_pass",
+    "tunnel_pass",
+)
 
 
 def split_dump(text: bytes) -> list[tuple[str, bytes]]:
@@ -159,7 +168,7 @@ class NginxConfig:
         return {d.args[0]: d for d in self.find("upstream", http) if d.args}
 
     def passes(self) -> list[Pass]:
-        """Every proxy/fastcgi/uwsgi/scgi/grpc_pass with the server and location around it."""
+        """Every *_pass of PASS_DIRECTIVES with the server and location around it."""
         found = []
         for d, ctx in self.walk():
             if d.name in PASS_DIRECTIVES:

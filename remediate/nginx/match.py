@@ -19,10 +19,12 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from remediate.errors import Refused
 from remediate.nginx.config import NginxConfig
 from remediate.nginx.parser import Directive
+from remediate.nginx.pcre import Untranslatable, compile_pcre
 
-__all__ = ["Location", "Match", "Route", "normalize_uri", "parse_location", "route"]
+__all__ = ["CannotRoute", "Location", "Match", "Route", "normalize_uri", "parse_location", "route"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,23 @@ class Location:
     pattern: str
 
     def regex(self) -> re.Pattern[str]:
-        return pcre(self.pattern, caseless=self.modifier == "~*")
+        try:
+            return compile_pcre(self.pattern, caseless=self.modifier == "~*")
+        except Untranslatable as exc:
+            where = self.directive.where
+            raise CannotRoute(f"cannot route: location {self.modifier} {self.pattern} ({where}) uses {exc}") from None
 
 
-def pcre(pattern: str, *, caseless: bool = False) -> re.Pattern[str]:
-    """A PCRE pattern as Python's re reads it: (?<name>...) becomes (?P<name>...)."""
-    source = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)
-    return re.compile(source, re.IGNORECASE if caseless else 0)
+class CannotRoute(Refused):
+    """A regex nginx would test here is one remediate cannot match exactly: it will not guess the route."""
+
+
+def pcre(pattern: str, *, caseless: bool = False, where: str = "") -> re.Pattern[str]:
+    """A PCRE pattern as nginx matches it (remediate.nginx.pcre), or CannotRoute."""
+    try:
+        return compile_pcre(pattern, caseless=caseless)
+    except Untranslatable as exc:
+        raise CannotRoute(f"cannot route: the regex {pattern} ({where or 'server_name'}) uses {exc}") from None
 
 
 def parse_location(d: Directive) -> Location:
@@ -67,7 +79,8 @@ def normalize_uri(uri: str) -> str:
     decoded = unquote_to_bytes(path).decode("utf-8", "surrogateescape")
     merged = re.sub(r"/{2,}", "/", decoded)
     normal = posixpath.normpath(merged)
-    if merged.endswith("/") and normal != "/":
+    # ngx_http_parse_complex_uri keeps the slash a "." or ".." segment leaves: /a/b/. is /a/b/, /a/b/.. is /a/
+    if (merged.endswith(("/", "/.", "/..")) or merged in (".", "..")) and normal != "/":
         normal += "/"
     return normal if normal.startswith("/") else "/" + normal
 
@@ -89,6 +102,9 @@ class _Listen:
     default: bool
 
 
+_PORTS = re.compile(r"(\d+)(?:-(\d+))?")
+
+
 def _listens(config: NginxConfig, server: Directive) -> list[_Listen]:
     found = []
     for d in config.find("listen", server):
@@ -100,15 +116,19 @@ def _listens(config: NginxConfig, server: Directive) -> list[_Listen]:
             continue
         if spec.startswith("["):
             addr, _, rest = spec[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 80
+            ports = rest[1:] if rest.startswith(":") else "80"
         elif ":" in spec:
-            addr, _, port_text = spec.rpartition(":")
-            port = int(port_text)
-        elif spec.isdigit():
-            addr, port = "*", int(spec)
+            addr, _, ports = spec.rpartition(":")
+        elif _PORTS.fullmatch(spec):
+            addr, ports = "*", spec
         else:
-            addr, port = spec, 80
-        found.append(_Listen("*" if addr in ("*", "0.0.0.0", "::") else addr, port, default))
+            addr, ports = spec, "80"
+        m = _PORTS.fullmatch(ports)
+        if m is None:
+            continue  # a variable or a typo: nginx -T would not have printed it
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))  # "listen 8000-8010": a port range
+        for port in range(first, min(last, first + 65535) + 1):
+            found.append(_Listen("*" if addr in ("*", "0.0.0.0", "::") else addr, port, default))
     return found or [_Listen("*", 80, False)]
 
 
@@ -154,7 +174,8 @@ def find_server(config: NginxConfig, host: str, port: int = 80, addr: str | None
     if best:
         return best[1]
     for server, pattern in regex:
-        if pcre(pattern, caseless=True).search(name):  # nginx compiles server_name regexes caseless
+        # nginx compiles server_name regexes caseless
+        if pcre(pattern, caseless=True, where=f"server_name ~{pattern}").search(name):
             return server
     for server, listens in candidates:
         if any(ls.default and ls.port == port and listen_addr in (None, ls.addr) for ls in listens):
