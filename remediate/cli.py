@@ -102,7 +102,9 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  remediate run -i lab/inventory.yml --host web01 --cause socket --check   # show the diff only\n"
-            "  remediate run -i lab/inventory.yml --host web01 --cause socket --yes\n\n" + EXIT_CODES
+            "  remediate run -i lab/inventory.yml --host web01 --cause socket --yes\n"
+            "  remediate run -i lab/inventory.yml --host web01 --cause auto --check   # diagnose, then plan\n\n"
+            + EXIT_CODES
         ),
     )
     host_args(run)
@@ -113,6 +115,11 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "confident verdict",
     )
     run.add_argument("--check", action="store_true", help="show what would change, write nothing")
+    run.add_argument(
+        "--since",
+        default="15m",
+        help="the error-log window the evidence reads (and auto diagnoses): 90s, 15m, 2h, 1d (default 15m)",
+    )
     run.add_argument("--yes", "-y", action="store_true", help="apply without asking (required when not on a terminal)")
     run.add_argument(
         "--playbooks", action="append", metavar="DIR", help="extra playbook directory (overrides by cause)"
@@ -382,10 +389,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from remediate.diagnose import parse_since
     from remediate.errors import Refused
     from remediate.inventory import load_inventory
     from remediate.run import Report, run
 
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     inventory = load_inventory(args.inventory)
     host = inventory.host(args.host)
     interactive = sys.stdin.isatty() and not args.json
@@ -420,6 +432,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         inventory=inventory,
         insecure_tls=args.insecure_tls,
         show_diagnosis=show_diagnosis,
+        since=since,
     )
     if args.json:
         _print_json(report.to_json())

@@ -29,7 +29,8 @@ def test_lab_break_help_lists_every_cause() -> None:
 
 def test_usage_errors_are_one_line_with_exit_2() -> None:
     """A bad command line gives one line on stderr and exit code 2."""
-    for args in (("lab", "break", "--cause", "nope", "--dir", "/tmp/no-lab"), ("frobnicate",), ("config",)):
+    bad_since = ("run", "-i", "/tmp/none.yml", "--host", "w", "--cause", "auto", "--since", "soon", "--check")
+    for args in (("lab", "break", "--cause", "nope", "--dir", "/tmp/no-lab"), ("frobnicate",), ("config",), bad_since):
         done = remediate_cli(*args)
         assert done.returncode == EXIT_USAGE, args
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
