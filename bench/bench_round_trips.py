@@ -79,6 +79,7 @@ def main() -> None:
                 capture_output=True,
                 text=True,
                 env={**env, "PYTHONPATH": versions[version]},
+                cwd=versions[version],  # python -m puts the working directory first on sys.path
                 check=False,
             )
             wall = time.perf_counter() - start

@@ -45,13 +45,30 @@ class Message:
     """One row of the table: a message nginx logs, where, and what it means."""
 
     name: str  # the regex group that finds it
-    label: str  # a label, or "by errno": decide() reads the errno and the action
+    label: str  # a label, or "by errno" / "by action": decide() reads the errno and the action
     pattern: str  # the MESSAGE's start, as a regex
     source: str  # file: function(s) that log it (nginx 1.27)
     nginx: str  # the format string, as written in the source
 
 
 MESSAGES: tuple[Message, ...] = (
+    # The two forms a storm is made of, with their errnos spelled out so the scan alone decides them
+    # (the same calls as the "unix" and "connect" rows below, which decide every other errno).
+    Message(
+        "unix_file",
+        "socket",
+        r"connect\(\) to unix:[^ ]*+ failed \((?:1|2|13|111|61|88|38): [^)]*+\) while connecting to upstream",
+        "src/event/ngx_event_connect.c: ngx_event_connect_peer",
+        "connect() to unix:PATH failed (ENOENT|EACCES|EPERM|ECONNREFUSED|ENOTSOCK) while connecting to upstream",
+    ),
+    Message(
+        "refused",
+        "down",
+        r"connect\(\) failed \((?:111|61|113|65|101|51|112|64|100|50|104|54): [^)]*+\) while connecting to upstream",
+        "src/http/ngx_http_upstream.c: ngx_http_upstream_test_connect",
+        "connect() failed (ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EHOSTDOWN|ENETDOWN|ECONNRESET) while connecting "
+        "to upstream",
+    ),
     Message(
         "unix",
         "by errno",
@@ -117,14 +134,23 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "sent",
         "invalid-response",
-        r"upstream (?:sent |prematurely closed |rejected request with error )|memcached sent invalid "
-        r"|upstream SSL certificate (?:verify error|does not match)|peer closed connection in SSL handshake",
+        r"upstream (?:sent (?!duplicate header line)|prematurely closed |rejected request with error )"
+        r"|memcached sent invalid |upstream SSL certificate (?:verify error|does not match)",
         "src/http/ngx_http_upstream.c: ngx_http_upstream_process_header, ngx_http_upstream_ssl_handshake, "
         "ngx_http_upstream_process_headers; src/http/modules/ngx_http_proxy_module.c, ngx_http_fastcgi_module.c, "
         "ngx_http_uwsgi_module.c, ngx_http_scgi_module.c, ngx_http_grpc_module.c, ngx_http_memcached_module.c "
-        "(their process_header/filter functions); src/event/ngx_event_openssl.c: ngx_ssl_handshake",
+        "(their process_header/filter functions)",
         "upstream sent invalid header / upstream prematurely closed connection / upstream sent invalid FastCGI "
         "record type / upstream rejected request with error %ui / upstream SSL certificate verify error",
+    ),
+    Message(
+        "sent_or_not",
+        "by action",
+        r"upstream sent duplicate header line|peer closed connection in SSL handshake",
+        "src/http/ngx_http_upstream.c: ngx_http_upstream_process_header_line (a duplicate is ignored unless it "
+        "is Content-Length and the like); src/event/ngx_event_openssl.c: ngx_ssl_handshake (either side)",
+        'upstream sent duplicate header line: "%V: %V", previous value: "%V: %V"[, ignored] / peer closed '
+        "connection in SSL handshake",
     ),
 )
 
@@ -249,7 +275,7 @@ def decide(row: str, message: str) -> str:
             return "down"
         # An SSL_*() failure towards the upstream carries OpenSSL's reason, not an errno.
         return "invalid-response" if message.startswith("SSL_") and errno is None else "other"
-    if row == "sent":
+    if row == "sent_or_not":
         if message.startswith("upstream sent duplicate header line") and '", ignored' in message:
             return "other"  # a warning: nginx dropped the duplicate and went on
         if message.startswith("peer closed connection") and action_of(message) not in UPSTREAM_ACTIONS:
@@ -294,8 +320,8 @@ def label_of(line: str) -> str:
     return found.label if found is not None else "other"
 
 
-def _hits(text: str) -> Iterator[tuple[int, int, int, str]]:
-    """(line number, line start, line end, label) of every line whose message shows a cause.
+def _hits(text: str) -> Iterator[tuple[int, int, str]]:
+    """(line number, line start, label) of every line whose message shows a cause.
 
     One regex scan over the whole text instead of a Python loop per line: the cost is in the
     regex engine, not the interpreter. A hit counts only when its head is the first head of its
@@ -304,28 +330,51 @@ def _hits(text: str) -> Iterator[tuple[int, int, int, str]]:
     number, pos = 1, 0
     rfind, find, count, first = text.rfind, text.find, text.count, _FIRST_HEAD.search
     found: Iterator[re.Match[str]] = _MESSAGE.finditer(text)
-    if "nginx: [" in text:
+    stderr = "nginx: [" in text
+    if stderr:
         found = heapq.merge(found, _STDERR_MESSAGE.finditer(text), key=lambda m: m.start())
+    if len(_DECIDED) > 1024:
+        _DECIDED.clear()
+    decided, fixed = _DECIDED, _FIXED
     for m in found:
-        start = rfind("\n", 0, m.start()) + 1
-        end = find("\n", m.end())
-        end = len(text) if end < 0 else end
-        head = first(text, start, end)
-        if head is None or head.start() != m.start():
-            continue
+        at = m.start()
+        start = rfind("\n", 0, at) + 1
+        # the first head of its line: no "] " before it (the common case, checked at C speed), else by regex
+        if find("] ", start, at) >= 0 or (stderr and find("nginx: [", start, at) >= 0):
+            end = find("\n", at)
+            head = first(text, start, end if end >= 0 else len(text))
+            if head is None or head.start() != at:
+                continue
         row = m.lastgroup or ""
-        label = decide(row, text[m.start(row) : end])
-        if label == "other":
-            continue
+        label = fixed.get(row)
+        if label is None:
+            begin, end = m.start(row), find("\n", at)
+            end = len(text) if end < 0 else end
+            fields = find(", client: ", begin, end)
+            key = text[begin:fields] if fields >= 0 else None
+            label = decided.get(key) if key is not None else None
+            if label is None:
+                label = decide(row, text[begin:end])
+                if key is not None:  # the message before the fields decides; the lines of a storm share it
+                    decided[key] = label
+            if label == "other":
+                continue
         number += count("\n", pos, start)
         pos = start
-        yield number, start, end, label
+        yield number, start, label
+
+
+#: decide()'s answers by message (the text before ", client: "), shared by every scan; bounded.
+_DECIDED: dict[str, str] = {}
+#: The rows whose label needs no decide(): the scan alone says it.
+_FIXED = {m.name: m.label for m in MESSAGES if not m.label.startswith("by ")}
 
 
 def classify_text(text: str) -> Iterator[Line]:
     """Every line that shows a cause, with its 1-based number (lines labelled ``other`` are skipped)."""
-    for number, start, end, label in _hits(text):
-        line = text[start:end]
+    for number, start, label in _hits(text):
+        end = text.find("\n", start)
+        line = text[start : end if end >= 0 else None]
         head = _STAMP_LEVEL.search(line)
         if head is not None:
             time, level = head.group("time"), head.group("level")
@@ -339,6 +388,6 @@ def classify(text: str) -> list[str]:
     """The label of every line of ``text``, in order (``other`` where no cause shows)."""
     count = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     labels = ["other"] * count
-    for number, _, _, label in _hits(text):
+    for number, _, label in _hits(text):
         labels[number - 1] = label
     return labels
