@@ -392,7 +392,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from remediate.diagnose import parse_since
     from remediate.errors import Refused
     from remediate.inventory import load_inventory
-    from remediate.run import Report, run
+    from remediate.run import Report
 
     try:
         since = parse_since(args.since)
@@ -420,20 +420,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             names = "names" if diagnosis.verdict in diagnosis.causes else "is"
             print(f"auto: the diagnosis {names} {diagnosis.verdict}: {diagnosis.reason}")
 
-    report = run(
-        host,
-        args.cause,
-        check=args.check,
-        yes=args.yes,
-        confirm=confirm,
-        show=show,
-        playbooks=args.playbooks,
-        accept_new_host_key=args.accept_new_host_key,
-        inventory=inventory,
-        insecure_tls=args.insecure_tls,
-        show_diagnosis=show_diagnosis,
-        since=since,
-    )
+    from remediate import api
+
+    with api.open(
+        inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key, playbooks=args.playbooks
+    ) as rem:
+        report = rem.run(
+            host,
+            args.cause,
+            check=args.check,
+            yes=args.yes,
+            confirm=confirm,
+            show=show,
+            insecure_tls=args.insecure_tls,
+            show_diagnosis=show_diagnosis,
+            since=since,
+        )
     if args.json:
         _print_json(report.to_json())
         return report.exit_code
@@ -471,7 +473,7 @@ def _print_head(report: Any) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from remediate.diagnose import diagnose, offline, parse_since
+    from remediate.diagnose import offline, parse_since
 
     try:
         since = parse_since(args.since)
@@ -494,12 +496,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         if not args.host:
             raise UsageError("diagnose needs --host (with -i) or --log FILE")
+        from remediate import api
         from remediate.inventory import load_inventory
 
-        inventory = load_inventory(args.inventory)
-        result = diagnose(
-            inventory.host(args.host), inventory, since=since, accept_new_host_key=args.accept_new_host_key
-        )
+        with api.open(
+            load_inventory(args.inventory), trigger="cli", accept_new_host_key=args.accept_new_host_key
+        ) as rem:
+            result = rem.diagnose(args.host, since=since)
     if args.json:
         _print_json(result.to_json())
         return EXIT_OK
@@ -539,11 +542,10 @@ def _read_local(path: str) -> bytes:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from remediate.inventory import load_inventory
-    from remediate.run import rollback
+    from remediate import api
 
-    host = load_inventory(args.inventory).host(args.host)
-    report = rollback(host, args.run_id, force=args.force, accept_new_host_key=args.accept_new_host_key)
+    with api.open(args.inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key) as rem:
+        report = rem.rollback(args.host, args.run_id, force=args.force)
     if args.json:
         _print_json(report.to_json())
     else:

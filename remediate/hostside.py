@@ -1119,6 +1119,8 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
     meta = {
         "run_id": run_id,
         "cause": req.get("cause"),
+        "requested_by": req.get("requested_by"),
+        "trigger": req.get("trigger"),
         "state": "prepared",
         "started_at": started,
         "changes": [],

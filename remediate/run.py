@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import posixpath
 import threading
 import time
@@ -33,6 +34,7 @@ from remediate.errors import (
     Refused,
     RemediateError,
     TransportError,
+    UsageError,
 )
 from remediate.evidence import COLLECTORS, Context, build_request, interpret, to_json
 from remediate.inventory import Host, Inventory
@@ -44,6 +46,7 @@ from remediate.transport.base import Transport
 
 __all__ = [
     "OUTCOME_EXIT",
+    "TRIGGERS",
     "HelperSession",
     "Report",
     "apply_plan",
@@ -66,6 +69,19 @@ OUTCOME_EXIT = {
     "failed": EXIT_FAILED,
 }
 HELPER = (Path(__file__).parent / "hostside.py").read_text()
+#: What can start a run; recorded with who asked.
+TRIGGERS = ("cli", "slack", "alertmanager", "api")
+
+
+def local_user() -> str:
+    """The user running this controller, as a run's ``requested_by`` when nobody else is named."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
 #: The session's heartbeat: a ping every PING seconds; IDLE seconds without one and the helper
 #: lets go of the lock. So a controller that is cut off holds a host for IDLE seconds at most,
 #: and one that is killed not at all (its connection closes, the helper sees EOF at once).
@@ -119,6 +135,8 @@ class Report:
     journal: str = ""
     round_trips: int = 0
     diagnosis: dict[str, Any] | None = None  # with --cause auto: the diagnosis that chose the cause
+    requested_by: str = ""  # who asked: a user name, a Slack user id, an alert fingerprint
+    trigger: str = "api"  # why: cli, slack, alertmanager, api
 
     @property
     def exit_code(self) -> int:
@@ -132,6 +150,8 @@ class Report:
             "run_id": self.run_id,
             "host": self.host,
             "cause": self.cause,
+            "requested_by": self.requested_by,
+            "trigger": self.trigger,
             "outcome": self.outcome,
             "message": self.message,
             "decision": self.decision,
@@ -275,12 +295,16 @@ def run(
     validate: bool = True,
     since: float | None = None,
     show_diagnosis: Callable[[Any], None] | None = None,
+    requested_by: str | None = None,
+    trigger: str = "api",
 ) -> Report:
     """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
 
     ``cause="auto"`` diagnoses first (remediate.diagnose) and fixes only a confident, fixable
     verdict, from the diagnosis' own evidence; ``show_diagnosis`` sees the diagnosis first.
     ``since`` is the error-log window in seconds (default: the error_log collector's, 15 minutes).
+    ``requested_by`` (default: the local user) and ``trigger`` (cli, slack, alertmanager, api) are
+    recorded in the report, the controller's journal and the host's journal.
     ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
     ``insecure_tls`` lets the invalid-response fix turn proxy_ssl_verify off when no CA can be
     trusted: a temporary workaround, reported as such. With ``check``, ``validate`` runs the
@@ -289,9 +313,14 @@ def run(
     from remediate.inventory import load_inventory
     from remediate.journal import new_run_id, open_journal
 
+    if trigger not in TRIGGERS:
+        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
     book = None if cause == "auto" else find_playbook(cause, playbooks)
-    report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause)
-    log, fh, path = open_journal(report.run_id, host=host.name, cause=cause)
+    report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause, trigger=trigger)
+    report.requested_by = requested_by or local_user()
+    log, fh, path = open_journal(
+        report.run_id, host=host.name, cause=cause, requested_by=report.requested_by, trigger=trigger
+    )
     report.journal = str(path)
     pool = Transports(host, transport, accept_new_host_key)
     try:
@@ -443,7 +472,9 @@ def _run(
         other = inventory.host(other_name)
         part = Plan(actions=[a for a in plan.actions if a.host == other_name])
         try:
-            answer = apply_plan(pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[])
+            answer = apply_plan(
+                pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[], who=report
+            )
         except TransportError as exc:
             raise _after_drop(other, report.run_id, exc) from None
         report.steps += [{**s, "step": f"{other_name}: {s['step']}"} for s in answer.get("steps", [])]
@@ -462,6 +493,7 @@ def _run(
             config=ctx.config,
             pause=pause,
             session=session,
+            who=report,
         )
     except TransportError as exc:
         raise _after_drop(host, report.run_id, exc) from None
@@ -533,6 +565,7 @@ def apply_plan(
     config: NginxConfig | None = None,
     pause: float | None = None,
     session: HelperSession | None = None,
+    who: Report | None = None,
 ) -> dict[str, Any]:
     """The guarded transaction, done by the helper on the host in one round trip.
 
@@ -544,6 +577,8 @@ def apply_plan(
     """
     request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
     request.update(probes=list(dict.fromkeys(probes)), probe_budget=host["probe_budget"])
+    if who is not None:  # the host's journal records who asked, and why
+        request.update(requested_by=who.requested_by, trigger=who.trigger)
     if pause:
         request["test_pause_after_write"] = pause
     if session is not None:
@@ -721,12 +756,17 @@ def rollback(
     force: bool = False,
     transport: Transport | None = None,
     accept_new_host_key: bool = False,
+    requested_by: str | None = None,
+    trigger: str = "api",
 ) -> Report:
     """Undo run ``target`` from the host's journal, guarded like any change."""
     from remediate.connect import open_transport
     from remediate.journal import new_run_id
 
-    report = Report(run_id=new_run_id(), host=host.name, cause=f"rollback {target}")
+    if trigger not in TRIGGERS:
+        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    report = Report(run_id=new_run_id(), host=host.name, cause=f"rollback {target}", trigger=trigger)
+    report.requested_by = requested_by or local_user()
     own = transport is None
     transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
     try:
@@ -740,6 +780,8 @@ def rollback(
                 "target": target,
                 "force": force,
                 "journal_dir": host["journal_dir"],
+                "requested_by": report.requested_by,
+                "trigger": trigger,
             },
         )
         outcome = answer.get("outcome", "failed")

@@ -1,0 +1,173 @@
+"""The library entry point every trigger calls: the CLI, `remediate serve`, and your incident scripts.
+
+Open an inventory once, then ask for what you need; each call returns the report object the CLI
+prints with ``--json`` (``.to_json()``), and every run records who asked for it and why::
+
+    from remediate import api
+
+    with api.open("inventory.yml", requested_by="incident-4711", trigger="api") as rem:
+        diagnosis = rem.diagnose("web01")              # remediate.diagnose.Diagnosis
+        if diagnosis.verdict in diagnosis.causes:
+            plan = rem.plan("web01", diagnosis.verdict)  # a Report, outcome "planned": the diff, nothing written
+            print(plan.plan.diff())
+            report = rem.run("web01", diagnosis.verdict, yes=True)  # fixed / rolled-back / refused / ...
+            if report.outcome != "fixed":
+                raise SystemExit(report.message)
+
+``run(host, "auto")`` diagnoses and fixes only a confident verdict, from the diagnosis' own
+evidence. Errors are remediate.errors exceptions (each with its exit code); a refusal is a
+report with ``outcome == "refused"``, not an exception. The SSH connection to each host is
+opened once and kept until ``close()`` (or the end of the ``with``), so a script that asks one
+host several things pays for the connect once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from remediate.diagnose import Diagnosis, parse_since
+from remediate.errors import TransportError
+from remediate.inventory import Host, Inventory, load_inventory
+from remediate.run import TRIGGERS, Report, local_user
+from remediate.transport.base import Transport
+
+__all__ = ["TRIGGERS", "Remediate", "open"]
+
+T = TypeVar("T")
+
+
+class Remediate:
+    """remediate over one inventory, for one requester and trigger. See the module docstring."""
+
+    def __init__(
+        self,
+        inventory: Inventory | str | Path,
+        *,
+        requested_by: str | None = None,
+        trigger: str = "api",
+        accept_new_host_key: bool = False,
+        playbooks: list[str] | None = None,
+    ) -> None:
+        from remediate.errors import UsageError
+
+        if trigger not in TRIGGERS:
+            raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+        self.inventory = inventory if isinstance(inventory, Inventory) else load_inventory(Path(inventory))
+        self.requested_by = requested_by or local_user()
+        self.trigger = trigger
+        self.accept_new_host_key = accept_new_host_key
+        self.playbooks = playbooks
+        self._transports: dict[str, Transport] = {}
+
+    def host(self, name: str | Host) -> Host:
+        """The inventory host ``name`` (InventoryError, exit 5, names the hosts there are)."""
+        return name if isinstance(name, Host) else self.inventory.host(name)
+
+    def diagnose(self, host: str | Host, *, since: str | float = "15m") -> Diagnosis:
+        """The verdict on ``host``'s last ``since`` of error log, with the evidence behind it."""
+        from remediate.diagnose import diagnose
+
+        target = self.host(host)
+        return self._kept(
+            target,
+            lambda t: diagnose(
+                target, self.inventory, since=_seconds(since), transport=t, playbooks=self.playbooks,
+            ),
+        )  # fmt: skip
+
+    def plan(self, host: str | Host, cause: str, *, since: str | float | None = None) -> Report:
+        """What ``run`` would do, written nowhere: the decision, the diff, the candidate checked by nginx -t."""
+        return self.run(host, cause, check=True, since=since)
+
+    def run(
+        self,
+        host: str | Host,
+        cause: str,
+        *,
+        yes: bool = False,
+        check: bool = False,
+        confirm: Callable[[Report], bool] | None = None,
+        show: Callable[[Report], None] | None = None,
+        since: str | float | None = None,
+        insecure_tls: bool = False,
+        show_diagnosis: Callable[[Diagnosis], None] | None = None,
+    ) -> Report:
+        """Fix ``cause`` (or ``"auto"``) on ``host``, guarded; applies only with ``yes`` or ``confirm`` saying so."""
+        from remediate.run import run
+
+        target = self.host(host)
+        return self._kept(
+            target,
+            lambda t: run(
+                target,
+                cause,
+                transport=t,
+                check=check,
+                yes=yes,
+                confirm=confirm,
+                show=show,
+                playbooks=self.playbooks,
+                inventory=self.inventory,
+                insecure_tls=insecure_tls,
+                since=None if since is None else _seconds(since),
+                show_diagnosis=show_diagnosis,
+                requested_by=self.requested_by,
+                trigger=self.trigger,
+            ),
+        )
+
+    def rollback(self, host: str | Host, run_id: str, *, force: bool = False) -> Report:
+        """Undo run ``run_id`` on ``host`` from the host's own journal (byte for byte, or refused)."""
+        from remediate.run import rollback
+
+        target = self.host(host)
+        return self._kept(
+            target,
+            lambda t: rollback(
+                target, run_id, force=force, transport=t, requested_by=self.requested_by, trigger=self.trigger
+            ),
+        )
+
+    def _kept(self, host: Host, call: Callable[[Transport], T]) -> T:
+        """``call`` with ``host``'s kept connection (opened on first use); a connection that failed is dropped."""
+        from remediate.connect import open_transport
+
+        transport = self._transports.get(host.name)
+        if transport is None:
+            transport = open_transport(host, accept_new_host_key=self.accept_new_host_key)
+            self._transports[host.name] = transport
+        try:
+            return call(transport)
+        except TransportError:
+            self._transports.pop(host.name, None)
+            transport.close()
+            raise
+
+    def close(self) -> None:
+        """Close every kept connection."""
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+    def __enter__(self) -> Remediate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def open(inventory: Inventory | str | Path, **options: Any) -> Iterator[Remediate]:
+    """``with api.open("inventory.yml") as rem: ...``: a Remediate whose connections close at the end."""
+    rem = Remediate(inventory, **options)
+    try:
+        yield rem
+    finally:
+        rem.close()
+
+
+def _seconds(since: str | float) -> float:
+    return float(since) if isinstance(since, int | float) else parse_since(since)
