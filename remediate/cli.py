@@ -193,6 +193,23 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ul.add_argument("run_id", metavar="RUN_ID", nargs="?", help="let go only if this run holds the lock")
     ul.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
 
+    au = sub.add_parser(
+        "audit",
+        help="the audit chain of the service: verify it, or show its records",
+        description="Every trigger, decision, approval, denial, run and outcome of `remediate serve` is one\n"
+        "append-only record in STATE/audit.db, chained by sha256 (each record carries the previous one's\n"
+        "hash). `verify` walks the chain and names the first record that was changed or removed (exit 1);\n"
+        "`show` lists the records and the head hash (keep it elsewhere: a shortened chain still verifies).",
+        formatter_class=fmt,
+        epilog="examples:\n"
+        "  remediate audit verify --state /var/lib/remediate\n"
+        "  remediate audit show --state /var/lib/remediate --last 20 --json",
+    )
+    au.add_argument("action", choices=["verify", "show"])
+    au.add_argument("--state", metavar="DIR", help="the service's state_dir (default: remediate's state directory)")
+    au.add_argument("--last", type=int, metavar="N", help="show: only the newest N records")
+    au.add_argument("--json", action="store_true")
+
     pbs = sub.add_parser("playbooks", help="list the playbooks (one per cause)")
     pbs.add_argument("--playbooks", action="append", metavar="DIR", help="extra playbook directory")
     pbs.add_argument("--json", action="store_true")
@@ -275,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "rollback": _cmd_rollback,
         "unlock": _cmd_unlock,
+        "audit": _cmd_audit,
         "diagnose": _cmd_diagnose,
         "playbooks": _cmd_playbooks,
         "show": _cmd_show,
@@ -551,6 +569,39 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"{report.outcome}: {report.message}", file=sys.stderr if report.exit_code else sys.stdout)
     return report.exit_code
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remediate.audit import Audit
+    from remediate.journal import state_dir
+
+    directory = Path(args.state) if args.state else state_dir()
+    if not (directory / "audit.db").is_file():
+        raise UsageError(f"no audit chain in {directory} (expected {directory / 'audit.db'}; give --state DIR)")
+    audit = Audit(directory)
+    try:
+        verdict = audit.verify()
+        if args.action == "show":
+            records = list(audit.records())[-args.last :] if args.last else list(audit.records())
+            if args.json:
+                _print_json({"records": [r.to_json() for r in records], "head": verdict.head, "ok": verdict.ok})
+            else:
+                for r in records:
+                    print(f"{r.seq:>6}  {r.at}  {r.kind:<10} {r.actor:<24} {json.dumps(r.data, sort_keys=True)}")
+                print(f"head {verdict.head} ({verdict.records} record(s) verified)")
+            return EXIT_OK if verdict.ok else EXIT_FAILED
+        if args.json:
+            _print_json({"ok": verdict.ok, "records": verdict.records, "head": verdict.head,
+                         "bad_record": verdict.bad_seq, "problem": verdict.problem})  # fmt: skip
+        elif verdict.ok:
+            print(f"the audit chain holds: {verdict.records} record(s), head {verdict.head}")
+        else:
+            print(f"the audit chain is BROKEN at record {verdict.bad_seq}: {verdict.problem}", file=sys.stderr)
+        return EXIT_OK if verdict.ok else EXIT_FAILED
+    finally:
+        audit.close()
 
 
 def _cmd_unlock(args: argparse.Namespace) -> int:

@@ -1,0 +1,107 @@
+"""The audit chain: append-only in SQLite, chained by sha256; tampering is found and named."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import remediate_cli
+
+from remediate.audit import GENESIS, Audit, digest
+from remediate.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def _chain(directory: Path, n: int = 5) -> Audit:
+    audit = Audit(directory)
+    for i in range(n):
+        audit.append("trigger" if i % 2 == 0 else "outcome", f"U{i}", {"host": "web01", "n": i})
+    return audit
+
+
+def test_records_are_chained_and_verify(tmp_path: Path) -> None:
+    """Each record carries the previous record's hash; a fresh chain verifies; the head is the last hash."""
+    audit = _chain(tmp_path)
+    records = list(audit.records())
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5] and records[0].prev == GENESIS
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(records))
+    stored = json.dumps(records[2].data, sort_keys=True, separators=(",", ":"))
+    r = records[2]
+    assert r.hash == digest(r.seq, r.at, r.kind, r.actor, stored, r.prev)
+    verdict = audit.verify()
+    assert verdict.ok and verdict.records == 5 and verdict.head == records[-1].hash
+
+
+def test_the_database_refuses_updates_and_deletes(tmp_path: Path) -> None:
+    """Append-only: SQLite itself refuses UPDATE and DELETE on the audit table."""
+    _chain(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "audit.db")
+    for statement in ("UPDATE audit SET actor = 'U9' WHERE seq = 2", "DELETE FROM audit WHERE seq = 5"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(statement)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad", "says"),
+    [
+        ('UPDATE audit SET data = \'{"host":"web02","n":2}\' WHERE seq = 3', 3, "was changed after it was written"),
+        ("UPDATE audit SET actor = 'U999' WHERE seq = 2", 2, "was changed after it was written"),
+        ("DELETE FROM audit WHERE seq = 3", 4, "records are missing"),
+        ("UPDATE audit SET prev = hash WHERE seq = 4", 4, "does not link to record 3"),
+    ],
+)
+def test_tampering_with_one_record_fails_verify_and_names_it(tmp_path: Path, tamper: str, bad: int, says: str) -> None:
+    """Someone edits the file behind remediate's back (dropping the triggers first): `audit verify` fails
+    (exit 1) and names the first bad record; `audit show` says the chain does not hold."""
+    _chain(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "audit.db")
+    db.executescript("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+    db.execute(tamper)
+    db.commit()
+    db.close()
+    done = remediate_cli("audit", "verify", "--state", str(tmp_path))
+    assert done.returncode == EXIT_FAILED, done.stdout + done.stderr
+    assert f"BROKEN at record {bad}: " in done.stderr and says in done.stderr
+    as_json = json.loads(remediate_cli("audit", "verify", "--state", str(tmp_path), "--json").stdout)
+    assert as_json["ok"] is False and as_json["bad_record"] == bad
+
+
+def test_verify_and_show_on_a_sound_chain(tmp_path: Path) -> None:
+    _chain(tmp_path, 3).close()
+    done = remediate_cli("audit", "verify", "--state", str(tmp_path))
+    assert done.returncode == EXIT_OK and "the audit chain holds: 3 record(s)" in done.stdout
+    shown = json.loads(remediate_cli("audit", "show", "--state", str(tmp_path), "--last", "2", "--json").stdout)
+    assert (
+        [r["seq"] for r in shown["records"]] == [2, 3] and shown["ok"] and shown["head"] == shown["records"][-1]["hash"]
+    )
+
+
+def test_no_chain_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    done = remediate_cli("audit", "verify", "--state", str(tmp_path / "none"))
+    assert done.returncode == EXIT_USAGE and "no audit chain in" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_writers_at_once_keep_one_chain(tmp_path: Path) -> None:
+    """Several writers (threads with their own connections, as the service's workers) append at once: the
+    chain stays one line, every record linked, none lost."""
+    Audit(tmp_path).close()
+
+    def write(k: int) -> None:
+        audit = Audit(tmp_path)
+        for i in range(25):
+            audit.append("run", f"worker-{k}", {"i": i})
+        audit.close()
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    audit = Audit(tmp_path)
+    verdict = audit.verify()
+    assert verdict.ok and verdict.records == 100
