@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from remediate.inventory import Inventory
 from remediate.policy import Policy
+from remediate.store import immediate, open_db
 
 __all__ = ["Approval", "Approvals", "plan_hash"]
 
@@ -74,12 +74,7 @@ class Approvals:
     """The approvals in ``state_dir/ledger.db`` (beside the jobs)."""
 
     def __init__(self, state_dir: str | Path) -> None:
-        path = Path(state_dir) / "ledger.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_db(Path(state_dir) / "ledger.db", _SCHEMA)
 
     def create(self, host: str, cause: str, requester: str, hash_: str, *, ttl: float = 900) -> Approval:
         """A new approval, waiting; its id is 128 random bits (what the Approve button carries)."""
@@ -113,14 +108,8 @@ class Approvals:
         user_groups: tuple[str, ...] = (),
     ) -> Verdict:
         """Approve or deny, once; every refusal says why and changes nothing."""
-        self.db.execute("BEGIN IMMEDIATE")  # two clicks at once: one decides, the other sees it decided
-        try:
-            verdict = self._decide(approval_id, user, approve, policy, inventory, user_groups)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return verdict
+        with immediate(self.db):  # two clicks at once: one decides, the other sees it decided
+            return self._decide(approval_id, user, approve, policy, inventory, user_groups)
 
     def _decide(
         self,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from remediate.store import immediate, open_db
+
 __all__ = ["GENESIS", "Audit", "Record", "Verdict", "verify"]
 
 #: The ``prev`` of the first record.
@@ -86,18 +88,13 @@ class Audit:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / "audit.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a record the caller was told about survives a crash
-        self.db.executescript(_SCHEMA)
+        self.db = open_db(self.path, _SCHEMA)
 
     def append(self, kind: str, actor: str, data: dict[str, Any] | None = None) -> Record:
         """Add one record at the head of the chain, durably, and return it."""
         text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), default=str)
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.db.execute("BEGIN IMMEDIATE")  # the head cannot move between reading it and writing after it
-        try:
+        with immediate(self.db):  # the head cannot move between reading it and writing after it
             row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
             record_hash = digest(seq, at, kind, actor, text, prev)
@@ -105,10 +102,6 @@ class Audit:
                 "INSERT INTO audit (seq, at, kind, actor, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seq, at, kind, actor, text, prev, record_hash),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return Record(seq, at, kind, actor, data or {}, prev, record_hash)
 
     def records(self) -> Iterator[Record]:

@@ -298,21 +298,6 @@ class Line:
         m = _UPSTREAM.search(self.text)
         return m.group("peer") if m else None
 
-    @property
-    def message(self) -> str:
-        """The text after the head: what nginx said, its errno, action and fields."""
-        m = _FIRST_HEAD.search(self.text)
-        if m is None:
-            return self.text
-        return _MESSAGE_START.sub("", self.text[m.end() :], count=1)
-
-    @property
-    def action(self) -> str:
-        return action_of(self.message)
-
-
-_MESSAGE_START = re.compile(r"^\*\d+ ")
-
 
 def label_of(line: str) -> str:
     """One line's label."""

@@ -241,7 +241,7 @@ def gather(
             failed[c] = str(exc)
     no_live = next((f for f in findings if f.label == "no-live-upstreams"), None)
     if no_live is not None:
-        asks.update(_peer_asks(host, contexts, answer, no_live, inventory, options))
+        asks.update(_peer_asks(host, answer, no_live, inventory, options))
     remote = ask_hosts(pool, run_id, asks) if asks else {}
     for c in list(contexts):
         mine = {key.split("/", 1)[1]: value for key, value in remote.items() if key.startswith(c + "/")}
@@ -315,9 +315,8 @@ _NO_LIVE_UPSTREAM = re.compile(r', upstream: \\?"(?:[a-z]+://)?(?P<name>[^/":]+)
 
 
 def _peer_asks(
-    host: Host, contexts: dict[str, Context], answer: dict[str, Any], found: Finding, inventory: Inventory,
-    options: dict[str, Any],
-) -> dict[str, tuple[Host, dict[str, Any]]]:  # fmt: skip
+    host: Host, answer: dict[str, Any], found: Finding, inventory: Inventory, options: dict[str, Any]
+) -> dict[str, tuple[Host, dict[str, Any]]]:
     """ "no live upstreams" alone: ask each server of that upstream block, from nginx's host, whether it answers."""
     from remediate.collect.nginx import pass_addresses
     from remediate.evidence import Context, interpret, new_request

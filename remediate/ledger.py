@@ -18,12 +18,13 @@ cause fixed within the cool-down) and :meth:`runs_since` (a cap on runs per host
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from remediate.store import immediate, open_db
 
 __all__ = ["MODES", "Job", "Ledger"]
 
@@ -99,11 +100,7 @@ class Ledger:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / "ledger.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_db(self.path, _SCHEMA)
 
     def submit(
         self,
@@ -120,22 +117,16 @@ class Ledger:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         job_id = uuid.uuid4().hex[:16]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db):
             if dedupe is not None:
                 row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE dedupe = ?", (dedupe,)).fetchone()
                 if row is not None:
-                    self.db.execute("COMMIT")
                     return _job(row), False
             self.db.execute(
                 "INSERT INTO jobs (id, host, cause, mode, trigger, requested_by, dedupe, created, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, host, cause, mode, trigger, requested_by, dedupe, time.time(), json.dumps(data or {})),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return self.get(job_id), True
 
     def get(self, job_id: str) -> Job:
@@ -150,8 +141,7 @@ class Ledger:
 
     def claim(self, worker: str) -> Job | None:
         """The oldest pending job whose host has nothing running, now running under ``worker``; or None."""
-        self.db.execute("BEGIN IMMEDIATE")  # two workers never claim the same job, or two jobs of one host
-        try:
+        with immediate(self.db):  # two workers never claim the same job, or two jobs of one host
             row = self.db.execute(
                 "SELECT id FROM jobs AS j WHERE state = 'pending' AND NOT EXISTS "
                 "(SELECT 1 FROM jobs WHERE host = j.host AND state = 'running') "
@@ -159,15 +149,10 @@ class Ledger:
                 "ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is None:
-                self.db.execute("COMMIT")
                 return None
             self.db.execute(
                 "UPDATE jobs SET state = 'running', started = ?, worker = ? WHERE id = ?", (time.time(), worker, row[0])
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return self.get(row[0])
 
     def finish(

@@ -82,6 +82,7 @@ def local_user() -> str:
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
 
+
 #: The session's heartbeat: a ping every PING seconds; IDLE seconds without one and the helper
 #: lets go of the lock. So a controller that is cut off holds a host for IDLE seconds at most,
 #: and one that is killed not at all (its connection closes, the helper sees EOF at once).

@@ -90,6 +90,26 @@ def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[st
     )
 
 
+def run_at_prompt(lab: Lab) -> tuple[subprocess.Popen[bytes], int, bytes]:
+    """`remediate run --host web01 --cause socket` on a terminal (a pty), read until it asks [y/N]:
+    (the process, the pty's controlling end, what it printed)."""
+    import pty
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        cli_argv("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket"),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output, deadline = b"", time.monotonic() + 60
+    while b"[y/N]" not in output and time.monotonic() < deadline:
+        output += os.read(leader, 4096)
+    return proc, leader, output
+
+
 def run_paused_after_write(host: Host, watched: Path, pause: float) -> tuple[Any, dict[str, object]]:
     """Start `run --cause socket --yes` in a thread whose apply pauses ``pause`` s after its write,
     and return (thread, outcome) once ``watched`` holds new bytes: the moment to cut the connection."""

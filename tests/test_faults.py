@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv, remediate_cli, run_paused_after_write, site_conf
+from conftest import remediate_cli, run_at_prompt, run_paused_after_write, site_conf
 
 from remediate.connect import open_transport
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, TransportError
@@ -180,17 +179,7 @@ def test_a_controller_killed_at_the_prompt_does_not_keep_the_lock(lab: Lab, web0
     """Kill the controller while it asks [y/N]: its lock goes with it, and the next run proceeds."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        cli_argv("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket"),
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    output, deadline = b"", time.monotonic() + 60
-    while b"[y/N]" not in output and time.monotonic() < deadline:
-        output += os.read(leader, 4096)
+    proc, leader, output = run_at_prompt(lab)
     assert b"[y/N]" in output
     with open_transport(web01) as t:
         assert host_status(t, web01)["lock"] is not None  # held while it asks

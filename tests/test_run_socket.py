@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv, remediate_cli, run_paused_after_write
+from conftest import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
 
 from remediate.connect import open_transport
 from remediate.errors import EXIT_OK, EXIT_REFUSED, TransportError
@@ -318,24 +318,12 @@ def test_journal_inside_an_nginx_include_folder_is_refused(lab: Lab, web01: Host
 
 def test_terminal_asks_before_applying(lab: Lab, lab_cfg: LabConfig, pool: Path) -> None:
     """On a terminal, run shows the diff and asks; "n" changes nothing (exit 3), "y" applies (exit 0)."""
-    import pty
 
     lab.reset()
     lab.break_("socket", "permission", keep=True)
     before = pool.read_bytes()
     for answer, code in ((b"n\n", EXIT_REFUSED), (b"y\n", EXIT_OK)):
-        leader, follower = pty.openpty()
-        proc = subprocess.Popen(
-            cli_argv("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "socket"),
-            stdin=follower,
-            stdout=follower,
-            stderr=follower,
-        )
-        os.close(follower)
-        output = b""
-        deadline = time.monotonic() + 60
-        while b"[y/N]" not in output and time.monotonic() < deadline:
-            output += os.read(leader, 4096)
+        proc, leader, output = run_at_prompt(lab)
         assert b"+listen.owner = www-data" in output and b"[y/N]" in output
         os.write(leader, answer)
         while proc.poll() is None:

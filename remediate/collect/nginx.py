@@ -29,7 +29,11 @@ def _read_nginx(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any
         lines = [ln.strip() for ln in dump["stderr"].splitlines() if ln.strip()]
         named = [ln for ln in lines if "[emerg]" in ln] or lines[-1:] or ["no output"]
         raise RemediateError(f"{ctx.host.name}: `nginx -T` failed (exit {dump['exit']}): {named[0]}")
-    ctx.config = NginxConfig.from_dump(dump["stdout"].encode("utf-8", "surrogateescape"))
+    # Parsed once per answer: a diagnosis reads one answer for every candidate playbook (the model is
+    # never changed in place; a fix's edits make a new one).
+    if "_nginx_config" not in resp:
+        resp["_nginx_config"] = NginxConfig.from_dump(dump["stdout"].encode("utf-8", "surrogateescape"))
+    ctx.config = resp["_nginx_config"]
     facts = resp.get("nginx", {})
     return {
         "files": list(ctx.config.files),
