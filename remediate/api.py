@@ -23,6 +23,8 @@ host several things pays for the connect once.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,7 @@ from remediate.inventory import Host, Inventory, load_inventory
 from remediate.run import TRIGGERS, Report, local_user
 from remediate.transport.base import Transport
 
-__all__ = ["TRIGGERS", "Remediate", "open"]
+__all__ = ["TRIGGERS", "Connections", "Remediate", "open"]
 
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ class Remediate:
         trigger: str = "api",
         accept_new_host_key: bool = False,
         playbooks: list[str] | None = None,
+        connections: Connections | None = None,
     ) -> None:
         from remediate.errors import UsageError
 
@@ -60,7 +63,18 @@ class Remediate:
         self.trigger = trigger
         self.accept_new_host_key = accept_new_host_key
         self.playbooks = playbooks
-        self._transports: dict[str, Transport] = {}
+        self.connections = connections if connections is not None else Connections()
+
+    def acting_for(self, requested_by: str, trigger: str) -> Remediate:
+        """The same inventory and kept connections, for another requester (the service: one per job)."""
+        return Remediate(
+            self.inventory,
+            requested_by=requested_by,
+            trigger=trigger,
+            accept_new_host_key=self.accept_new_host_key,
+            playbooks=self.playbooks,
+            connections=self.connections,
+        )
 
     def host(self, name: str | Host) -> Host:
         """The inventory host ``name`` (InventoryError, exit 5, names the hosts there are)."""
@@ -133,30 +147,86 @@ class Remediate:
 
     def _kept(self, host: Host, call: Callable[[Transport], T]) -> T:
         """``call`` with ``host``'s kept connection (opened on first use); a connection that failed is dropped."""
-        from remediate.connect import open_transport
-
-        transport = self._transports.get(host.name)
-        if transport is None:
-            transport = open_transport(host, accept_new_host_key=self.accept_new_host_key)
-            self._transports[host.name] = transport
+        transport = self.connections.get(host, self.accept_new_host_key)
         try:
             return call(transport)
         except TransportError:
-            self._transports.pop(host.name, None)
-            transport.close()
+            self.connections.drop(host.name)
             raise
+        finally:
+            self.connections.release(host.name)
 
     def close(self) -> None:
         """Close every kept connection."""
-        for transport in self._transports.values():
-            transport.close()
-        self._transports.clear()
+        self.connections.close()
 
     def __enter__(self) -> Remediate:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Connections:
+    """Kept SSH connections, one per host, shared by every Remediate made with ``acting_for``.
+
+    A connection that died while kept (sshd restarted, the peer went away) is replaced before use.
+    Callers must not use one host's connection from two threads at once; remediate serve's ledger
+    runs one job per host at a time, which is what makes sharing safe. ``close_idle`` closes the
+    connections nobody used for a while.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, Transport] = {}
+        self._used: dict[str, float] = {}
+        self._busy: set[str] = set()
+
+    def get(self, host: Host, accept_new_host_key: bool) -> Transport:
+        from remediate.connect import open_transport
+
+        with self._lock:
+            self._busy.add(host.name)
+            transport = self._kept.get(host.name)
+            if transport is not None and not transport.alive():
+                del self._kept[host.name]
+                transport.close()
+                transport = None
+            if transport is None:
+                transport = open_transport(host, accept_new_host_key=accept_new_host_key)
+                self._kept[host.name] = transport
+            return transport
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._busy.discard(name)
+            self._used[name] = time.monotonic()
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            transport = self._kept.pop(name, None)
+        if transport is not None:
+            transport.close()
+
+    def close_idle(self, idle: float) -> list[str]:
+        """Close the connections not used for ``idle`` seconds; their host names."""
+        now = time.monotonic()
+        with self._lock:
+            names = [n for n in self._kept if n not in self._busy and now - self._used.get(n, now) >= idle]
+            closing = [self._kept.pop(n) for n in names]
+        for transport in closing:
+            transport.close()
+        return names
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def close(self) -> None:
+        with self._lock:
+            closing = list(self._kept.values())
+            self._kept.clear()
+        for transport in closing:
+            transport.close()
 
 
 @contextmanager

@@ -193,6 +193,26 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ul.add_argument("run_id", metavar="RUN_ID", nargs="?", help="let go only if this run holds the lock")
     ul.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
 
+    sv = sub.add_parser(
+        "serve",
+        help="the service: Alertmanager webhooks and Slack commands start remediate",
+        description="One long-running process (aiohttp) that takes Alertmanager webhooks (POST /alertmanager)\n"
+        "and Slack's /remediate command and Approve / Deny buttons (POST /slack/events), records each job\n"
+        "durably (STATE/ledger.db), runs them one at a time per host, and reports back to Slack. Every\n"
+        "trigger, decision, approval and outcome goes into the audit chain (remediate audit verify).\n"
+        "Everything is configured in one YAML file; secrets are read from files it names. Every key is\n"
+        "documented in examples/serve.yml. The service binds 127.0.0.1:8088 unless `listen` says otherwise;\n"
+        "put a TLS proxy in front of it for Slack. Stop it with SIGTERM or Ctrl-C: recorded jobs resume on\n"
+        "the next start.",
+        formatter_class=fmt,
+        epilog="examples:\n"
+        "  remediate serve --config /etc/remediate/serve.yml\n"
+        "  remediate serve --config serve.yml --check     # read and check the config, then exit\n\n"
+        "also: GET /healthz, GET /metrics (Prometheus), GET /api/jobs and /api/jobs/ID (bearer token)\n\n" + EXIT_CODES,
+    )
+    sv.add_argument("--config", required=True, metavar="FILE", help="the service's YAML config (serve.yml)")
+    sv.add_argument("--check", action="store_true", help="check the config, inventory and secrets, then exit")
+
     au = sub.add_parser(
         "audit",
         help="the audit chain of the service: verify it, or show its records",
@@ -293,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollback": _cmd_rollback,
         "unlock": _cmd_unlock,
         "audit": _cmd_audit,
+        "serve": _cmd_serve,
         "diagnose": _cmd_diagnose,
         "playbooks": _cmd_playbooks,
         "show": _cmd_show,
@@ -569,6 +590,44 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"{report.outcome}: {report.message}", file=sys.stderr if report.exit_code else sys.stdout)
     return report.exit_code
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    from importlib.util import find_spec
+
+    import structlog
+
+    from remediate.serve.config import load_config
+
+    missing = [m for m in ("aiohttp", "slack_bolt", "prometheus_client") if find_spec(m) is None]
+    if missing:
+        raise UsageError(f"remediate serve needs its extra: pip install 'remediate[serve]' ({', '.join(missing)})")
+    config = load_config(args.config)
+    from remediate.inventory import load_inventory
+
+    inventory = load_inventory(config.inventory)
+    if args.check:
+        print(
+            f"{args.config}: ok: listen {config.host}:{config.port}, {len(inventory.hosts)} host(s), "
+            f"{len(config.routes)} alert route(s), slack {'on' if config.slack else 'off'}, "
+            f"{len(config.policy.users)} user(s) and {len(config.policy.groups)} group(s) in the policy"
+        )
+        return EXIT_OK
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    from remediate.serve.app import serve
+
+    serve(config)
+    return EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -156,15 +156,33 @@ class Ledger:
         return self.get(row[0])
 
     def finish(
-        self, job_id: str, outcome: str, *, run_id: str | None = None, data: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        outcome: str,
+        *,
+        run_id: str | None = None,
+        cause: str | None = None,
+        data: dict[str, Any] | None = None,
     ) -> Job:
-        """The job is over: its outcome (fixed, refused, ...), the run it made, anything to keep."""
-        merged = {**self.get(job_id).data, **(data or {})}
+        """The job is over: its outcome (fixed, refused, ...), the run it made, the cause ``auto`` found."""
+        job = self.get(job_id)
+        merged = {**job.data, **(data or {})}
         self.db.execute(
-            "UPDATE jobs SET state = 'done', ended = ?, outcome = ?, run_id = ?, data = ? WHERE id = ?",
-            (time.time(), outcome, run_id, json.dumps(merged, default=str), job_id),
+            "UPDATE jobs SET state = 'done', ended = ?, outcome = ?, run_id = ?, cause = ?, data = ? WHERE id = ?",
+            (time.time(), outcome, run_id, cause or job.cause, json.dumps(merged, default=str), job_id),
         )
         return self.get(job_id)
+
+    def by_run(self, run_id: str) -> Job | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE run_id = ?", (run_id,)).fetchone()
+        return _job(row) if row else None
+
+    def last_fix(self, host: str) -> Job | None:
+        """The last job that fixed anything on ``host``."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE host = ? AND outcome = 'fixed' ORDER BY ended DESC LIMIT 1", (host,)
+        ).fetchone()
+        return _job(row) if row else None
 
     def resume(self) -> list[Job]:
         """On start: jobs a dead service left running go back to pending (a run is safe to repeat)."""

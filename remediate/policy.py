@@ -113,10 +113,13 @@ class Policy:
         user: str,
         verb: str,
         host: str,
-        cause: str = "auto",
+        cause: str | None = "auto",
         user_groups: tuple[str, ...] = (),
     ) -> Decision:
-        """May ``user`` (with ``user_groups``) do ``verb`` on ``host`` for ``cause``? Default deny, with the reason."""
+        """May ``user`` (with ``user_groups``) do ``verb`` on ``host`` for ``cause``? Default deny, with the reason.
+
+        ``cause=None``: for some cause (a request for ``auto``, asked again once the diagnosis names one).
+        """
         if verb not in VERBS:
             return Decision(False, f"{verb!r} is not a verb remediate knows ({', '.join(VERBS)})")
         roles = self.roles_of(user, user_groups)
@@ -128,7 +131,7 @@ class Policy:
         on_host = [r for r in with_verb if matches(inventory, r.hosts, host)]
         if not on_host:
             return Decision(False, f"{user} may {verb}, but not on {host}")
-        for_cause = [r for r in on_host if r.causes is None or cause in r.causes]
+        for_cause = [r for r in on_host if r.causes is None or cause is None or cause in r.causes]
         if not for_cause:
             return Decision(False, f"{user} may {verb} on {host}, but not for cause {cause}")
         return Decision(True, f"{user} may {verb} on {host} for {cause} (role {for_cause[0].name})")

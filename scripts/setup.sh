@@ -9,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-APT_PACKAGES=(nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils iproute2 procps util-linux curl sudo)
+APT_PACKAGES=(nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils iproute2 procps util-linux curl sudo
+  prometheus-alertmanager)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -163,6 +163,10 @@ class Transport(abc.ABC):
     def _exec(self, argv: tuple[str, ...], stdin: bytes | None, timeout: float) -> Result:
         """Run argv and return its Result; raise only TransportError subclasses."""
 
+    def alive(self) -> bool:
+        """False when a kept connection is known to be dead (the peer closed it); local is always alive."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - a no-op default is the right one for local
         """Release the connection, if any."""
 

@@ -144,7 +144,16 @@ class SSHTransport(Transport):
             ) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostUnreachable(f"cannot connect to {t.address}:{t.port}: {_reason(exc)}", host=t.name) from exc
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)  # a kept connection (remediate serve) notices a dead peer
         self._conn = conn
+
+    def alive(self) -> bool:
+        if self._conn is None:
+            return True  # not opened yet: opens on first use
+        transport = self._conn.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
         if self._conn is not None:

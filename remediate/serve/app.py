@@ -1,0 +1,533 @@
+"""`remediate serve`: Alertmanager webhooks and Slack commands start remediate; one aiohttp process.
+
+Routes::
+
+    POST /alertmanager   Alertmanager's webhook (v4), bearer token; 200 once every job is durably
+                         recorded, 503 when it cannot be (Alertmanager retries), 4xx for bad input
+    POST /slack/events   /remediate and the Approve / Deny buttons (slack-bolt), after the Gate
+    GET  /healthz        200 while the workers run
+    GET  /metrics        Prometheus text: jobs by trigger and outcome, queue depth, run seconds
+    GET  /api/jobs[/ID]  the ledger as JSON, bearer token (api_token_file)
+
+Nothing a request carries is trusted before it is checked, and no bad request is a 500: every
+handler turns bad input into a 4xx with a one-line reason. SQLite work runs on a small thread
+pool, so the event loop only parses, checks and answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from remediate.api import Remediate
+from remediate.errors import RemediateError
+from remediate.inventory import Host, load_inventory
+from remediate.playbook import load_playbooks
+from remediate.serve.config import ServeConfig
+from remediate.serve.jobs import Runner, Stores
+from remediate.serve.notify import Notifier
+from remediate.serve.slack import USAGE, Command, parse_command
+from remediate.store import open_db
+
+__all__ = ["Metrics", "Service", "make_app", "serve"]
+
+log = structlog.get_logger("remediate.serve")
+_REPLAY_WINDOW = 300  # seconds: Slack's own limit on a request's age, and how long a signature is remembered
+_JSON = "application/json"
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.jobs = Counter(
+            "remediate_jobs", "Jobs finished, by trigger and outcome", ["trigger", "outcome"], registry=self.registry
+        )
+        self.requests = Counter(
+            "remediate_requests", "HTTP requests answered, by route and status", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.queue = Gauge("remediate_queue_depth", "Jobs pending or running", registry=self.registry)
+        self.runs = Histogram(
+            "remediate_run_duration_seconds",
+            "How long a job that ran remediate on a host took",
+            buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300),
+            registry=self.registry,
+        )
+
+    def job_done(self, trigger: str, outcome: str, seconds: float | None) -> None:
+        self.jobs.labels(trigger, outcome).inc()
+        if seconds is not None:
+            self.runs.observe(seconds)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Seen:
+    """Keys seen before, in ledger.db: Slack signatures (the replay cache) and alerts already reported."""
+
+    _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.db = open_db(Path(state_dir) / "ledger.db", self._SCHEMA)
+        self.inserts = 0
+
+    def first(self, key: str) -> bool:
+        """Record ``key``; True if it was not there before (durably, so a restart does not forget it)."""
+        self.inserts += 1
+        if self.inserts % 200 == 0:
+            self.db.execute("DELETE FROM seen WHERE key LIKE 'slack:%' AND at < ?", (time.time() - 2 * _REPLAY_WINDOW,))
+        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, time.time())).rowcount == 1
+
+
+class Service:
+    """Everything `remediate serve` holds: the config, inventory, stores, workers and Slack app."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.inventory = load_inventory(config.inventory)
+        self.causes = sorted(load_playbooks())
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stores = Stores(config.state_dir)
+        self._seen: dict[int, Seen] = {}
+        self.metrics = Metrics()
+        self.notifier = Notifier(config.slack)
+        self.rem = Remediate(self.inventory, accept_new_host_key=config.accept_new_host_key, trigger="api")
+        self.runner = Runner(config, self.rem, self.stores, self.notifier, self.metrics)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate-store")
+        self.slack_app: Any = None
+        if config.slack is not None:
+            from remediate.serve.slack import build_app
+
+            self.slack_app = build_app(self)
+
+    # -- the store, off the event loop -------------------------------------------
+
+    async def store(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call, *args)
+
+    def seen(self) -> Seen:
+        import threading
+
+        key = threading.get_ident()
+        if key not in self._seen:
+            self._seen[key] = Seen(self.config.state_dir)
+        return self._seen[key]
+
+    # -- Alertmanager --------------------------------------------------------------
+
+    def host_for(self, value: str) -> Host | None:
+        """``instance`` minus its port, as an inventory host name or ``ansible_host``; None if not exactly one."""
+        name = value.strip()
+        if name.startswith("["):  # [::1]:9100
+            name = name[1:].partition("]")[0]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        if name in self.inventory.hosts:
+            return self.inventory.hosts[name]
+        found = [h for h in self.inventory if h.vars.get("ansible_host") == name]
+        return found[0] if len(found) == 1 else None
+
+    def alert_jobs(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What each alert asks for (in memory; nothing recorded yet)."""
+        decided = []
+        for alert in alerts:
+            labels, fingerprint = alert["labels"], alert["fingerprint"]
+            item: dict[str, Any] = {"fingerprint": fingerprint, "alertname": labels.get("alertname", "")}
+            decided.append(item)
+            if alert["status"] != "firing":
+                item["result"] = "ignored: resolved alerts start nothing"
+                continue
+            route = next((r for r in self.config.routes if r.matches(labels)), None)
+            if route is None:
+                item["result"] = "ignored: no route matches its labels"
+                continue
+            value = labels.get(route.host_label)
+            host = self.host_for(value) if value else None
+            cause = labels.get(route.cause_label, "auto") if route.cause_label else "auto"
+            item.update(mode=route.mode, cause=cause, dedupe=f"am:{fingerprint}:{alert['startsAt']}")
+            if host is None:
+                item["report"] = (
+                    f"alert {labels.get('alertname', '?')} ({fingerprint}): {route.host_label}={value!r} is not a "
+                    f"host in {self.inventory.path} (by name or ansible_host); nothing was started"
+                )
+            elif cause != "auto" and cause not in self.causes:
+                item["report"] = (
+                    f"alert {labels.get('alertname', '?')} ({fingerprint}) for {host.name}: {route.cause_label}="
+                    f"{cause!r} is not a cause ({', '.join(self.causes)}); nothing was started"
+                )
+            else:
+                item["host"] = host.name
+        return decided
+
+    def record_alerts(self, decided: list[dict[str, Any]]) -> list[str]:
+        """Record every job durably (deduplicated); the reports that are new (unknown hosts, causes)."""
+        ledger, audit, reports = self.stores.ledger, self.stores.audit, []
+        for item in decided:
+            if "host" in item:
+                mode = {"diagnose": "diagnose", "approve": "approve", "fix": "fix"}[item["mode"]]
+                job, created = ledger.submit(
+                    item["host"], item["cause"], mode, trigger="alertmanager", requested_by=item["fingerprint"],
+                    dedupe=item["dedupe"], data={"reply": {}, "alertname": item["alertname"]},
+                )  # fmt: skip
+                item.update(job=job.id, result="recorded" if created else "duplicate: already job " + job.id)
+                audit.append(
+                    "trigger" if created else "duplicate",
+                    item["fingerprint"],
+                    {"source": "alertmanager", "job": job.id, "host": job.host, "cause": job.cause, "mode": mode,
+                     "alertname": item["alertname"]},
+                )  # fmt: skip
+            elif "report" in item:
+                new = self.seen().first("report:" + item["dedupe"])
+                item["result"] = "reported" if new else "duplicate: already reported"
+                if new:
+                    audit.append("refused", item["fingerprint"], {"source": "alertmanager", "reason": item["report"]})
+                    reports.append(item["report"])
+        return reports
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        if not _bearer_ok(request, self.config.alert_token):
+            return _error(401, "a valid bearer token is required", www_authenticate=True)
+        body = await _read_body(request, self.config.max_body)
+        try:
+            payload = json.loads(body)
+            alerts = _alerts(payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, f"not an Alertmanager webhook (version 4) payload: {exc}")
+        decided = self.alert_jobs(alerts)
+        try:
+            reports = await self.store(self.record_alerts, decided)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("record-failed", error=str(exc))
+            return _error(503, "cannot record the jobs now; retry")
+        self.runner.wake.set()
+        for text in reports:
+            self.pool.submit(self.notifier.post, {}, f":question: {text}")
+        return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
+
+    # -- Slack ---------------------------------------------------------------------
+
+    async def slack_events(self, request: web.Request) -> web.Response:
+        from slack_bolt.request.async_request import AsyncBoltRequest
+        from slack_sdk.signature import SignatureVerifier
+
+        assert self.config.slack is not None
+        raw = await _read_body(request, self.config.max_body)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "the body is not UTF-8")
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not stamp or not signature:
+            return _error(401, "X-Slack-Request-Timestamp and X-Slack-Signature are required")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > _REPLAY_WINDOW:
+            return _error(401, "the request timestamp is not within 5 minutes of now")
+        verifier = SignatureVerifier(self.config.slack.signing_secret)
+        if not verifier.is_valid(body=text, timestamp=stamp, signature=signature):
+            return _error(401, "invalid signature")
+        try:
+            first = await self.store(lambda: self.seen().first("slack:" + signature))
+        except (sqlite3.Error, OSError):
+            return _error(503, "cannot record the request now")
+        if not first:
+            await self.store(self.stores.audit.append, "replay", "slack", {"signature": signature[:16]})
+            return _error(401, "this request was already received (replayed); nothing was started")
+        if not _slack_form(text):
+            return _error(400, "not a slash command or an interaction payload")
+        headers = {k.lower(): [v] for k, v in request.headers.items()}
+        try:
+            answer = await self.slack_app.async_dispatch(
+                AsyncBoltRequest(body=text, query=request.query_string, headers=headers)  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            log.warning("slack-dispatch-failed", error=str(exc))
+            return _error(400, "malformed Slack request")
+        if answer.status == 404:
+            return _error(400, "not a command or button remediate handles")
+        return web.Response(
+            status=answer.status, body=answer.body, content_type=_JSON if answer.body.startswith("{") else "text/plain"
+        )
+
+    async def slash(self, user: str, text: str, reply: dict[str, Any], groups: tuple[str, ...]) -> str:
+        """``/remediate TEXT`` from ``user``: the ack (an ephemeral message); a job recorded if allowed."""
+        if not self.config.policy.roles_of(user, groups):  # before anything about hosts is said
+            reason = f"{user} is not in remediate's policy: nothing is allowed"
+            await self.store(self.stores.audit.append, "refused", user, {"source": "slack", "text": text[:200],
+                                                                          "reason": reason})  # fmt: skip
+            return f":no_entry: {reason}"
+        try:
+            command = parse_command(text, self.causes)
+            if command.host is not None and command.host not in self.inventory.hosts:
+                self.inventory.host(command.host)  # raises, naming close matches
+        except (ValueError, RemediateError) as exc:
+            message = str(exc).split(": ", 1)[-1] if isinstance(exc, RemediateError) else str(exc)
+            await self.store(self.stores.audit.append, "refused", user, {"source": "slack", "text": text[:200],
+                                                                          "reason": message})  # fmt: skip
+            return f":warning: {message}"
+        if command.verb == "help":
+            return USAGE
+        if command.verb == "status":
+            return str(await self.store(self.status_text, user, command, groups))
+        verb = command.verb
+        allowed = self.config.policy.allows(
+            self.inventory, user, verb, command.host or "", None if command.cause in (None, "auto") else command.cause,
+            groups,
+        )  # fmt: skip
+        mode = {"diagnose": "diagnose", "run": "approve", "rollback": "rollback"}[verb]
+        try:
+            job = await self.store(self.record_command, user, text, command, mode, allowed, reply, groups)
+        except (sqlite3.Error, OSError):
+            return ":x: remediate cannot record jobs right now (its state directory); nothing was started"
+        if job is None:
+            return f":no_entry: {allowed.reason}; nothing was started"
+        self.runner.wake.set()
+        what = {"diagnose": "diagnosing", "approve": "planning (you will get a plan to approve)",
+                "rollback": f"rolling back {command.run_id} on"}[mode]  # fmt: skip
+        return f":hourglass: job `{job}`: {what} {command.host}"
+
+    def record_command(
+        self, user: str, text: str, command: Command, mode: str, allowed: Any, reply: dict[str, Any], groups: Any
+    ) -> str | None:
+        audit = self.stores.audit
+        audit.append("trigger", user, {"source": "slack", "text": text[:200]})
+        audit.append("decision", user, {"verb": command.verb, "host": command.host, "cause": command.cause,
+                                        "allowed": allowed.allowed, "reason": allowed.reason})  # fmt: skip
+        if not allowed:
+            return None
+        data = {"reply": reply, "groups": list(groups)}
+        if command.run_id:
+            data["run_id"] = command.run_id
+        job, _ = self.stores.ledger.submit(
+            command.host or "", command.cause or "auto", mode, trigger="slack", requested_by=user, data=data
+        )
+        return job.id
+
+    def status_text(self, user: str, command: Command, groups: tuple[str, ...]) -> str:
+        ledger = self.stores.ledger
+        if command.run_id:
+            job = ledger.by_run(command.run_id)
+            if job is None:
+                try:
+                    job = ledger.get(command.run_id)
+                except KeyError:
+                    return f"no job or run {command.run_id!r}"
+            jobs = [job]
+        else:
+            jobs = ledger.jobs(limit=50)
+        visible = [j for j in jobs if self.config.policy.allows(self.inventory, user, "diagnose", j.host, None, groups)]
+        if not visible:
+            return "no jobs you may see" if jobs else "no jobs yet"
+        return "\n".join(
+            f"`{j.id}` {j.host} {j.cause} {j.mode}: *{j.outcome or j.state}*"
+            + (f" run `{j.run_id}`" if j.run_id else "")
+            for j in visible[:10]
+        )
+
+    async def click(
+        self, user: str, approval_id: str, approve: bool, reply: dict[str, Any], groups: tuple[str, ...]
+    ) -> str:
+        try:
+            return str(await self.store(self.decide, user, approval_id, approve, reply, groups))
+        except (sqlite3.Error, OSError):
+            return ":x: remediate cannot record the decision right now; nothing was started"
+
+    def decide(self, user: str, approval_id: str, approve: bool, reply: dict[str, Any], groups: Any) -> str:
+        verdict = self.stores.approvals.decide(
+            approval_id[:64], user, approve=approve, policy=self.config.policy, inventory=self.inventory,
+            user_groups=tuple(groups),
+        )  # fmt: skip
+        a = verdict.approval
+        data = {"approval": approval_id[:64], "host": a.host if a else None, "cause": a.cause if a else None,
+                "reason": verdict.reason}  # fmt: skip
+        if not verdict.ok:
+            self.stores.audit.append("refused", user, {"source": "slack", "action": "approve" if approve else "deny",
+                                                       **data})  # fmt: skip
+            return f":no_entry: <@{user}>: {verdict.reason}; nothing was changed"
+        assert a is not None
+        if not approve:
+            self.stores.audit.append("denial", user, data)
+            return f":x: denied by <@{user}>; nothing was changed on {a.host}"
+        self.stores.audit.append("approval", user, data)
+        job, _ = self.stores.ledger.submit(
+            a.host, a.cause, "run", trigger="slack", requested_by=a.requester,
+            data={"reply": reply, "approval": a.id, "approved_by": user},
+        )  # fmt: skip
+        self.runner.wake.set()
+        return f":white_check_mark: approved by <@{user}>; job `{job.id}` runs {a.cause} on {a.host}"
+
+    # -- the rest ------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        alive = self.runner.alive()
+        ok = alive == self.config.workers
+        return web.json_response({"ok": ok, "workers": alive}, status=200 if ok else 503)
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        self.metrics.queue.set(await self.store(lambda: self.stores.ledger.pending()))
+        return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8")
+
+    async def api_jobs(self, request: web.Request) -> web.Response:
+        if not _bearer_ok(request, self.config.api_token):
+            return _error(401, "a valid bearer token is required", www_authenticate=True)
+        job_id = request.match_info.get("job_id")
+        if job_id is None:
+            try:
+                limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+            except ValueError:
+                return _error(400, "limit must be a number")
+            jobs = await self.store(lambda: self.stores.ledger.jobs(limit=limit))
+            return web.json_response({"jobs": [j.to_json() for j in jobs]})
+        try:
+            job = await self.store(self.stores.ledger.get, job_id)
+        except KeyError:
+            return _error(404, f"no job {job_id[:40]!r}")
+        return web.json_response(job.to_json())
+
+
+def make_app(service: Service) -> web.Application:
+    app = web.Application(client_max_size=service.config.max_body, middlewares=[_answer_errors(service.metrics)])
+    if service.config.alert_token:
+        app.router.add_post("/alertmanager", service.alertmanager)
+    if service.slack_app is not None:
+        app.router.add_post("/slack/events", service.slack_events)
+    app.router.add_get("/healthz", service.healthz)
+    app.router.add_get("/metrics", service.metrics_text)
+    if service.config.api_token:
+        app.router.add_get("/api/jobs", service.api_jobs)
+        app.router.add_get("/api/jobs/{job_id}", service.api_jobs)
+    return app
+
+
+def _answer_errors(metrics: Metrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            response = _error(exc.status, exc.reason)
+        except _BodyTooLarge as exc:
+            response = _error(400, str(exc))
+        except Exception:
+            log.exception("handler-crashed", path=request.path)
+            response = _error(500, "internal error; see remediate serve's log")
+        metrics.requests.labels(route, str(response.status)).inc()
+        return response
+
+    return middleware
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _BodyTooLarge(f"the body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise _BodyTooLarge(f"the body is larger than {limit} bytes")
+    return body
+
+
+def _bearer_ok(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return False
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _error(status: int, message: str, *, www_authenticate: bool = False) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="remediate"'} if www_authenticate else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _alerts(payload: Any) -> list[dict[str, Any]]:
+    if not isinstance(payload, dict):
+        raise ValueError("the body must be a JSON object")
+    if str(payload.get("version")) != "4":
+        raise ValueError(f"version {payload.get('version')!r}, expected '4'")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        raise ValueError("'alerts' must be a non-empty list")
+    for alert in alerts:
+        if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
+            raise ValueError("each alert needs a 'labels' object")
+        for key in ("status", "fingerprint", "startsAt"):
+            if not isinstance(alert.get(key), str) or not alert[key]:
+                raise ValueError(f"each alert needs a string {key!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in alert["labels"].items()):
+            raise ValueError("labels must map strings to strings")
+    return alerts
+
+
+def _slack_form(text: str) -> bool:
+    """A slash command (``command=``) or an interaction (``payload=`` holding a JSON object)."""
+    from urllib.parse import parse_qs
+
+    try:
+        form = parse_qs(text, strict_parsing=True, max_num_fields=100)
+    except ValueError:
+        return False
+    if "command" in form:
+        return True
+    if "payload" in form:
+        try:
+            return isinstance(json.loads(form["payload"][0]), dict)
+        except ValueError:
+            return False
+    return False
+
+
+def serve(config: ServeConfig, *, ready: Any = None) -> None:
+    """Run until SIGINT or SIGTERM: resume recorded jobs, start the workers, listen."""
+    import signal
+
+    service = Service(config)
+    resumed = service.runner.start()
+
+    async def main() -> None:
+        runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise RemediateError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "listening", url=f"http://{config.host}:{config.port}", state_dir=str(config.state_dir),
+            resumed=len(resumed), workers=config.workers, slack=config.slack is not None,
+            alertmanager=bool(config.alert_token),
+        )  # fmt: skip
+        if ready is not None:
+            ready(service)
+        await stop.wait()
+        log.info("stopping", running=service.runner.busy)
+        await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.runner.stop()
+        service.pool.shutdown(wait=True)

@@ -1,0 +1,240 @@
+"""``serve.yml``: the service's one config file. Every key is documented in ``examples/serve.yml``.
+
+Secrets (the API bearer token, Alertmanager's token, Slack's signing secret and bot token) are
+never in this file, in argv or in a log: the file names files that hold them. A secret file that
+other users can read is refused, as ssh refuses such a private key. Every mistake is an
+InputError (exit 5) naming the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remediate.diagnose import parse_since
+from remediate.errors import InputError
+from remediate.policy import Policy
+
+__all__ = ["ROUTE_MODES", "AlertRoute", "ServeConfig", "SlackConfig", "load_config"]
+
+ROUTE_MODES = ("diagnose", "approve", "fix")
+_TOP = {
+    "listen", "inventory", "state_dir", "api_token_file", "alertmanager", "slack", "policy", "cooldown",
+    "max_runs_per_hour", "approval_ttl", "workers", "keep_connections", "since", "accept_new_host_key",
+    "max_body",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    match: dict[str, str]
+    host_label: str
+    cause_label: str | None
+    mode: str
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match.items())
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    signing_secret: str = field(repr=False)
+    token: str = field(repr=False)
+    api_url: str = "https://slack.com/api/"
+    channel: str | None = None
+    command: str = "/remediate"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    path: Path
+    host: str
+    port: int
+    inventory: Path
+    state_dir: Path
+    api_token: str | None = field(repr=False)
+    alert_token: str | None = field(repr=False)
+    routes: tuple[AlertRoute, ...]
+    slack: SlackConfig | None
+    policy: Policy
+    cooldown: float = 1800.0
+    max_runs_per_hour: int = 6
+    approval_ttl: float = 900.0
+    workers: int = 4
+    keep_connections: float = 600.0
+    since: float = 900.0
+    accept_new_host_key: bool = False
+    max_body: int = 256 * 1024
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read and check ``path``; relative paths in it are relative to the file's directory."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    path = Path(path)
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no such config file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", file=str(path)) from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path), line=line) from None
+    if not isinstance(data, dict):
+        raise InputError("must be a YAML mapping (listen, inventory, state_dir, ...)", file=str(path))
+    return _Reader(path, data).config()
+
+
+class _Reader:
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path, self.data, self.base = path, data, path.parent
+
+    def fail(self, key: str, message: str) -> InputError:
+        return InputError(f"{key}: {message}", file=str(self.path))
+
+    def config(self) -> ServeConfig:
+        d = self.data
+        unknown = set(d) - _TOP
+        if unknown:
+            raise self.fail(", ".join(sorted(map(str, unknown))), f"unknown key (keys: {', '.join(sorted(_TOP))})")
+        host, port = self.listen(d.get("listen", "127.0.0.1:8088"))
+        for key in ("inventory", "state_dir"):
+            if not d.get(key):
+                raise self.fail(key, "required")
+        am = d.get("alertmanager")
+        if am is not None and not isinstance(am, dict):
+            raise self.fail("alertmanager", "must be a mapping with token_file and routes")
+        return ServeConfig(
+            path=self.path,
+            host=host,
+            port=port,
+            inventory=self.file_path(d["inventory"]),
+            state_dir=self.file_path(d["state_dir"]),
+            api_token=self.secret("api_token_file", d.get("api_token_file")),
+            alert_token=self.secret("alertmanager.token_file", (am or {}).get("token_file")) if am else None,
+            routes=self.routes(am) if am else (),
+            slack=self.slack(d.get("slack")),
+            policy=Policy.from_config(d.get("policy"), source=f"{self.path}: policy"),
+            cooldown=self.duration("cooldown", d.get("cooldown", "30m")),
+            max_runs_per_hour=self.count("max_runs_per_hour", d.get("max_runs_per_hour", 6)),
+            approval_ttl=self.duration("approval_ttl", d.get("approval_ttl", "15m")),
+            workers=self.count("workers", d.get("workers", 4), minimum=1),
+            keep_connections=self.duration("keep_connections", d.get("keep_connections", "10m")),
+            since=self.duration("since", d.get("since", "15m")),
+            accept_new_host_key=self.flag("accept_new_host_key", d.get("accept_new_host_key", False)),
+            max_body=self.count("max_body", d.get("max_body", 256 * 1024), minimum=1024),
+        )
+
+    def listen(self, value: Any) -> tuple[str, int]:
+        text = str(value)
+        host, _, port = text.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            raise self.fail("listen", f"{text!r} is not ADDRESS:PORT (e.g. 127.0.0.1:8088)") from None
+        if not 0 <= number <= 65535:
+            raise self.fail("listen", f"port {number} is out of range")
+        return host, number
+
+    def file_path(self, value: Any) -> Path:
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else self.base / path
+
+    def secret(self, key: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        path = self.file_path(value)
+        try:
+            st = path.stat()
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise self.fail(key, f"cannot read the secret file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise self.fail(key, f"the secret file {path} is not UTF-8 text") from None
+        if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+            raise self.fail(key, f"the secret file {path} is readable by other users; chmod o-rwx {path}")
+        if len(text) < 16:
+            raise self.fail(key, f"the secret in {path} is shorter than 16 characters")
+        return text
+
+    def duration(self, key: str, value: Any) -> float:
+        try:
+            seconds = float(value) if isinstance(value, int | float) else parse_since(str(value))
+        except ValueError:
+            raise self.fail(key, f"{value!r} is not a duration (90s, 30m, 2h, 1d)") from None
+        if seconds < 0:
+            raise self.fail(key, "must not be negative")
+        return seconds
+
+    def count(self, key: str, value: Any, *, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"must be a whole number ≥ {minimum}, not {value!r}")
+        return value
+
+    def flag(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
+        return value
+
+    def routes(self, am: dict[str, Any]) -> tuple[AlertRoute, ...]:
+        unknown = set(am) - {"token_file", "routes"}
+        if unknown:
+            raise self.fail(f"alertmanager.{sorted(unknown)[0]}", "unknown key (token_file, routes)")
+        if not am.get("token_file"):
+            raise self.fail("alertmanager.token_file", "required: Alertmanager's webhook is never anonymous")
+        routes = []
+        for i, spec in enumerate(am.get("routes") or []):
+            where = f"alertmanager.routes[{i}]"
+            if not isinstance(spec, dict):
+                raise self.fail(where, "must be a mapping with match, host_label and mode")
+            unknown = set(spec) - {"match", "host_label", "cause_label", "mode"}
+            if unknown:
+                raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key (match, host_label, cause_label, mode)")
+            match = spec.get("match") or {}
+            if not isinstance(match, dict):
+                raise self.fail(f"{where}.match", "must be a mapping of label: value")
+            mode = spec.get("mode", "diagnose")
+            if mode not in ROUTE_MODES:
+                raise self.fail(f"{where}.mode", f"{mode!r} is not one of {', '.join(ROUTE_MODES)}")
+            cause_label = spec.get("cause_label")
+            routes.append(
+                AlertRoute(
+                    {str(k): str(v) for k, v in match.items()},
+                    str(spec.get("host_label", "instance")),
+                    None if cause_label is None else str(cause_label),
+                    mode,
+                )
+            )
+        return tuple(routes)
+
+    def slack(self, spec: Any) -> SlackConfig | None:
+        if spec is None:
+            return None
+        if not isinstance(spec, dict):
+            raise self.fail("slack", "must be a mapping with signing_secret_file and token_file")
+        known = {"signing_secret_file", "token_file", "api_url", "channel", "command"}
+        unknown = set(spec) - known
+        if unknown:
+            raise self.fail(f"slack.{sorted(unknown)[0]}", f"unknown key ({', '.join(sorted(known))})")
+        for key in ("signing_secret_file", "token_file"):
+            if not spec.get(key):
+                raise self.fail(f"slack.{key}", "required")
+        api_url = str(spec.get("api_url", "https://slack.com/api/"))
+        if not api_url.startswith(("https://", "http://127.", "http://localhost")):
+            raise self.fail("slack.api_url", "must be https:// (plain http only to loopback, for a local fake)")
+        return SlackConfig(
+            signing_secret=self.secret("slack.signing_secret_file", spec["signing_secret_file"]) or "",
+            token=self.secret("slack.token_file", spec["token_file"]) or "",
+            api_url=api_url if api_url.endswith("/") else api_url + "/",
+            channel=None if spec.get("channel") is None else str(spec["channel"]),
+            command=str(spec.get("command", "/remediate")),
+        )

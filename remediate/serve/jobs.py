@@ -1,0 +1,299 @@
+"""The service's workers: jobs from the ledger, one at a time per host, through remediate.api.
+
+Every trigger ends up here as a ledger job (see remediate.ledger); ``workers`` threads claim them.
+What a job does depends on its mode:
+
+``diagnose``  diagnose the host and post the verdict.
+``approve``   plan the fix (``--check``; ``auto`` diagnoses first), record an approval bound to the
+              plan hash, and post the diff with Approve / Deny buttons.
+``run``       an approved plan: plan again, and apply only if the plan hash is the one approved.
+``fix``       an alert's ``mode: fix``: ``--cause auto``, applied at once, under storm control.
+``rollback``  undo a run from the host's journal.
+
+Storm control for ``fix``: an alert raised before the host's last fix finished is *covered* by that
+fix (twenty alerts for one incident are one fix); the log window starts at the last fix, so old
+lines do not re-diagnose a fixed host; a cause fixed within ``cooldown`` that comes back is not
+fixed again but escalated with both runs (the loop breaker); at most ``max_runs_per_hour`` runs
+per host. SSH connections are kept (remediate.api.Connections) and closed after
+``keep_connections`` idle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from remediate.api import Remediate
+from remediate.approvals import Approvals, plan_hash
+from remediate.audit import Audit
+from remediate.errors import RemediateError
+from remediate.ledger import Job, Ledger
+from remediate.serve.config import ServeConfig
+from remediate.serve.notify import Notifier, approval_blocks, outcome_text, plan_text
+
+__all__ = ["Runner", "Stores", "evidence_digest_of"]
+
+log = structlog.get_logger("remediate.serve")
+
+
+class Stores:
+    """The ledger, approvals and audit chain, one SQLite connection set per thread."""
+
+    def __init__(self, state_dir: Any) -> None:
+        self.state_dir = state_dir
+        self._local = threading.local()
+
+    def _get(self, name: str, kind: type) -> Any:
+        value = getattr(self._local, name, None)
+        if value is None:
+            value = kind(self.state_dir)
+            setattr(self._local, name, value)
+        return value
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._get("ledger", Ledger)  # type: ignore[no-any-return]
+
+    @property
+    def audit(self) -> Audit:
+        return self._get("audit", Audit)  # type: ignore[no-any-return]
+
+    @property
+    def approvals(self) -> Approvals:
+        return self._get("approvals", Approvals)  # type: ignore[no-any-return]
+
+
+def evidence_digest_of(evidence: Any) -> Any:
+    """The evidence an approver's plan rests on, without the error-log samples that grow with every 502.
+
+    A log window (a mapping with ``lines`` and ``last``) counts and quotes requests; more requests
+    failing the same way between plan and approval do not change the plan, so they are left out.
+    """
+    if isinstance(evidence, dict):
+        if {"lines", "last"} <= set(evidence):
+            return None
+        return {k: evidence_digest_of(v) for k, v in evidence.items()}
+    if isinstance(evidence, list):
+        return [evidence_digest_of(v) for v in evidence]
+    return evidence
+
+
+def report_hash(report: Any) -> str:
+    return plan_hash(report.host, report.cause, plan_text(report), evidence_digest_of(report.evidence))
+
+
+class Runner:
+    """``config.workers`` threads running ledger jobs; ``metrics`` (remediate.serve.app.Metrics) counts them."""
+
+    def __init__(self, config: ServeConfig, rem: Remediate, stores: Stores, notifier: Notifier, metrics: Any) -> None:
+        self.config, self.rem, self.stores, self.notifier, self.metrics = config, rem, stores, notifier, metrics
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.busy = 0
+        self._busy_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> list[Job]:
+        """Put jobs a dead service left running back to pending, then start the workers; the jobs resumed."""
+        resumed = self.stores.ledger.resume()
+        for job in resumed:
+            self.stores.audit.append("resume", "remediate", {"job": job.id, "host": job.host, "mode": job.mode})
+        for i in range(self.config.workers):
+            thread = threading.Thread(target=self._loop, name=f"remediate-worker-{i}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return resumed
+
+    def stop(self, wait: float = 30.0) -> None:
+        """No new jobs; wait up to ``wait`` s for running ones (a job still running resumes on the next start)."""
+        self.stopping.set()
+        self.wake.set()
+        deadline = time.monotonic() + wait
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.rem.close()
+
+    def alive(self) -> int:
+        return sum(t.is_alive() for t in self.threads)
+
+    def _loop(self) -> None:
+        name = threading.current_thread().name
+        last_sweep = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                job = self.stores.ledger.claim(name)
+            except Exception as exc:
+                log.error("claim-failed", error=str(exc))
+                job = None
+            if job is None:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                if time.monotonic() - last_sweep > 5:
+                    last_sweep = time.monotonic()
+                    closed = self.rem.connections.close_idle(self.config.keep_connections)
+                    if closed:
+                        log.info("connections-closed", hosts=closed, idle=self.config.keep_connections)
+                continue
+            with self._busy_lock:
+                self.busy += 1
+            try:
+                self.execute(job)
+            finally:
+                with self._busy_lock:
+                    self.busy -= 1
+                self.wake.set()  # the host is free: its next job may go
+
+    # -- one job -----------------------------------------------------------------
+
+    def execute(self, job: Job) -> Job:
+        started = time.monotonic()
+        rem = self.rem.acting_for(job.requested_by, job.trigger)
+        self.stores.audit.append("start", job.requested_by, {"job": job.id, "host": job.host, "mode": job.mode})
+        result: dict[str, Any]
+        try:
+            result = getattr(self, f"_{job.mode}")(job, rem)
+        except RemediateError as exc:
+            result = {"outcome": "failed", "message": str(exc)}
+            self._say(job, f":x: *{job.host}* {job.mode}: {exc}")
+        except Exception as exc:
+            log.exception("job-crashed", job=job.id)
+            result = {"outcome": "failed", "message": f"internal error: {type(exc).__name__}: {exc}"}
+            self._say(job, f":x: *{job.host}* {job.mode}: remediate failed ({type(exc).__name__}); see its log")
+        seconds = time.monotonic() - started
+        outcome = result.pop("outcome")
+        run_id, cause = result.pop("run_id", None), result.pop("cause", None)
+        done = self.stores.ledger.finish(job.id, outcome, run_id=run_id, cause=cause, data=result)
+        self.stores.audit.append(
+            "outcome",
+            job.requested_by,
+            {"job": job.id, "host": job.host, "cause": done.cause, "mode": job.mode, "outcome": outcome,
+             "run_id": run_id, "message": result.get("message", "")},
+        )  # fmt: skip
+        self.metrics.job_done(job.trigger, outcome, seconds if run_id else None)
+        log.info("job", job=job.id, host=job.host, mode=job.mode, outcome=outcome, run_id=run_id, seconds=seconds)
+        return done
+
+    def _say(self, job: Job, text: str, blocks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        reply = dict(job.data.get("reply") or {})
+        return self.notifier.post(reply, text, blocks)
+
+    def _window(self, job: Job) -> float:
+        """The error-log window: the configured one, but never older than the host's last fix."""
+        last = self.stores.ledger.last_fix(job.host)
+        if last is None or last.ended is None:
+            return self.config.since
+        return max(1.0, min(self.config.since, time.time() - last.ended))
+
+    def _diagnose(self, job: Job, rem: Remediate) -> dict[str, Any]:
+        diagnosis = rem.diagnose(job.host, since=self._window(job))
+        lines = [f":mag: *{job.host}*: verdict *{diagnosis.verdict}*; {diagnosis.reason}"]
+        for finding in diagnosis.findings:
+            lines.append(f"• {finding.cause or finding.label}: {finding.count} line(s), {finding.confidence}")
+        self._say(job, "\n".join(lines))
+        return {"outcome": "diagnosed", "verdict": diagnosis.verdict, "cause": job.cause}
+
+    def _approve(self, job: Job, rem: Remediate) -> dict[str, Any]:
+        report = rem.plan(job.host, job.cause, since=self._window(job))
+        if report.outcome != "planned":
+            self._say(job, outcome_text(report))
+            return {"outcome": report.outcome, "message": report.message, "cause": report.cause}
+        if job.trigger == "slack":  # auto named a cause now: the requester must hold run for it too
+            allowed = self.config.policy.allows(
+                rem.inventory, job.requested_by, "run", job.host, report.cause, tuple(job.data.get("groups", ()))
+            )
+            self.stores.audit.append("decision", job.requested_by, {"job": job.id, "cause": report.cause,
+                                                                     "allowed": allowed.allowed,
+                                                                     "reason": allowed.reason})  # fmt: skip
+            if not allowed:
+                self._say(job, f":no_entry: <@{job.requested_by}>: the diagnosis says {report.cause}; {allowed.reason}")
+                return {"outcome": "denied", "message": allowed.reason, "cause": report.cause}
+        approval = self.stores.approvals.create(
+            job.host, report.cause, job.requested_by, report_hash(report), ttl=self.config.approval_ttl
+        )
+        self.stores.audit.append("approval-asked", job.requested_by,
+                                 {"job": job.id, "approval": approval.id, "host": job.host, "cause": report.cause,
+                                  "plan_hash": approval.plan_hash})  # fmt: skip
+        who = f"<@{job.requested_by}>" if job.trigger == "slack" else f"alert {job.requested_by[:12]}"
+        summary = f":memo: *{job.host}*: {report.cause}; {report.decision.get('reason', '')}\nasked by {who}"
+        previous = self.stores.ledger.recent_fix(job.host, report.cause, self.config.cooldown)
+        if previous is not None:
+            summary += (
+                f"\n:repeat: {report.cause} was fixed on {job.host} {_ago(previous.ended)} ago "
+                f"(run `{previous.run_id}`); it came back"
+            )
+        self._say(job, summary, approval_blocks(summary, plan_text(report), approval.id, self.config.approval_ttl))
+        return {"outcome": "awaiting-approval", "approval": approval.id, "cause": report.cause}
+
+    def _run(self, job: Job, rem: Remediate) -> dict[str, Any]:
+        approval = self.stores.approvals.get(job.data["approval"])
+        changed: list[str] = []
+
+        def same_plan(report: Any) -> bool:
+            verdict = self.stores.approvals.check_plan(approval, report_hash(report))
+            if not verdict.ok:
+                changed.append(verdict.reason)
+            return verdict.ok
+
+        report = rem.run(job.host, approval.cause, confirm=same_plan, since=self._window(job))
+        if changed:
+            report.message = f"{job.host}: {changed[0]}"
+        self._say(job, outcome_text(report))
+        return {"outcome": report.outcome, "run_id": report.run_id if _applied(report) else None,
+                "message": report.message, "cause": report.cause}  # fmt: skip
+
+    def _fix(self, job: Job, rem: Remediate) -> dict[str, Any]:
+        ledger = self.stores.ledger
+        last = ledger.last_fix(job.host)
+        if last is not None and last.ended is not None and last.ended >= job.created:
+            # This alert fired before that fix ended: the same incident, already fixed.
+            return {"outcome": "covered", "message": f"covered by job {last.id} (run {last.run_id})"}
+        hour_runs = ledger.runs_since(job.host, time.time() - 3600)
+        if hour_runs >= self.config.max_runs_per_hour:
+            text = (
+                f":rotating_light: *{job.host}*: {hour_runs} runs in the last hour (cap "
+                f"{self.config.max_runs_per_hour}); not running again. A human should look."
+            )
+            self._say(job, text)
+            return {"outcome": "capped", "message": text}
+        looped: list[Job] = []
+
+        def not_a_loop(report: Any) -> bool:
+            previous = ledger.recent_fix(job.host, report.cause, self.config.cooldown, before=job.id)
+            if previous is not None:
+                looped.append(previous)
+            return previous is None
+
+        report = rem.run(job.host, job.cause, confirm=not_a_loop, since=self._window(job))
+        if looped:
+            previous = looped[0]
+            text = (
+                f":rotating_light: *{job.host}*: {report.cause} is back {_ago(previous.ended)} after run "
+                f"`{previous.run_id}` fixed it (cool-down {int(self.config.cooldown // 60)} min). Not fixing it "
+                f"again: the fix does not hold. This diagnosis: run `{report.run_id}`, "
+                f"{report.decision.get('reason', '')}"
+            )
+            self._say(job, text)
+            return {"outcome": "loop-stopped", "message": text, "cause": report.cause, "previous": previous.run_id}
+        self._say(job, outcome_text(report))
+        return {"outcome": report.outcome, "run_id": report.run_id if _applied(report) else None,
+                "message": report.message, "cause": report.cause}  # fmt: skip
+
+    def _rollback(self, job: Job, rem: Remediate) -> dict[str, Any]:
+        report = rem.rollback(job.host, job.data["run_id"])
+        self._say(job, outcome_text(report))
+        return {"outcome": report.outcome, "message": report.message, "undid": job.data["run_id"]}
+
+
+def _applied(report: Any) -> bool:
+    """Did the run get as far as changing the host (so it is a run: in the ledger, under the hourly cap)?"""
+    return report.outcome in {"fixed", "rolled-back", "failed", "restored"}
+
+
+def _ago(ended: float | None) -> str:
+    seconds = max(0, int(time.time() - (ended or time.time())))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"

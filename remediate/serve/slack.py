@@ -1,0 +1,143 @@
+"""The Slack side of `remediate serve`: ``/remediate`` and the Approve / Deny buttons, on slack-bolt.
+
+Requests reach Bolt only after :class:`Gate` has checked them (remediate.serve.app): size, UTF-8,
+headers, a timestamp inside 300 s, Slack's v0 HMAC signature, and the replay cache (a signature
+seen once is refused for the rest of the window; Bolt keeps none). Bolt then checks the signature
+again, and the handlers here parse the command, ask the policy (default deny), record the job,
+and ``ack()`` with what happens next; the job's results come back to the channel as a thread.
+
+Command text is data, never code: each argument must be a plain name (letters, digits, ``_.:-``),
+hosts must be in the inventory and causes in the playbooks, so nothing a user types reaches a
+shell, a path or a pattern.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+    from remediate.serve.app import Service
+
+__all__ = ["USAGE", "Command", "build_app", "parse_command"]
+
+log = structlog.get_logger("remediate.serve")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+USAGE = (
+    "usage: `/remediate diagnose HOST` · `/remediate run HOST CAUSE|auto` · "
+    "`/remediate rollback HOST RUN_ID` · `/remediate status [RUN_ID]`"
+)
+_ARITY = {"diagnose": (1, 1), "run": (2, 2), "rollback": (2, 2), "status": (0, 1), "help": (0, 0)}
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    host: str | None = None
+    cause: str | None = None
+    run_id: str | None = None
+
+
+def parse_command(text: str, causes: list[str]) -> Command:
+    """``/remediate``'s text as a Command; ValueError with a message for the user otherwise."""
+    words = text.split()
+    if not words:
+        raise ValueError(USAGE)
+    verb, args = words[0].lower(), words[1:]
+    if verb not in _ARITY:
+        raise ValueError(f"unknown subcommand {verb[:40]!r}. {USAGE}")
+    least, most = _ARITY[verb]
+    if not least <= len(args) <= most:
+        raise ValueError(f"`{verb}` takes {least if least == most else f'{least} to {most}'} argument(s). {USAGE}")
+    for arg in args:
+        if not _NAME.match(arg):
+            raise ValueError(f"{arg[:40]!r} is not a host, cause or run id (letters, digits and _.:- only)")
+    if verb in {"diagnose", "run", "rollback"}:
+        host = args[0]
+        if verb == "run":
+            cause = args[1]
+            if cause != "auto" and cause not in causes:
+                raise ValueError(f"unknown cause {cause!r}; causes: {', '.join(causes)}, or auto")
+            return Command("run", host, cause)
+        if verb == "rollback":
+            return Command("rollback", host, run_id=args[1])
+        return Command("diagnose", host)
+    return Command(verb, run_id=args[0] if args else None)
+
+
+def build_app(service: Service) -> AsyncApp:
+    """The Bolt app: one slash command, two buttons. Its Web API client points at ``slack.api_url``."""
+    from slack_bolt.async_app import AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    slack = service.config.slack
+    assert slack is not None
+    client = AsyncWebClient(token=slack.token, base_url=slack.api_url, timeout=10)
+    app = AsyncApp(
+        signing_secret=slack.signing_secret,
+        client=client,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        url_verification_enabled=False,
+        ssl_check_enabled=False,
+    )
+    groups = _Groups(service, client)
+
+    @app.command(slack.command)
+    async def on_command(ack: Any, command: dict[str, Any]) -> None:
+        user = str(command.get("user_id", ""))
+        reply = {"channel": command.get("channel_id")}
+        text = str(command.get("text", ""))
+        await ack(text=await service.slash(user, text, reply, await groups.of(user)), response_type="ephemeral")
+
+    async def on_click(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id")
+        reply = {"channel": channel, "thread_ts": message.get("thread_ts") or message.get("ts")}
+        approve = action.get("action_id") == "remediate_approve"
+        text = await service.click(user, str(action.get("value", "")), approve, reply, await groups.of(user))
+        if channel:
+            try:
+                await client.chat_postMessage(channel=channel, thread_ts=reply["thread_ts"], text=text)
+            except Exception as exc:
+                log.warning("slack-post-failed", error=str(exc))
+
+    app.action("remediate_approve")(on_click)
+    app.action("remediate_deny")(on_click)
+    return app
+
+
+class _Groups:
+    """Which of the policy's Slack user groups a user is in (``usergroups.users.list``), cached 5 minutes.
+
+    If Slack cannot say, the user is in no group: default deny, never a guess.
+    """
+
+    def __init__(self, service: Service, client: Any) -> None:
+        self.service, self.client = service, client
+        self.members: dict[str, set[str]] = {}
+        self.fetched = 0.0
+
+    async def of(self, user: str) -> tuple[str, ...]:
+        wanted = list(self.service.config.policy.groups)
+        if not wanted:
+            return ()
+        if time.monotonic() - self.fetched > 300:
+            members: dict[str, set[str]] = {}
+            for group in wanted:
+                try:
+                    answer = await self.client.usergroups_users_list(usergroup=group)
+                    members[group] = set(answer.get("users") or [])
+                except Exception as exc:
+                    log.warning("slack-usergroups-failed", group=group, error=str(exc))
+                    members[group] = set()
+            self.members, self.fetched = members, time.monotonic()
+        return tuple(g for g in wanted if user in self.members.get(g, set()))
