@@ -98,7 +98,7 @@ class FakeSlack:
                 if check(post):
                     return post
             time.sleep(0.1)
-        raise AssertionError(f"no such Slack post within {timeout}s; posts: {json.dumps(self.posts())[:3000]}")
+        raise AssertionError(f"no such Slack post within {timeout}s; last posts: {json.dumps(self.posts()[-4:])[-3000:]}")
 
     def close(self) -> None:
         self.server.shutdown()

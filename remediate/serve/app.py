@@ -119,7 +119,12 @@ class Service:
     # -- the store, off the event loop -------------------------------------------
 
     async def store(self, call: Any, *args: Any) -> Any:
+        """``call(*args)`` on the store pool. Pass a lambda or a method of self, never ``self.stores.X.method``:
+        that would open X's connection on the event loop's thread."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, call, *args)
+
+    def audit(self, kind: str, actor: str, data: dict[str, Any]) -> None:
+        self.stores.audit.append(kind, actor, data)
 
     def seen(self) -> Seen:
         import threading
@@ -246,7 +251,7 @@ class Service:
         except (sqlite3.Error, OSError):
             return _error(503, "cannot record the request now")
         if not first:
-            await self.store(self.stores.audit.append, "replay", "slack", {"signature": signature[:16]})
+            await self.store(self.audit, "replay", "slack", {"signature": signature[:16]})
             return _error(401, "this request was already received (replayed); nothing was started")
         if not _slack_form(text):
             return _error(400, "not a slash command or an interaction payload")
@@ -268,7 +273,7 @@ class Service:
         """``/remediate TEXT`` from ``user``: the ack (an ephemeral message); a job recorded if allowed."""
         if not self.config.policy.roles_of(user, groups):  # before anything about hosts is said
             reason = f"{user} is not in remediate's policy: nothing is allowed"
-            await self.store(self.stores.audit.append, "refused", user, {"source": "slack", "text": text[:200],
+            await self.store(self.audit, "refused", user, {"source": "slack", "text": text[:200],
                                                                           "reason": reason})  # fmt: skip
             return f":no_entry: {reason}"
         try:
@@ -277,12 +282,13 @@ class Service:
                 self.inventory.host(command.host)  # raises, naming close matches
         except (ValueError, RemediateError) as exc:
             message = str(exc).split(": ", 1)[-1] if isinstance(exc, RemediateError) else str(exc)
-            await self.store(self.stores.audit.append, "refused", user, {"source": "slack", "text": text[:200],
+            await self.store(self.audit, "refused", user, {"source": "slack", "text": text[:200],
                                                                           "reason": message})  # fmt: skip
             return f":warning: {message}"
         if command.verb == "help":
             return USAGE
         if command.verb == "status":
+            await self.store(self.audit, "trigger", user, {"source": "slack", "text": text[:200]})
             return str(await self.store(self.status_text, user, command, groups))
         verb = command.verb
         allowed = self.config.policy.allows(
@@ -394,7 +400,7 @@ class Service:
             jobs = await self.store(lambda: self.stores.ledger.jobs(limit=limit))
             return web.json_response({"jobs": [j.to_json() for j in jobs]})
         try:
-            job = await self.store(self.stores.ledger.get, job_id)
+            job = await self.store(lambda: self.stores.ledger.get(job_id))
         except KeyError:
             return _error(404, f"no job {job_id[:40]!r}")
         return web.json_response(job.to_json())

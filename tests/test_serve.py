@@ -1,0 +1,289 @@
+"""`remediate serve` on the real lab: Slack approvals, a real Alertmanager, storms, restarts and the audit chain.
+
+The service is a real process; requests to it are signed with Slack's real scheme; what it posts
+goes to a fake Slack Web API on loopback; alerts come from Debian's prometheus-alertmanager.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import remediate_cli
+from serving import (
+    CHANNEL,
+    Alertmanager,
+    FakeSlack,
+    Service,
+    alert,
+    alert_payload,
+    click_body,
+    http,
+    slash_body,
+)
+
+from remediate.lab.core import PROBES, Lab, LabConfig
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def fake_slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack(groups={"S0LEADS": ["U444"]})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, lab: Lab, fake_slack: FakeSlack) -> Iterator[Service]:
+    svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, approval_ttl="10m").start()
+    yield svc
+    svc.stop()
+    assert "Traceback" not in svc.log.read_text(), svc.log.read_text()[-3000:]
+
+
+def _break(lab: Lab, lab_cfg: LabConfig, variant: str = "missing") -> None:
+    """A fresh socket incident: healthy lab, empty logs, then the break and the failing request."""
+    lab.reset()
+    for name in ("error", "access"):
+        (lab.dir / "web01" / "nginx" / "logs" / f"{name}.log").write_bytes(b"")
+    spec = lab.break_("socket", variant, keep=True)
+    assert spec.probe == "php"
+    assert lab.probe(lab_cfg, PROBES[spec.probe]) == 502
+
+
+def _answers(lab: Lab, lab_cfg: LabConfig) -> int | str:
+    return lab.probe(lab_cfg, PROBES["php"])
+
+
+def _plan_post(fake: FakeSlack, since: int) -> tuple[dict[str, Any], str]:
+    """The plan message (with buttons) posted after ``since`` calls, and its approval id."""
+    post = fake.wait_for(lambda p: bool(p.get("blocks")) and fake.posts().index(p) >= since)
+    blocks = post["blocks"] if isinstance(post["blocks"], list) else json.loads(post["blocks"])
+    buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
+    assert [b["action_id"] for b in buttons] == ["remediate_approve", "remediate_deny"]
+    return post, str(buttons[0]["value"])
+
+
+def _thread_says(fake: FakeSlack, text: str, timeout: float = 90) -> dict[str, Any]:
+    return fake.wait_for(lambda p: text in p.get("text", ""), timeout=timeout)
+
+
+def _files(lab: Lab) -> dict[str, tuple[bytes, int]]:
+    """Every file of web01's nginx and php config: bytes and mode (what "changed nothing" means)."""
+    out = {}
+    for path in sorted((lab.dir / "web01").rglob("*")):
+        if path.is_file() and path.suffix in {".conf", ""} and "logs" not in path.parts and "run" not in path.parts:
+            out[str(path)] = (path.read_bytes(), path.stat().st_mode)
+    return out
+
+
+def test_a_chat_run_posts_a_plan_and_an_approver_fixes_it(
+    service: Service, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    _break(lab, lab_cfg)
+    since = len(fake_slack.posts())
+    status, ack = service.slack(slash_body("run web01 auto", "U111"))
+    assert status == 200 and isinstance(ack, dict) and "planning" in ack["text"], ack
+    post, approval = _plan_post(fake_slack, since)
+    assert post["channel"] == "C0CHAT" and "*web01*: socket" in post["text"] and "asked by <@U111>" in post["text"]
+    assert "restart php-fpm" in json.dumps(post["blocks"])
+    before = _files(lab)
+
+    # The requester, a user without approve, a user not in the policy: refused, nothing runs.
+    for user, says in [
+        ("U111", "U111 may not approve"),
+        ("U333", "U333 may not approve"),
+        ("U999", "U999 is not in remediate's policy"),
+    ]:
+        assert service.slack(click_body(approval, user))[0] == 200
+        refusal = _thread_says(fake_slack, says, timeout=15)
+        assert refusal["text"].endswith("nothing was changed") and refusal["thread_ts"]
+    assert _answers(lab, lab_cfg) == 502 and _files(lab) == before
+
+    # U444 approves through the S0LEADS user group (asked of Slack's usergroups.users.list).
+    assert service.slack(click_body(approval, "U444"))[0] == 200
+    _thread_says(fake_slack, "approved by <@U444>", timeout=15)
+    fixed = _thread_says(fake_slack, "*web01* socket: *fixed*")
+    assert "/remediate rollback web01" in fixed["text"]
+    assert _answers(lab, lab_cfg) == 200
+
+    # A second click on the same button: already approved, nothing runs again.
+    assert service.slack(click_body(approval, "U222"))[0] == 200
+    _thread_says(fake_slack, "this approval was already approved by U444", timeout=15)
+    jobs = service.wait_jobs_done()
+    assert [(j["mode"], j["outcome"]) for j in jobs] == [("run", "fixed"), ("approve", "awaiting-approval")]
+    assert jobs[0]["requested_by"] == "U111" and jobs[0]["data"]["approved_by"] == "U444"
+
+    verify = remediate_cli("audit", "verify", "--state", str(service.dir / "state"))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    shown = remediate_cli("audit", "show", "--state", str(service.dir / "state"), "--json")
+    kinds = [r["kind"] for r in json.loads(shown.stdout)["records"]]
+    for kind in ("trigger", "decision", "approval-asked", "refused", "approval", "start", "outcome"):
+        assert kind in kinds, kinds
+
+
+def test_deny_and_expiry_change_nothing(
+    tmp_path: Path, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, approval_ttl=2).start()
+    try:
+        _break(lab, lab_cfg)
+        before = _files(lab)
+        since = len(fake_slack.posts())
+        svc.slack(slash_body("run web01 socket", "U111"))
+        _, first = _plan_post(fake_slack, since)
+        svc.slack(click_body(first, "U222", approve=False))
+        _thread_says(fake_slack, "denied by <@U222>; nothing was changed on web01", timeout=15)
+
+        since = len(fake_slack.posts())
+        svc.slack(slash_body("run web01 socket", "U111"))
+        _, second = _plan_post(fake_slack, since)
+        time.sleep(2.5)
+        svc.slack(click_body(second, "U222"))
+        _thread_says(fake_slack, "this approval expired; ask for the run again", timeout=15)
+        svc.wait_jobs_done()
+        assert _answers(lab, lab_cfg) == 502 and _files(lab) == before
+        assert not any(j["mode"] == "run" for j in svc.jobs())
+    finally:
+        svc.stop()
+
+
+def test_approval_after_the_host_changed_under_the_plan_is_refused(
+    service: Service, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    _break(lab, lab_cfg, "permission")  # the plan: change the pool's listen.mode
+    since = len(fake_slack.posts())
+    service.slack(slash_body("run web01 socket", "U111"))
+    _, approval = _plan_post(fake_slack, since)
+    pool = lab.dir / "web01" / "php" / "pool.d" / "www.conf"
+    text = pool.read_bytes()
+    assert b"listen.owner = nobody\n" in text
+    pool.write_bytes(text.replace(b"listen.owner = nobody\n", b"listen.owner = daemon\n"))  # someone else's edit
+    before = _files(lab)
+    service.slack(click_body(approval, "U222"))
+    refused = _thread_says(fake_slack, "the plan changed since it was approved")
+    assert "*refused*" in refused["text"] and "nothing was changed" in refused["text"]
+    assert _files(lab) == before and _answers(lab, lab_cfg) == 502
+    run = next(j for j in service.wait_jobs_done() if j["mode"] == "run")
+    assert run["outcome"] == "refused" and run["run_id"] is None
+
+
+def _am_jobs(service: Service) -> list[dict[str, Any]]:
+    return [j for j in service.jobs() if j["trigger"] == "alertmanager"]
+
+
+def test_a_real_alertmanager_alert_fixes_the_lab_once(
+    service: Service, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig, tmp_path: Path
+) -> None:
+    _break(lab, lab_cfg)
+    am = Alertmanager(tmp_path / "am", service.url, service.dir / "secrets" / "am.token").start()
+    try:
+        am.add("alertname=Nginx502", "instance=127.0.20.1:8080", "severity=page")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _answers(lab, lab_cfg) != 200:
+            time.sleep(0.5)
+        assert _answers(lab, lab_cfg) == 200, service.log.read_text()[-2000:]
+        posted = _thread_says(fake_slack, "*web01* socket: *fixed*")
+        assert posted["channel"] == CHANNEL
+
+        time.sleep(4)  # Alertmanager repeats the firing alert every 2 s (repeat_interval): duplicates
+        service.stop()
+        service.start()
+        time.sleep(4)  # ... and again after the restart
+        jobs = service.wait_jobs_done()
+        assert len(_am_jobs(service)) == 1 and jobs[0]["outcome"] == "fixed", jobs
+        kinds = [r["kind"] for r in _records(service)]
+        assert kinds.count("duplicate") >= 2, kinds
+        verify = remediate_cli("audit", "verify", "--state", str(service.dir / "state"))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        am.stop()
+
+
+def _records(service: Service) -> list[dict[str, Any]]:
+    shown = remediate_cli("audit", "show", "--state", str(service.dir / "state"), "--json")
+    return list(json.loads(shown.stdout)["records"])
+
+
+def test_twenty_alerts_are_one_fix_and_the_loop_breaker_stops_the_second(
+    service: Service, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    _break(lab, lab_cfg)
+    results: list[int] = []
+
+    def deliver(i: int) -> None:
+        labels = {"alertname": "Nginx502", "instance": "web01:9113", "path": f"/p{i}"}
+        results.append(service.alert(alert_payload(alert(labels, f"storm-{i:02d}")))[0])
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 20
+    jobs = service.wait_jobs_done(timeout=180)
+    assert len(jobs) == 20
+    outcomes = sorted(j["outcome"] for j in jobs)
+    assert outcomes.count("fixed") == 1 and outcomes.count("covered") == 19, outcomes
+    spans = sorted((j["started"], j["ended"]) for j in jobs)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), "two jobs of web01 overlapped"
+    assert _answers(lab, lab_cfg) == 200
+    first_run = next(j["run_id"] for j in jobs if j["outcome"] == "fixed")
+
+    # The same cause comes back inside the cool-down: not fixed again; escalated with both runs.
+    time.sleep(1.1)  # the new incident starts after the fix
+    lab.break_("socket", "missing", keep=True)
+    assert _answers(lab, lab_cfg) == 502
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    labels = {"alertname": "Nginx502", "instance": "web01:9113"}
+    assert service.alert(alert_payload(alert(labels, "comes-back", starts=start)))[0] == 200
+    loop = _thread_says(fake_slack, "socket is back")
+    assert first_run in loop["text"] and "Not fixing it again" in loop["text"]
+    assert loop["channel"] == CHANNEL
+    last = service.wait_jobs_done()[0]
+    assert last["outcome"] == "loop-stopped" and last["data"]["previous"] == first_run
+    assert _answers(lab, lab_cfg) == 502  # left for a human, as the message says
+    status, text = http("GET", service.url + "/metrics")
+    assert 'remediate_jobs_total{outcome="covered",trigger="alertmanager"} 19.0' in str(text)
+    assert 'remediate_jobs_total{outcome="loop-stopped",trigger="alertmanager"} 1.0' in str(text)
+
+
+def test_a_restart_resumes_recorded_jobs(service: Service, lab: Lab, lab_cfg: LabConfig) -> None:
+    """Jobs recorded (or running) when the service died run after the next start."""
+    _break(lab, lab_cfg)
+    service.stop()
+    state = service.dir / "state" / "ledger.db"
+    from remediate.ledger import Ledger
+
+    ledger = Ledger(state.parent)
+    job, _ = ledger.submit("web01", "auto", "fix", trigger="alertmanager", requested_by="fp-before-crash")
+    claimed = ledger.claim("worker-that-died")
+    assert claimed is not None and claimed.id == job.id  # it was running when the service was killed
+    ledger.close()
+    service.start()
+    done = service.wait_jobs_done()
+    assert [(j["id"], j["outcome"]) for j in done] == [(job.id, "fixed")]
+    assert _answers(lab, lab_cfg) == 200
+    assert any(r["kind"] == "resume" and r["data"]["job"] == job.id for r in _records(service))
+
+
+def test_tampering_with_one_audit_record_is_named(service: Service) -> None:
+    service.slack(slash_body("status", "U111"))
+    service.slack(slash_body("diagnose web99", "U111"))
+    service.stop()
+    db = sqlite3.connect(service.dir / "state" / "audit.db")
+    db.execute("DROP TRIGGER audit_no_update")  # what someone editing the file behind remediate's back does
+    db.execute("UPDATE audit SET actor = 'U222' WHERE seq = 2")
+    db.commit()
+    db.close()
+    verify = remediate_cli("audit", "verify", "--state", str(service.dir / "state"))
+    assert verify.returncode == 1
+    assert "record 2" in verify.stdout + verify.stderr
+    service.start()  # for the fixture's stop

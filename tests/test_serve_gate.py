@@ -1,0 +1,335 @@
+"""`remediate serve` refuses what it must: every bad request is a test, and none starts a job or is a 500.
+
+The service runs as a real process on loopback, over an inventory whose hosts nothing can reach:
+if any of these requests started a job, the ledger (GET /api/jobs) would show it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serving import (
+    AM_TOKEN,
+    API_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    Service,
+    alert,
+    alert_payload,
+    http,
+    signed,
+    slash_body,
+)
+
+INVENTORY = """\
+all:
+  hosts:
+    web01: {ansible_host: 127.0.99.1}
+    web02: {ansible_host: 127.0.99.2}
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> Iterator[Service]:
+    directory = tmp_path_factory.mktemp("gate")
+    inventory = directory / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    svc = Service(directory / "svc", inventory, fake_slack.url).start()
+    yield svc
+    svc.stop()
+    assert "Traceback" not in svc.log.read_text(), svc.log.read_text()[-3000:]
+
+
+@pytest.fixture(autouse=True)
+def no_job_started(service: Service) -> Iterator[None]:
+    """Whatever the test sends, the ledger holds no job afterwards."""
+    yield
+    assert service.jobs() == []
+
+
+def _events(service: Service, body: str | bytes, headers: dict[str, str]) -> tuple[int, object]:
+    return http("POST", service.url + "/slack/events", body, headers)
+
+
+def test_a_forged_signature_is_401(service: Service) -> None:
+    body = slash_body("diagnose web01", "U111")
+    status, answer = _events(service, body, signed(body, secret="not-the-signing-secret-at-all"))
+    assert (status, answer) == (401, {"error": "invalid signature"})
+
+
+def test_a_signature_over_another_body_is_401(service: Service) -> None:
+    headers = signed(slash_body("diagnose web01", "U111"))
+    status, _ = _events(service, slash_body("run web01 socket", "U111"), headers)
+    assert status == 401
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -3600, 10**9])
+def test_a_stale_or_future_request_is_401(service: Service, skew: int) -> None:
+    body = slash_body("diagnose web01", "U111")
+    status, answer = _events(service, body, signed(body, stamp=int(time.time()) + skew))
+    assert status == 401
+    assert "within 5 minutes" in str(answer)
+
+
+def test_a_replayed_request_is_401_and_starts_nothing(service: Service, fake_slack: FakeSlack) -> None:
+    body = slash_body("status", "U111")  # status records no job, so the first delivery is harmless
+    headers = signed(body)
+    first = _events(service, body, headers)
+    assert first[0] == 200, first
+    again = _events(service, body, headers)
+    assert again == (401, {"error": "this request was already received (replayed); nothing was started"})
+
+
+def test_a_replay_after_a_restart_is_still_refused(service: Service) -> None:
+    body = slash_body("status", "U111")
+    headers = signed(body)
+    assert _events(service, body, headers)[0] == 200
+    service.stop()
+    service.start()
+    assert _events(service, body, headers)[0] == 401
+
+
+@pytest.mark.parametrize(
+    "drop", ["X-Slack-Signature", "X-Slack-Request-Timestamp"], ids=["no-signature", "no-timestamp"]
+)
+def test_missing_headers_are_401(service: Service, drop: str) -> None:
+    body = slash_body("diagnose web01", "U111")
+    headers = signed(body)
+    del headers[drop]
+    assert _events(service, body, headers)[0] == 401
+
+
+@pytest.mark.parametrize("stamp", ["", "abc", "1e9", "-5", "17000000000000000000000"])
+def test_a_malformed_timestamp_is_401(service: Service, stamp: str) -> None:
+    body = slash_body("diagnose web01", "U111")
+    headers = {**signed(body), "X-Slack-Request-Timestamp": stamp}
+    assert _events(service, body, headers)[0] == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "garbage",
+        "a=1&b=2",
+        "payload=%7Bnot-json",
+        "payload=%5B1%2C2%5D",
+        urllib.parse.urlencode({"payload": json.dumps({"type": "block_actions"})}),
+        '{"type": "event_callback"}',
+    ],
+    ids=["empty", "garbage", "unknown-form", "payload-not-json", "payload-a-list", "payload-no-actions", "json"],
+)
+def test_a_malformed_body_with_a_valid_signature_is_400(service: Service, body: str) -> None:
+    status, answer = _events(service, body, signed(body))
+    assert status == 400, answer
+
+
+def test_a_non_utf8_body_is_400(service: Service) -> None:
+    body = b"command=%2Fremediate&text=\xff\xfe"
+    ts = str(int(time.time()))
+    import hashlib
+    import hmac
+
+    mac = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={mac}"}
+    assert _events(service, body, headers) == (400, {"error": "the body is not UTF-8"})
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(service: Service) -> None:
+    body = slash_body("diagnose web01", "U111") + "&pad=" + "x" * 400_000
+    status, answer = _events(service, body, signed(body))
+    assert status == 400
+    assert "larger than" in str(answer)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("diagnose web01;reboot", "is not a host, cause or run id"),
+        ("diagnose $(reboot)", "is not a host, cause or run id"),
+        ("run web01 socket`id`", "is not a host, cause or run id"),
+        ("run web01 ../../etc/passwd", "is not a host, cause or run id"),
+        ("diagnose web01 && rm -rf /", "takes 1 argument"),
+        ("run web01 'socket'", "is not a host, cause or run id"),
+        ("run web01 bogus", "unknown cause 'bogus'"),
+        ("diagnose db99", "no host 'db99'"),
+        ("run db99 socket", "no host 'db99'"),
+        ("explode web01", "unknown subcommand"),
+        ("", "usage:"),
+        ("rollback web01", "takes 2 argument"),
+    ],
+)
+def test_bad_command_text_is_answered_in_one_line_and_starts_nothing(service: Service, text: str, says: str) -> None:
+    status, answer = service.slack(slash_body(text, "U111"))
+    assert status == 200
+    assert isinstance(answer, dict) and says in answer["text"], answer
+    assert answer["response_type"] == "ephemeral"
+
+
+@pytest.mark.parametrize(
+    ("user", "text", "says"),
+    [
+        ("U999", "diagnose web01", "U999 is not in remediate's policy"),
+        ("U999", "diagnose db99", "U999 is not in remediate's policy"),  # says nothing about hosts
+        ("U333", "run web01 socket", "U333 may not run"),
+        ("U333", "rollback web01 20261121T000000Z-abcdef", "U333 may not rollback"),
+    ],
+)
+def test_a_user_the_policy_does_not_allow_gets_a_reason_and_no_job(
+    service: Service, user: str, text: str, says: str
+) -> None:
+    status, answer = service.slack(slash_body(text, user))
+    assert status == 200 and isinstance(answer, dict)
+    assert says in answer["text"], answer
+
+
+def test_a_click_on_a_forged_approval_id_changes_nothing(service: Service, fake_slack: FakeSlack) -> None:
+    from serving import click_body
+
+    status, _ = service.slack(click_body("forged-approval-id-0000", "U222"))
+    assert status == 200  # Slack gets its ack; the answer goes to the thread
+    post = fake_slack.wait_for(lambda p: "no such approval" in p.get("text", ""), timeout=10)
+    assert "nothing was changed" in post["text"]
+
+
+@pytest.mark.parametrize("token", ["", "Bearer", "Bearer wrong-token", f"Basic {AM_TOKEN}", f"Bearer {AM_TOKEN}x"])
+def test_alertmanager_without_the_bearer_token_is_401(service: Service, token: str) -> None:
+    payload = alert_payload(alert({"alertname": "Nginx502", "instance": "web01:9113"}, "fp-token"))
+    headers = {"Authorization": token} if token else {}
+    status, _ = http("POST", service.url + "/alertmanager", json.dumps(payload), headers)
+    assert status == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        json.dumps({"version": "3", "alerts": []}),
+        json.dumps({"version": "4", "alerts": []}),
+        json.dumps({"version": "4", "alerts": [{"labels": {}}]}),
+        json.dumps({"version": "4", "alerts": [{"labels": {"a": 1}, "status": "firing", "fingerprint": "f",
+                                                "startsAt": "t"}]}),  # fmt: skip
+        json.dumps({"version": "4", "alerts": ["x"]}),
+    ],
+    ids=["not-json", "a-list", "version-3", "no-alerts", "no-status", "label-not-a-string", "alert-not-an-object"],
+)
+def test_a_malformed_alertmanager_payload_is_400(service: Service, body: str) -> None:
+    headers = {"Authorization": f"Bearer {AM_TOKEN}", "Content-Type": "application/json"}
+    status, answer = http("POST", service.url + "/alertmanager", body, headers)
+    assert status == 400, answer
+
+
+def test_an_alert_for_an_unknown_host_is_reported_not_guessed(service: Service, fake_slack: FakeSlack) -> None:
+    payload = alert_payload(alert({"alertname": "Nginx502", "instance": "10.9.9.9:9113"}, "fp-unknown-host"))
+    status, answer = service.alert(payload)
+    assert status == 200
+    assert isinstance(answer, dict) and answer["alerts"][0]["result"] == "reported"
+    post = fake_slack.wait_for(lambda p: "'10.9.9.9:9113' is not a host" in p.get("text", ""), timeout=10)
+    assert post["channel"] == "C0ALERTS"
+    again = service.alert(payload)  # Alertmanager repeats: reported once
+    assert isinstance(again[1], dict) and again[1]["alerts"][0]["result"] == "duplicate: already reported"
+
+
+def test_an_alert_with_an_unknown_cause_is_reported(service: Service) -> None:
+    labels = {"alertname": "Nginx502", "instance": "web01:9113", "remediate_cause": "rm -rf"}
+    status, answer = service.alert(alert_payload(alert(labels, "fp-bad-cause")))
+    assert status == 200 and isinstance(answer, dict)
+    assert answer["alerts"][0]["result"] == "reported"
+
+
+def test_resolved_alerts_and_alerts_no_route_matches_start_nothing(service: Service) -> None:
+    payload = alert_payload(
+        alert({"alertname": "Nginx502", "instance": "web01:9113"}, "fp-resolved", status="resolved"),
+        alert({"alertname": "DiskFull", "instance": "web01:9113"}, "fp-other"),
+        status="resolved",
+    )
+    status, answer = service.alert(payload)
+    assert status == 200 and isinstance(answer, dict)
+    assert [a["result"] for a in answer["alerts"]] == [
+        "ignored: resolved alerts start nothing",
+        "ignored: no route matches its labels",
+    ]
+
+
+@pytest.mark.parametrize("token", ["", "Bearer nope", f"Bearer {AM_TOKEN}"])
+def test_the_jobs_api_needs_its_own_token(service: Service, token: str) -> None:
+    headers = {"Authorization": token} if token else {}
+    assert http("GET", service.url + "/api/jobs", headers=headers)[0] == 401
+    assert http("GET", service.url + "/api/jobs/x", headers={"Authorization": f"Bearer {API_TOKEN}"})[0] == 404
+
+
+def test_healthz_and_metrics(service: Service) -> None:
+    assert http("GET", service.url + "/healthz") == (200, {"ok": True, "workers": 2})
+    status, text = http("GET", service.url + "/metrics")
+    assert status == 200 and isinstance(text, str)
+    assert "remediate_queue_depth 0.0" in text
+    assert 'remediate_requests_total{route="/slack/events",status="401"}' in text
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remediate.cli", "serve", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_config_mistakes_are_one_line_errors_with_exit_5(service: Service, tmp_path: Path) -> None:
+    config = json.loads(service.config_path.read_text())
+    cases = {
+        "unknown key": ({**config, "listne": "x"}, "listne: unknown key"),
+        "bad listen": ({**config, "listen": "everywhere"}, "listen: 'everywhere' is not ADDRESS:PORT"),
+        "bad mode": (
+            {**config, "alertmanager": {**config["alertmanager"], "routes": [{"mode": "yolo"}]}},
+            "alertmanager.routes[0].mode: 'yolo' is not one of diagnose, approve, fix",
+        ),
+        "bad duration": ({**config, "cooldown": "soon"}, "cooldown: 'soon' is not a duration"),
+        "bad verb": (
+            {**config, "policy": {"roles": {"r": {"verbs": ["nuke"]}}}},
+            "policy.roles.r.verbs: unknown verb(s) nuke",
+        ),
+        "no token": ({**config, "alertmanager": {"routes": []}}, "alertmanager.token_file: required"),
+    }
+    for name, (data, says) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.yml"
+        path.write_text(json.dumps(data))
+        done = _serve("--config", str(path), "--check")
+        assert done.returncode == 5, (name, done.stderr)
+        assert says in done.stderr, (name, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert _serve("--config", str(tmp_path / "missing.yml")).returncode == 5
+
+
+def test_a_secret_file_others_can_read_is_refused(service: Service, tmp_path: Path) -> None:
+    config = json.loads(service.config_path.read_text())
+    secret = tmp_path / "am.token"
+    secret.write_text(AM_TOKEN)
+    secret.chmod(0o644)
+    config["alertmanager"]["token_file"] = str(secret)
+    path = tmp_path / "serve.yml"
+    path.write_text(json.dumps(config))
+    done = _serve("--config", str(path), "--check")
+    assert done.returncode == 5
+    assert f"the secret file {secret} is readable by other users; chmod o-rwx {secret}" in done.stderr
+    assert AM_TOKEN not in done.stderr + done.stdout
+
+
+def test_check_says_what_it_read_and_never_prints_a_secret(service: Service) -> None:
+    done = _serve("--config", str(service.config_path), "--check")
+    assert done.returncode == 0, done.stderr
+    assert "ok: listen 127.0.0.1:" in done.stdout and "2 host(s), 3 alert route(s), slack on" in done.stdout
+    for secret in (AM_TOKEN, API_TOKEN, SIGNING_SECRET):
+        assert secret not in done.stdout + service.log.read_text()
