@@ -49,10 +49,10 @@ class FakeSlack:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.do_POST()
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
                 if "?" in self.path:
@@ -98,7 +98,9 @@ class FakeSlack:
                 if check(post):
                     return post
             time.sleep(0.1)
-        raise AssertionError(f"no such Slack post within {timeout}s; last posts: {json.dumps(self.posts()[-4:])[-3000:]}")
+        raise AssertionError(
+            f"no such Slack post within {timeout}s; last posts: {json.dumps(self.posts()[-4:])[-3000:]}"
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -167,7 +169,7 @@ def http(
     data = body.encode() if isinstance(body, str) else body
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -201,12 +203,16 @@ class Service:
             "alertmanager": {
                 "token_file": str(write_secret(secrets / "am.token", AM_TOKEN)),
                 "routes": [
-                    {"match": {"alertname": "Nginx502"}, "host_label": "instance", "cause_label": "remediate_cause",
-                     "mode": "fix"},
+                    {
+                        "match": {"alertname": "Nginx502"},
+                        "host_label": "instance",
+                        "cause_label": "remediate_cause",
+                        "mode": "fix",
+                    },
                     {"match": {"alertname": "Nginx502Ask"}, "host_label": "instance", "mode": "approve"},
                     {"match": {"alertname": "Nginx502Look"}, "host_label": "instance", "mode": "diagnose"},
                 ],
-            },  # fmt: skip
+            },
             "slack": {
                 "signing_secret_file": str(write_secret(secrets / "slack.secret", SIGNING_SECRET)),
                 "token_file": str(write_secret(secrets / "slack.token", BOT_TOKEN)),
@@ -269,7 +275,9 @@ class Service:
         return http("POST", self.url + "/alertmanager", json.dumps(payload), headers)
 
     def jobs(self) -> list[dict[str, Any]]:
-        status, answer = http("GET", self.url + "/api/jobs?limit=1000", headers={"Authorization": f"Bearer {API_TOKEN}"})
+        status, answer = http(
+            "GET", self.url + "/api/jobs?limit=1000", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
         assert status == 200 and isinstance(answer, dict), answer
         return list(answer["jobs"])
 
@@ -287,7 +295,7 @@ def alert_payload(*alerts: dict[str, Any], status: str = "firing") -> dict[str, 
     """An Alertmanager webhook body (version 4) holding ``alerts``."""
     return {
         "version": "4",
-        "groupKey": "{}:{alertname=\"Nginx502\"}",
+        "groupKey": '{}:{alertname="Nginx502"}',
         "truncatedAlerts": 0,
         "status": status,
         "receiver": "remediate",
@@ -299,7 +307,9 @@ def alert_payload(*alerts: dict[str, Any], status: str = "firing") -> dict[str, 
     }
 
 
-def alert(labels: dict[str, str], fingerprint: str, *, status: str = "firing", starts: str | None = None) -> dict[str, Any]:
+def alert(
+    labels: dict[str, str], fingerprint: str, *, status: str = "firing", starts: str | None = None
+) -> dict[str, Any]:
     return {
         "status": status,
         "labels": labels,

@@ -266,7 +266,7 @@ def test_a_playbook_whose_route_is_unknown_refuses(tmp_path: Path) -> None:
     from remediate.evidence import Log
     from remediate.nginx.match import CannotRoute
 
-    site = b'http { server { listen 80; location / { proxy_pass http://a; }\n'
+    site = b"http { server { listen 80; location / { proxy_pass http://a; }\n"
     site += b'location ~ "^/\\p{Lu}" { return 404; } } }\n'
     ctx = text_context(tmp_path, site)
     ctx.by_collector["error_log"] = Log(

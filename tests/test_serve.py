@@ -6,6 +6,7 @@ goes to a fake Slack Web API on loopback; alerts come from Debian's prometheus-a
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -129,9 +130,7 @@ def test_a_chat_run_posts_a_plan_and_an_approver_fixes_it(
         assert kind in kinds, kinds
 
 
-def test_deny_and_expiry_change_nothing(
-    tmp_path: Path, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
-) -> None:
+def test_deny_and_expiry_change_nothing(tmp_path: Path, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig) -> None:
     svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, approval_ttl=2).start()
     try:
         _break(lab, lab_cfg)
@@ -233,7 +232,7 @@ def test_twenty_alerts_are_one_fix_and_the_loop_breaker_stops_the_second(
     outcomes = sorted(j["outcome"] for j in jobs)
     assert outcomes.count("fixed") == 1 and outcomes.count("covered") == 19, outcomes
     spans = sorted((j["started"], j["ended"]) for j in jobs)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), "two jobs of web01 overlapped"
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two jobs of web01 overlapped"
     assert _answers(lab, lab_cfg) == 200
     first_run = next(j["run_id"] for j in jobs if j["outcome"] == "fixed")
 
@@ -250,7 +249,7 @@ def test_twenty_alerts_are_one_fix_and_the_loop_breaker_stops_the_second(
     last = service.wait_jobs_done()[0]
     assert last["outcome"] == "loop-stopped" and last["data"]["previous"] == first_run
     assert _answers(lab, lab_cfg) == 502  # left for a human, as the message says
-    status, text = http("GET", service.url + "/metrics")
+    _status, text = http("GET", service.url + "/metrics")
     assert 'remediate_jobs_total{outcome="covered",trigger="alertmanager"} 19.0' in str(text)
     assert 'remediate_jobs_total{outcome="loop-stopped",trigger="alertmanager"} 1.0' in str(text)
 

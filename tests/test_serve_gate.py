@@ -222,8 +222,9 @@ def test_alertmanager_without_the_bearer_token_is_401(service: Service, token: s
         json.dumps({"version": "3", "alerts": []}),
         json.dumps({"version": "4", "alerts": []}),
         json.dumps({"version": "4", "alerts": [{"labels": {}}]}),
-        json.dumps({"version": "4", "alerts": [{"labels": {"a": 1}, "status": "firing", "fingerprint": "f",
-                                                "startsAt": "t"}]}),  # fmt: skip
+        json.dumps(
+            {"version": "4", "alerts": [{"labels": {"a": 1}, "status": "firing", "fingerprint": "f", "startsAt": "t"}]}
+        ),
         json.dumps({"version": "4", "alerts": ["x"]}),
     ],
     ids=["not-json", "a-list", "version-3", "no-alerts", "no-status", "label-not-a-string", "alert-not-an-object"],

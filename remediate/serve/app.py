@@ -260,7 +260,7 @@ class Service:
             answer = await self.slack_app.async_dispatch(
                 AsyncBoltRequest(body=text, query=request.query_string, headers=headers)  # type: ignore[arg-type]
             )
-        except Exception as exc:
+        except Exception as exc:  # a payload Bolt cannot read is bad input, not our crash
             log.warning("slack-dispatch-failed", error=str(exc))
             return _error(400, "malformed Slack request")
         if answer.status == 404:
@@ -430,7 +430,7 @@ def _answer_errors(metrics: Metrics) -> Any:
             response = _error(exc.status, exc.reason)
         except _BodyTooLarge as exc:
             response = _error(400, str(exc))
-        except Exception:
+        except Exception:  # logged with its traceback; the client gets one line
             log.exception("handler-crashed", path=request.path)
             response = _error(500, "internal error; see remediate serve's log")
         metrics.requests.labels(route, str(response.status)).inc()

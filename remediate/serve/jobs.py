@@ -127,7 +127,7 @@ class Runner:
         while not self.stopping.is_set():
             try:
                 job = self.stores.ledger.claim(name)
-            except Exception as exc:
+            except Exception as exc:  # a locked or full disk: wait and retry, never die
                 log.error("claim-failed", error=str(exc))
                 job = None
             if job is None:
@@ -160,7 +160,7 @@ class Runner:
         except RemediateError as exc:
             result = {"outcome": "failed", "message": str(exc)}
             self._say(job, f":x: *{job.host}* {job.mode}: {exc}")
-        except Exception as exc:
+        except Exception as exc:  # one bad job must not kill a worker
             log.exception("job-crashed", job=job.id)
             result = {"outcome": "failed", "message": f"internal error: {type(exc).__name__}: {exc}"}
             self._say(job, f":x: *{job.host}* {job.mode}: remediate failed ({type(exc).__name__}); see its log")

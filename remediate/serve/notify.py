@@ -46,7 +46,7 @@ class Notifier:
                 unfurl_links=False,
                 unfurl_media=False,
             )
-        except Exception as exc:
+        except Exception as exc:  # chat being down must not fail the job
             log.warning("slack-post-failed", channel=channel, error=str(exc))
             return reply
         return {"channel": channel, "thread_ts": thread or answer.get("ts")}

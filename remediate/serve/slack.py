@@ -107,7 +107,7 @@ def build_app(service: Service) -> AsyncApp:
         if channel:
             try:
                 await client.chat_postMessage(channel=channel, thread_ts=reply["thread_ts"], text=text)
-            except Exception as exc:
+            except Exception as exc:  # the decision is recorded either way
                 log.warning("slack-post-failed", error=str(exc))
 
     app.action("remediate_approve")(on_click)
@@ -136,7 +136,7 @@ class _Groups:
                 try:
                     answer = await self.client.usergroups_users_list(usergroup=group)
                     members[group] = set(answer.get("users") or [])
-                except Exception as exc:
+                except Exception as exc:  # unknown membership is no membership
                     log.warning("slack-usergroups-failed", group=group, error=str(exc))
                     members[group] = set()
             self.members, self.fetched = members, time.monotonic()
