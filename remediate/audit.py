@@ -92,17 +92,25 @@ class Audit:
 
     def append(self, kind: str, actor: str, data: dict[str, Any] | None = None) -> Record:
         """Add one record at the head of the chain, durably, and return it."""
-        text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), default=str)
+        return self.extend([(kind, actor, data)])[0]
+
+    def extend(self, entries: list[tuple[str, str, dict[str, Any] | None]]) -> list[Record]:
+        """Add (kind, actor, data) records in order, in one transaction (one fsync): all of them, or none."""
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        records = []
         with immediate(self.db):  # the head cannot move between reading it and writing after it
             row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            record_hash = digest(seq, at, kind, actor, text, prev)
-            self.db.execute(
-                "INSERT INTO audit (seq, at, kind, actor, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, at, kind, actor, text, prev, record_hash),
-            )
-        return Record(seq, at, kind, actor, data or {}, prev, record_hash)
+            seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+            for kind, actor, data in entries:
+                text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), default=str)
+                seq, record_hash = seq + 1, digest(seq + 1, at, kind, actor, text, prev)
+                self.db.execute(
+                    "INSERT INTO audit (seq, at, kind, actor, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, at, kind, actor, text, prev, record_hash),
+                )
+                records.append(Record(seq, at, kind, actor, data or {}, prev, record_hash))
+                prev = record_hash
+        return records
 
     def records(self) -> Iterator[Record]:
         for seq, at, kind, actor, data, prev, record_hash in self.db.execute(

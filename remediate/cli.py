@@ -593,10 +593,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
     from importlib.util import find_spec
-
-    import structlog
 
     from remediate.serve.config import load_config
 
@@ -614,16 +611,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"{len(config.policy.users)} user(s) and {len(config.policy.groups)} group(s) in the policy"
         )
         return EXIT_OK
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    from remediate.serve.logs import configure
+
+    configure()
     from remediate.serve.app import serve
 
     serve(config)

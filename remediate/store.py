@@ -15,7 +15,9 @@ def open_db(path: Path, schema: str) -> sqlite3.Connection:
     autocommit outside :func:`immediate`, and ``schema`` applied."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    # Switching to WAL takes an exclusive lock and does not wait for one: do it only once per file.
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db

@@ -27,7 +27,7 @@ def test_an_incident_script_diagnoses_plans_fixes_and_rolls_back(lab: Lab, lab_c
     with api.open(lab.inventory, requested_by="incident-4711") as rem:
         diagnosis = rem.diagnose("web01")
         assert diagnosis.verdict == "socket" and diagnosis.to_json()["round_trips"] == 1
-        kept = rem._transports["web01"]
+        kept = rem.connections._kept["web01"]
         plan = rem.plan("web01", diagnosis.verdict)
         assert plan.outcome == "planned" and plan.plan.actions, plan.message
         report = rem.run("web01", diagnosis.verdict, yes=True)
@@ -41,8 +41,8 @@ def test_an_incident_script_diagnoses_plans_fixes_and_rolls_back(lab: Lab, lab_c
         assert (meta["requested_by"], meta["trigger"]) == ("incident-4711", "api")
         undone = rem.rollback("web01", report.run_id)
         assert undone.outcome in ("restored", "nothing-to-do"), undone.message
-        assert rem._transports["web01"] is kept, "one connection for every call"
-    assert not rem._transports, "closed at the end of the with"
+        assert rem.connections._kept["web01"] is kept, "one connection for every call"
+    assert not len(rem.connections), "closed at the end of the with"
 
 
 def test_a_trigger_that_is_not_one_of_the_four_is_a_usage_error(lab: Lab) -> None:
@@ -89,3 +89,19 @@ def test_the_readme_incident_script_runs_as_written(lab: Lab, lab_cfg: LabConfig
     assert done.returncode == 0, done.stdout + done.stderr
     assert "web01: socket" in done.stdout and "fixed:" in done.stdout
     assert lab.probe(lab_cfg, PROBES["php"]) == 200
+
+
+def test_a_kept_connection_that_died_is_replaced_and_idle_ones_close(lab: Lab, lab_cfg: LabConfig) -> None:
+    """The service keeps connections: one the peer dropped is reopened, not used dead; idle ones are closed."""
+    with api.open(lab.inventory) as rem:
+        rem.diagnose("web01", since="1m")
+        first = rem.connections._kept["web01"]
+        first._conn.client.get_transport().close()  # type: ignore[attr-defined]  # sshd went away
+        assert not first.alive()
+        rem.diagnose("web01", since="1m")
+        second = rem.connections._kept["web01"]
+        assert second is not first and second.alive()
+        other = rem.acting_for("U111", "slack")
+        assert other.connections is rem.connections and other.trigger == "slack"
+        assert rem.connections.close_idle(3600) == []
+        assert rem.connections.close_idle(0) == ["web01"] and not len(rem.connections)

@@ -34,7 +34,7 @@ from remediate.lab.core import PROBES, Lab, LabConfig
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fake_slack() -> Iterator[FakeSlack]:
     fake = FakeSlack(groups={"S0LEADS": ["U444"]})
     yield fake
@@ -286,3 +286,42 @@ def test_tampering_with_one_audit_record_is_named(service: Service) -> None:
     assert verify.returncode == 1
     assert "record 2" in verify.stdout + verify.stderr
     service.start()  # for the fixture's stop
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_killed_worker_process_is_replaced_and_its_job_finishes(
+    service: Service, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    """SIGKILL the worker process mid-job: the service starts another, the job goes back to pending and
+    ends fixed; the host is as its journal says (fixed, not half-applied)."""
+    import os
+    import signal
+
+    _break(lab, lab_cfg)
+    assert service.proc is not None
+    (worker,) = _children(service.proc.pid)
+    labels = {"alertname": "Nginx502", "instance": "web01:9113"}
+    assert service.alert(alert_payload(alert(labels, "fp-kill")))[0] == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(j["state"] == "running" for j in service.jobs()):
+        time.sleep(0.01)
+    os.kill(worker, signal.SIGKILL)
+    jobs = service.wait_jobs_done()
+    assert [j["outcome"] for j in jobs] == ["fixed"], jobs
+    assert _answers(lab, lab_cfg) == 200
+    assert any(r["kind"] == "resume" and r["data"]["job"] == jobs[0]["id"] for r in _records(service))
+    (replacement,) = _children(service.proc.pid)
+    assert replacement != worker
+    assert '"event": "worker-died"' in service.log.read_text()
+    assert http("GET", service.url + "/healthz")[0] == 200

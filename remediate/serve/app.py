@@ -21,56 +21,74 @@ import hmac
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from remediate.api import Remediate
 from remediate.errors import RemediateError
 from remediate.inventory import Host, load_inventory
 from remediate.playbook import load_playbooks
 from remediate.serve.config import ServeConfig
-from remediate.serve.jobs import Runner, Stores
+from remediate.serve.jobs import Stores
 from remediate.serve.notify import Notifier
 from remediate.serve.slack import USAGE, Command, parse_command
-from remediate.store import open_db
+from remediate.serve.worker import WorkerProcess
 
 __all__ = ["Metrics", "Service", "make_app", "serve"]
 
 log = structlog.get_logger("remediate.serve")
-_REPLAY_WINDOW = 300  # seconds: Slack's own limit on a request's age, and how long a signature is remembered
+_REPLAY_WINDOW = 300  # seconds: Slack's own limit on a request's age (the replay cache keeps twice that)
 _JSON = "application/json"
 
 
 class Metrics:
-    """The service's Prometheus metrics, in a registry of its own."""
+    """The service's Prometheus metrics, in a registry of its own.
 
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    Jobs and run durations are read from the ledger at each scrape (the worker process runs the
+    jobs; the ledger is what both processes share), so they survive restarts as counters should.
+    """
 
+    def __init__(self, stores: Stores) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.stores = stores
         self.registry = CollectorRegistry()
-        self.jobs = Counter(
-            "remediate_jobs", "Jobs finished, by trigger and outcome", ["trigger", "outcome"], registry=self.registry
-        )
         self.requests = Counter(
             "remediate_requests", "HTTP requests answered, by route and status", ["route", "status"],
             registry=self.registry,
         )  # fmt: skip
-        self.queue = Gauge("remediate_queue_depth", "Jobs pending or running", registry=self.registry)
-        self.runs = Histogram(
-            "remediate_run_duration_seconds",
-            "How long a job that ran remediate on a host took",
-            buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300),
-            registry=self.registry,
-        )
+        self.registry.register(self)
 
-    def job_done(self, trigger: str, outcome: str, seconds: float | None) -> None:
-        self.jobs.labels(trigger, outcome).inc()
-        if seconds is not None:
-            self.runs.observe(seconds)
+    def describe(self) -> list[Any]:
+        return []  # registering must not read the ledger (on the event loop's thread)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        db = self.stores.ledger.db
+        jobs = CounterMetricFamily(
+            "remediate_jobs", "Jobs finished, by trigger and outcome", labels=["trigger", "outcome"]
+        )
+        for trigger, outcome, count in db.execute(
+            "SELECT trigger, outcome, COUNT(*) FROM jobs WHERE state = 'done' GROUP BY trigger, outcome"
+        ):
+            jobs.add_metric([trigger, outcome], count)
+        yield jobs
+        depth = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')").fetchone()[0]
+        yield GaugeMetricFamily("remediate_queue_depth", "Jobs pending or running", value=depth)
+        seconds = [r[0] for r in db.execute("SELECT ended - started FROM jobs WHERE run_id IS NOT NULL")]
+        buckets, total = [], 0
+        for bound in _RUN_BUCKETS:
+            total = sum(1 for s in seconds if s <= bound)
+            buckets.append((str(bound), total))
+        buckets.append(("+Inf", len(seconds)))
+        yield HistogramMetricFamily(
+            "remediate_run_duration_seconds", "How long jobs that ran remediate on a host took",
+            buckets=buckets, sum_value=sum(seconds),
+        )  # fmt: skip
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -78,21 +96,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class Seen:
-    """Keys seen before, in ledger.db: Slack signatures (the replay cache) and alerts already reported."""
-
-    _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);"
-
-    def __init__(self, state_dir: Path) -> None:
-        self.db = open_db(Path(state_dir) / "ledger.db", self._SCHEMA)
-        self.inserts = 0
-
-    def first(self, key: str) -> bool:
-        """Record ``key``; True if it was not there before (durably, so a restart does not forget it)."""
-        self.inserts += 1
-        if self.inserts % 200 == 0:
-            self.db.execute("DELETE FROM seen WHERE key LIKE 'slack:%' AND at < ?", (time.time() - 2 * _REPLAY_WINDOW,))
-        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, time.time())).rowcount == 1
+_RUN_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0, 120.0, 300.0)
 
 
 class Service:
@@ -104,13 +108,13 @@ class Service:
         self.causes = sorted(load_playbooks())
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.stores = Stores(config.state_dir)
-        self._seen: dict[int, Seen] = {}
-        self.metrics = Metrics()
+        self.stores.create()  # every file and table, once, before threads and the worker open them at once
+        self.metrics = Metrics(self.stores)
         self.notifier = Notifier(config.slack)
-        self.rem = Remediate(self.inventory, accept_new_host_key=config.accept_new_host_key, trigger="api")
-        self.runner = Runner(config, self.rem, self.stores, self.notifier, self.metrics)
+        self.worker = WorkerProcess(str(config.path))
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate-store")
         self.slack_app: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         if config.slack is not None:
             from remediate.serve.slack import build_app
 
@@ -123,16 +127,14 @@ class Service:
         that would open X's connection on the event loop's thread."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, call, *args)
 
+    def later(self, work: Any) -> None:
+        """Run the coroutine ``work`` after the current answer; kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def audit(self, kind: str, actor: str, data: dict[str, Any]) -> None:
         self.stores.audit.append(kind, actor, data)
-
-    def seen(self) -> Seen:
-        import threading
-
-        key = threading.get_ident()
-        if key not in self._seen:
-            self._seen[key] = Seen(self.config.state_dir)
-        return self._seen[key]
 
     # -- Alertmanager --------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class Service:
                      "alertname": item["alertname"]},
                 )  # fmt: skip
             elif "report" in item:
-                new = self.seen().first("report:" + item["dedupe"])
+                new = self.stores.seen.first("report:" + item["dedupe"])
                 item["result"] = "reported" if new else "duplicate: already reported"
                 if new:
                     audit.append("refused", item["fingerprint"], {"source": "alertmanager", "reason": item["report"]})
@@ -220,7 +222,7 @@ class Service:
         except (sqlite3.Error, OSError) as exc:
             log.error("record-failed", error=str(exc))
             return _error(503, "cannot record the jobs now; retry")
-        self.runner.wake.set()
+        self.worker.wake()
         for text in reports:
             self.pool.submit(self.notifier.post, {}, f":question: {text}")
         return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
@@ -247,7 +249,7 @@ class Service:
         if not verifier.is_valid(body=text, timestamp=stamp, signature=signature):
             return _error(401, "invalid signature")
         try:
-            first = await self.store(lambda: self.seen().first("slack:" + signature))
+            first = await self.store(lambda: self.stores.seen.first("slack:" + signature))
         except (sqlite3.Error, OSError):
             return _error(503, "cannot record the request now")
         if not first:
@@ -302,7 +304,7 @@ class Service:
             return ":x: remediate cannot record jobs right now (its state directory); nothing was started"
         if job is None:
             return f":no_entry: {allowed.reason}; nothing was started"
-        self.runner.wake.set()
+        self.worker.wake()
         what = {"diagnose": "diagnosing", "approve": "planning (you will get a plan to approve)",
                 "rollback": f"rolling back {command.run_id} on"}[mode]  # fmt: skip
         return f":hourglass: job `{job}`: {what} {command.host}"
@@ -310,10 +312,13 @@ class Service:
     def record_command(
         self, user: str, text: str, command: Command, mode: str, allowed: Any, reply: dict[str, Any], groups: Any
     ) -> str | None:
-        audit = self.stores.audit
-        audit.append("trigger", user, {"source": "slack", "text": text[:200]})
-        audit.append("decision", user, {"verb": command.verb, "host": command.host, "cause": command.cause,
-                                        "allowed": allowed.allowed, "reason": allowed.reason})  # fmt: skip
+        self.stores.audit.extend(
+            [
+                ("trigger", user, {"source": "slack", "text": text[:200]}),
+                ("decision", user, {"verb": command.verb, "host": command.host, "cause": command.cause,
+                                    "allowed": allowed.allowed, "reason": allowed.reason}),
+            ]
+        )  # fmt: skip
         if not allowed:
             return None
         data = {"reply": reply, "groups": list(groups)}
@@ -374,19 +379,17 @@ class Service:
             a.host, a.cause, "run", trigger="slack", requested_by=a.requester,
             data={"reply": reply, "approval": a.id, "approved_by": user},
         )  # fmt: skip
-        self.runner.wake.set()
+        self.worker.wake()
         return f":white_check_mark: approved by <@{user}>; job `{job.id}` runs {a.cause} on {a.host}"
 
     # -- the rest ------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        alive = self.runner.alive()
-        ok = alive == self.config.workers
-        return web.json_response({"ok": ok, "workers": alive}, status=200 if ok else 503)
+        ok = self.worker.alive()
+        return web.json_response({"ok": ok, "workers": self.config.workers if ok else 0}, status=200 if ok else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        self.metrics.queue.set(await self.store(lambda: self.stores.ledger.pending()))
-        return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=await self.store(self.metrics.text), content_type="text/plain", charset="utf-8")
 
     async def api_jobs(self, request: web.Request) -> web.Response:
         if not _bearer_ok(request, self.config.api_token):
@@ -501,12 +504,11 @@ def _slack_form(text: str) -> bool:
     return False
 
 
-def serve(config: ServeConfig, *, ready: Any = None) -> None:
-    """Run until SIGINT or SIGTERM: resume recorded jobs, start the workers, listen."""
+def serve(config: ServeConfig) -> None:
+    """Run until SIGINT or SIGTERM: start the worker process (it resumes recorded jobs), then listen."""
     import signal
 
     service = Service(config)
-    resumed = service.runner.start()
 
     async def main() -> None:
         runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False)
@@ -517,23 +519,25 @@ def serve(config: ServeConfig, *, ready: Any = None) -> None:
         except OSError as exc:
             await runner.cleanup()
             raise RemediateError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+        service.worker.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
             "listening", url=f"http://{config.host}:{config.port}", state_dir=str(config.state_dir),
-            resumed=len(resumed), workers=config.workers, slack=config.slack is not None,
-            alertmanager=bool(config.alert_token),
+            workers=config.workers, slack=config.slack is not None, alertmanager=bool(config.alert_token),
         )  # fmt: skip
-        if ready is not None:
-            ready(service)
-        await stop.wait()
-        log.info("stopping", running=service.runner.busy)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                service.worker.watch()  # a worker process that died is replaced
+        log.info("stopping")
         await runner.cleanup()
 
     try:
         asyncio.run(main())
     finally:
-        service.runner.stop()
+        service.worker.stop()
         service.pool.shutdown(wait=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,10 +34,28 @@ from remediate.errors import RemediateError
 from remediate.ledger import Job, Ledger
 from remediate.serve.config import ServeConfig
 from remediate.serve.notify import Notifier, approval_blocks, outcome_text, plan_text
+from remediate.store import open_db
 
-__all__ = ["Runner", "Stores", "evidence_digest_of"]
+__all__ = ["Runner", "Seen", "Stores", "evidence_digest_of"]
 
 log = structlog.get_logger("remediate.serve")
+
+
+class Seen:
+    """Keys seen before, in ledger.db: Slack signatures (the replay cache) and alerts already reported."""
+
+    _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.db = open_db(Path(state_dir) / "ledger.db", self._SCHEMA)
+        self.inserts = 0
+
+    def first(self, key: str) -> bool:
+        """Record ``key``; True if it was not there before (durably, so a restart does not forget it)."""
+        self.inserts += 1
+        if self.inserts % 200 == 0:
+            self.db.execute("DELETE FROM seen WHERE key LIKE 'slack:%' AND at < ?", (time.time() - 600,))
+        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, time.time())).rowcount == 1
 
 
 class Stores:
@@ -45,6 +64,11 @@ class Stores:
     def __init__(self, state_dir: Any) -> None:
         self.state_dir = state_dir
         self._local = threading.local()
+
+    def create(self) -> None:
+        """Create the files and tables (and switch them to WAL) from this thread, then close them."""
+        for kind in (Ledger, Audit, Approvals, Seen):
+            kind(self.state_dir).db.close()
 
     def _get(self, name: str, kind: type) -> Any:
         value = getattr(self._local, name, None)
@@ -60,6 +84,10 @@ class Stores:
     @property
     def audit(self) -> Audit:
         return self._get("audit", Audit)  # type: ignore[no-any-return]
+
+    @property
+    def seen(self) -> Seen:
+        return self._get("seen", Seen)  # type: ignore[no-any-return]
 
     @property
     def approvals(self) -> Approvals:
@@ -86,10 +114,10 @@ def report_hash(report: Any) -> str:
 
 
 class Runner:
-    """``config.workers`` threads running ledger jobs; ``metrics`` (remediate.serve.app.Metrics) counts them."""
+    """``config.workers`` threads running ledger jobs (in the worker process: remediate.serve.worker)."""
 
-    def __init__(self, config: ServeConfig, rem: Remediate, stores: Stores, notifier: Notifier, metrics: Any) -> None:
-        self.config, self.rem, self.stores, self.notifier, self.metrics = config, rem, stores, notifier, metrics
+    def __init__(self, config: ServeConfig, rem: Remediate, stores: Stores, notifier: Notifier) -> None:
+        self.config, self.rem, self.stores, self.notifier = config, rem, stores, notifier
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -174,7 +202,6 @@ class Runner:
             {"job": job.id, "host": job.host, "cause": done.cause, "mode": job.mode, "outcome": outcome,
              "run_id": run_id, "message": result.get("message", "")},
         )  # fmt: skip
-        self.metrics.job_done(job.trigger, outcome, seconds if run_id else None)
         log.info("job", job=job.id, host=job.host, mode=job.mode, outcome=outcome, run_id=run_id, seconds=seconds)
         return done
 

@@ -13,6 +13,7 @@ shell, a path or a pattern.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -82,7 +83,9 @@ def build_app(service: Service) -> AsyncApp:
     app = AsyncApp(
         signing_secret=slack.signing_secret,
         client=client,
-        process_before_response=False,
+        # The handlers only check and record (milliseconds; the jobs run in the workers), so Bolt
+        # answers when they return instead of polling every 10 ms for the ack.
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
         url_verification_enabled=False,
         ssl_check_enabled=False,
@@ -104,15 +107,19 @@ def build_app(service: Service) -> AsyncApp:
         reply = {"channel": channel, "thread_ts": message.get("thread_ts") or message.get("ts")}
         approve = action.get("action_id") == "remediate_approve"
         text = await service.click(user, str(action.get("value", "")), approve, reply, await groups.of(user))
-        if channel:
-            try:
-                await client.chat_postMessage(channel=channel, thread_ts=reply["thread_ts"], text=text)
-            except Exception as exc:  # the decision is recorded either way
-                log.warning("slack-post-failed", error=str(exc))
+        if channel:  # after the answer: the Web API's latency is not Slack's to wait for
+            service.later(_post(client, channel, reply["thread_ts"], text))
 
     app.action("remediate_approve")(on_click)
     app.action("remediate_deny")(on_click)
     return app
+
+
+async def _post(client: Any, channel: str, thread_ts: str | None, text: str) -> None:
+    try:
+        await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+    except Exception as exc:  # the decision is recorded either way
+        log.warning("slack-post-failed", error=str(exc))
 
 
 class _Groups:
@@ -125,19 +132,26 @@ class _Groups:
         self.service, self.client = service, client
         self.members: dict[str, set[str]] = {}
         self.fetched = 0.0
+        self.lock = asyncio.Lock()  # 50 requests at once: one lookup, not 50
 
     async def of(self, user: str) -> tuple[str, ...]:
         wanted = list(self.service.config.policy.groups)
         if not wanted:
             return ()
-        if time.monotonic() - self.fetched > 300:
-            members: dict[str, set[str]] = {}
-            for group in wanted:
-                try:
-                    answer = await self.client.usergroups_users_list(usergroup=group)
-                    members[group] = set(answer.get("users") or [])
-                except Exception as exc:  # unknown membership is no membership
-                    log.warning("slack-usergroups-failed", group=group, error=str(exc))
-                    members[group] = set()
-            self.members, self.fetched = members, time.monotonic()
+        async with self.lock:
+            if time.monotonic() - self.fetched > 300:
+                await self._fetch(wanted)
         return tuple(g for g in wanted if user in self.members.get(g, set()))
+
+    async def _fetch(self, wanted: list[str]) -> None:
+        members: dict[str, set[str]] = {}
+        complete = True
+        for group in wanted:
+            try:
+                answer = await self.client.usergroups_users_list(usergroup=group)
+                members[group] = set(answer.get("users") or [])
+            except Exception as exc:  # unknown membership is no membership
+                log.warning("slack-usergroups-failed", group=group, error=str(exc))
+                members[group], complete = set(), False
+        self.members = members
+        self.fetched = time.monotonic() if complete else 0.0  # a failed lookup is asked again next time
