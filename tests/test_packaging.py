@@ -9,3 +9,37 @@ def test_playbooks_and_templates_ship() -> None:
     """The installed package finds its playbooks/ and templates/ folders and their files."""
     assert (playbooks_dir() / "README.md").is_file()
     assert (templates_dir() / "README.md").is_file()
+
+
+def test_the_cli_starts_without_the_service_libraries() -> None:
+    """`remediate run|diagnose|--help` never import aiohttp, slack-bolt or prometheus_client: they are the
+    `serve` extra, imported only by `remediate serve`."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from remediate import cli, api\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('aiohttp', 'slack_bolt', 'slack_sdk', 'prometheus_client') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_serve_without_its_extra_says_how_to_install_it() -> None:
+    """Without aiohttp & co. `remediate serve` is a one-line usage error naming the extra, not a traceback."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'aiohttp' else real(name, *a)\n"
+        "from remediate import cli\n"
+        "sys.exit(cli.main(['serve', '--config', 'x.yml']))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "remediate: error: remediate serve needs its extra: pip install 'remediate[serve]' (aiohttp)"
+    )

@@ -334,3 +334,22 @@ def test_check_says_what_it_read_and_never_prints_a_secret(service: Service) -> 
     assert "ok: listen 127.0.0.1:" in done.stdout and "2 host(s), 3 alert route(s), slack on" in done.stdout
     for secret in (AM_TOKEN, API_TOKEN, SIGNING_SECRET):
         assert secret not in done.stdout + service.log.read_text()
+
+
+def test_the_example_config_documents_every_key_and_passes_check(tmp_path: Path) -> None:
+    """examples/serve.yml is the reference: it names every key the service reads, and it works as written."""
+    from remediate.serve.config import _TOP
+
+    example = (Path(__file__).parent.parent / "examples" / "serve.yml").read_text()
+    for key in sorted(_TOP) + ["token_file", "routes", "match", "host_label", "cause_label", "mode",
+                               "signing_secret_file", "api_url", "channel", "command", "self_approval"]:  # fmt: skip
+        assert f"{key}:" in example, key
+    text = example.replace("/etc/remediate/", f"{tmp_path}/").replace("/var/lib/remediate", f"{tmp_path}/state")
+    (tmp_path / "inventory.yml").write_text(INVENTORY)
+    for name in ("api.token", "am.token", "slack.secret", "slack.token"):
+        (tmp_path / name).write_text("s3cret-" + name + "-0123456789abcdef\n")
+        (tmp_path / name).chmod(0o600)
+    (tmp_path / "serve.yml").write_text(text)
+    done = _serve("--config", str(tmp_path / "serve.yml"), "--check")
+    assert done.returncode == 0, done.stderr
+    assert "2 alert route(s), slack on, 2 user(s) and 1 group(s)" in done.stdout
