@@ -57,7 +57,7 @@ async def _burst(url: str, bodies: list[tuple[str, dict[str, str]]]) -> list[flo
 
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _drain(svc: Service) -> None:

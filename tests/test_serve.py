@@ -122,6 +122,14 @@ def test_a_chat_run_posts_a_plan_and_an_approver_fixes_it(
     assert [(j["mode"], j["outcome"]) for j in jobs] == [("run", "fixed"), ("approve", "awaiting-approval")]
     assert jobs[0]["requested_by"] == "U111" and jobs[0]["data"]["approved_by"] == "U444"
 
+    # status names the run; rollback (oncall may) undoes it from the host's journal.
+    run_id = jobs[0]["run_id"]
+    status_ack = service.slack(slash_body(f"status {run_id}", "U111"))[1]
+    assert isinstance(status_ack, dict) and f"run `{run_id}`" in status_ack["text"] and "*fixed*" in status_ack["text"]
+    assert "rolling back" in str(service.slack(slash_body(f"rollback web01 {run_id}", "U111"))[1])
+    undone = _thread_says(fake_slack, f"*web01* rollback {run_id}: *restored*")
+    assert "nothing to restore: the files already hold their original bytes" in undone["text"]  # a restart only
+
     verify = remediate_cli("audit", "verify", "--state", str(service.dir / "state"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     shown = remediate_cli("audit", "show", "--state", str(service.dir / "state"), "--json")

@@ -341,8 +341,9 @@ def test_the_example_config_documents_every_key_and_passes_check(tmp_path: Path)
     from remediate.serve.config import _TOP
 
     example = (Path(__file__).parent.parent / "examples" / "serve.yml").read_text()
-    for key in sorted(_TOP) + ["token_file", "routes", "match", "host_label", "cause_label", "mode",
-                               "signing_secret_file", "api_url", "channel", "command", "self_approval"]:  # fmt: skip
+    nested = ["token_file", "routes", "match", "host_label", "cause_label", "mode", "signing_secret_file", "api_url",
+              "channel", "command", "self_approval"]  # fmt: skip
+    for key in [*sorted(_TOP), *nested]:
         assert f"{key}:" in example, key
     text = example.replace("/etc/remediate/", f"{tmp_path}/").replace("/var/lib/remediate", f"{tmp_path}/state")
     (tmp_path / "inventory.yml").write_text(INVENTORY)

@@ -93,10 +93,13 @@ def approval_blocks(summary: str, plan: str, approval_id: str, expires_in: float
 
 def outcome_text(report: Any) -> str:
     """One line per run: host, cause, outcome, the message, and the run id to roll back with."""
-    icon = {"fixed": ":white_check_mark:", "nothing-to-do": ":information_source:", "planned": ":memo:"}.get(
-        report.outcome, ":warning:"
-    )
-    text = f"{icon} *{report.host}* {report.cause}: *{report.outcome}*"
+    icon = {
+        "fixed": ":white_check_mark:",
+        "restored": ":leftwards_arrow_with_hook:",
+        "nothing-to-do": ":information_source:",
+        "planned": ":memo:",
+    }.get(report.outcome, ":warning:")
+    text = f"{icon} *{report.host}* {report.cause}: *{report.outcome}*"  # a rollback's cause is "rollback RUN_ID"
     if report.message:
         text += f"; {report.message}"
     if report.outcome in {"fixed", "rolled-back", "failed"}:
