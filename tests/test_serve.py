@@ -333,3 +333,24 @@ def test_a_killed_worker_process_is_replaced_and_its_job_finishes(
     assert replacement != worker
     assert '"event": "worker-died"' in service.log.read_text()
     assert http("GET", service.url + "/healthz")[0] == 200
+
+
+def test_the_hourly_cap_stops_runs_and_says_so(
+    tmp_path: Path, fake_slack: FakeSlack, lab: Lab, lab_cfg: LabConfig
+) -> None:
+    """max_runs_per_hour: 1 and no cool-down: the second incident within the hour is escalated, not run."""
+    svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, max_runs_per_hour=1, cooldown=0).start()
+    try:
+        labels = {"alertname": "Nginx502", "instance": "web01:9113"}
+        _break(lab, lab_cfg)
+        assert svc.alert(alert_payload(alert(labels, "cap-1")))[0] == 200
+        assert [j["outcome"] for j in svc.wait_jobs_done()] == ["fixed"]
+        time.sleep(1.1)
+        _break(lab, lab_cfg)
+        assert svc.alert(alert_payload(alert(labels, "cap-2")))[0] == 200
+        capped = _thread_says(fake_slack, "runs in the last hour (cap 1); not running again")
+        assert capped["channel"] == CHANNEL
+        assert [j["outcome"] for j in svc.wait_jobs_done()] == ["capped", "fixed"]
+        assert _answers(lab, lab_cfg) == 502
+    finally:
+        svc.stop()

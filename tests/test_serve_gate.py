@@ -354,3 +354,41 @@ def test_the_example_config_documents_every_key_and_passes_check(tmp_path: Path)
     done = _serve("--config", str(tmp_path / "serve.yml"), "--check")
     assert done.returncode == 0, done.stderr
     assert "2 alert route(s), slack on, 2 user(s) and 1 group(s)" in done.stdout
+
+
+def test_a_full_disk_is_503_so_alertmanager_retries_and_nothing_is_lost(tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """The state directory fills up: the webhook answers 503 (never 200 for a job it could not record); once
+    there is room again, the same delivery is recorded exactly once."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    svc = None
+    try:
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(INVENTORY)
+        svc = Service(tmp_path / "svc", inventory, fake_slack.url, state_dir=str(small / "state")).start()
+        filler = small / "filler"
+        with filler.open("wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass  # ENOSPC: the disk is full
+        payload = alert_payload(alert({"alertname": "Nginx502Look", "instance": "web01:9113"}, "fp-disk"))
+        status, answer = svc.alert(payload)
+        assert (status, answer) == (503, {"error": "cannot record the jobs now; retry"})
+        log = svc.log.read_text()  # SQLite says one or the other, depending on where ENOSPC hit
+        assert '"event": "record-failed"' in log and ("disk is full" in log or "disk I/O error" in log)
+        filler.unlink()
+        status, answer = svc.alert(payload)  # Alertmanager's retry
+        assert status == 200 and isinstance(answer, dict) and answer["alerts"][0]["result"] == "recorded"
+        assert service_jobs_for(svc, "fp-disk") == 1
+        assert svc.alert(payload)[1]["alerts"][0]["result"].startswith("duplicate")  # type: ignore[index]
+    finally:
+        if svc is not None:
+            svc.stop()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def service_jobs_for(svc: Service, fingerprint: str) -> int:
+    return sum(1 for j in svc.jobs() if j["requested_by"] == fingerprint)
