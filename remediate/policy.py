@@ -107,6 +107,12 @@ class Policy:
             names += self.groups.get(group, [])
         return [self.roles[n] for n in dict.fromkeys(names)]
 
+    def lists(self, user: str, user_groups: tuple[str, ...] = ()) -> Decision:
+        """Does the policy name ``user`` at all (directly or by a group)? Nobody else may do anything."""
+        if not self.roles_of(user, user_groups):
+            return Decision(False, f"{user} is not in remediate's policy: nothing is allowed")
+        return Decision(True, f"{user} is in remediate's policy")
+
     def allows(
         self,
         inventory: Inventory,
@@ -122,9 +128,10 @@ class Policy:
         """
         if verb not in VERBS:
             return Decision(False, f"{verb!r} is not a verb remediate knows ({', '.join(VERBS)})")
+        listed = self.lists(user, user_groups)
+        if not listed:
+            return listed
         roles = self.roles_of(user, user_groups)
-        if not roles:
-            return Decision(False, f"{user} is not in remediate's policy: nothing is allowed")
         with_verb = [r for r in roles if verb in r.verbs]
         if not with_verb:
             return Decision(False, f"{user} may not {verb} (roles: {', '.join(r.name for r in roles)})")

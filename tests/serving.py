@@ -179,6 +179,21 @@ def http(
         return status, raw.decode("utf-8", "replace")
 
 
+def wait_ready(name: str, url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until ``url`` answers 200; an AssertionError with the end of ``log`` if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if http("GET", url, timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not come up within {timeout}s: {log.read_text()[-3000:]}")
+
+
 def write_secret(path: Path, value: str) -> Path:
     path.write_text(value + "\n")
     path.chmod(0o600)
@@ -246,17 +261,8 @@ class Service:
                 stderr=log,
                 env=env,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"remediate serve exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if http("GET", self.url + "/healthz", timeout=2)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"remediate serve did not come up: {self.log.read_text()[-3000:]}")
+        wait_ready("remediate serve", self.url + "/healthz", self.proc, self.log, timeout)
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -366,15 +372,8 @@ class Alertmanager:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", self.url + "/-/ready", timeout=2)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"alertmanager did not come up: {(self.dir / 'alertmanager.log').read_text()[-2000:]}")
+        wait_ready("alertmanager", self.url + "/-/ready", self.proc, self.dir / "alertmanager.log", 30)
+        return self
 
     def add(self, *labels: str) -> None:
         """``amtool alert add LABEL=VALUE ...``: an alert, as Prometheus would send it."""

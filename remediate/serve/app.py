@@ -116,8 +116,11 @@ class Service:
         self.slack_app: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         if config.slack is not None:
+            from slack_sdk.signature import SignatureVerifier
+
             from remediate.serve.slack import build_app
 
+            self.verifier = SignatureVerifier(config.slack.signing_secret)
             self.slack_app = build_app(self)
 
     # -- the store, off the event loop -------------------------------------------
@@ -187,7 +190,7 @@ class Service:
         ledger, audit, reports = self.stores.ledger, self.stores.audit, []
         for item in decided:
             if "host" in item:
-                mode = {"diagnose": "diagnose", "approve": "approve", "fix": "fix"}[item["mode"]]
+                mode = item["mode"]  # a route's modes are ledger modes
                 job, created = ledger.submit(
                     item["host"], item["cause"], mode, trigger="alertmanager", requested_by=item["fingerprint"],
                     dedupe=item["dedupe"], data={"reply": {}, "alertname": item["alertname"]},
@@ -231,7 +234,6 @@ class Service:
 
     async def slack_events(self, request: web.Request) -> web.Response:
         from slack_bolt.request.async_request import AsyncBoltRequest
-        from slack_sdk.signature import SignatureVerifier
 
         assert self.config.slack is not None
         raw = await _read_body(request, self.config.max_body)
@@ -245,8 +247,7 @@ class Service:
             return _error(401, "X-Slack-Request-Timestamp and X-Slack-Signature are required")
         if not stamp.isdigit() or abs(time.time() - int(stamp)) > _REPLAY_WINDOW:
             return _error(401, "the request timestamp is not within 5 minutes of now")
-        verifier = SignatureVerifier(self.config.slack.signing_secret)
-        if not verifier.is_valid(body=text, timestamp=stamp, signature=signature):
+        if not self.verifier.is_valid(body=text, timestamp=stamp, signature=signature):
             return _error(401, "invalid signature")
         try:
             first = await self.store(lambda: self.stores.seen.first("slack:" + signature))
@@ -273,20 +274,22 @@ class Service:
 
     async def slash(self, user: str, text: str, reply: dict[str, Any], groups: tuple[str, ...]) -> str:
         """``/remediate TEXT`` from ``user``: the ack (an ephemeral message); a job recorded if allowed."""
-        if not self.config.policy.roles_of(user, groups):  # before anything about hosts is said
-            reason = f"{user} is not in remediate's policy: nothing is allowed"
-            await self.store(self.audit, "refused", user, {"source": "slack", "text": text[:200],
-                                                                          "reason": reason})  # fmt: skip
-            return f":no_entry: {reason}"
+
+        async def refuse(reason: str, icon: str) -> str:
+            await self.store(self.audit, "refused", user, {"source": "slack", "text": text[:200], "reason": reason})
+            return f"{icon} {reason}"
+
+        listed = self.config.policy.lists(user, groups)
+        if not listed:  # before anything about hosts is said
+            return await refuse(listed.reason, ":no_entry:")
         try:
             command = parse_command(text, self.causes)
             if command.host is not None and command.host not in self.inventory.hosts:
                 self.inventory.host(command.host)  # raises, naming close matches
         except (ValueError, RemediateError) as exc:
-            message = str(exc).split(": ", 1)[-1] if isinstance(exc, RemediateError) else str(exc)
-            await self.store(self.audit, "refused", user, {"source": "slack", "text": text[:200],
-                                                                          "reason": message})  # fmt: skip
-            return f":warning: {message}"
+            return await refuse(
+                str(exc).split(": ", 1)[-1] if isinstance(exc, RemediateError) else str(exc), ":warning:"
+            )
         if command.verb == "help":
             return USAGE
         if command.verb == "status":

@@ -209,9 +209,9 @@ class Runner:
         reply = dict(job.data.get("reply") or {})
         return self.notifier.post(reply, text, blocks)
 
-    def _window(self, job: Job) -> float:
-        """The error-log window: the configured one, but never older than the host's last fix."""
-        last = self.stores.ledger.last_fix(job.host)
+    def _window(self, job: Job, last: Job | None = None) -> float:
+        """The error-log window: the configured one, but never older than the host's last fix (``last``)."""
+        last = last or self.stores.ledger.last_fix(job.host)
         if last is None or last.ended is None:
             return self.config.since
         return max(1.0, min(self.config.since, time.time() - last.ended))
@@ -295,7 +295,7 @@ class Runner:
                 looped.append(previous)
             return previous is None
 
-        report = rem.run(job.host, job.cause, confirm=not_a_loop, since=self._window(job))
+        report = rem.run(job.host, job.cause, confirm=not_a_loop, since=self._window(job, last))
         if looped:
             previous = looped[0]
             text = (
