@@ -241,8 +241,9 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "lab",
         help="a real nginx/sshd/php-fpm lab on loopback that reproduces every 502 cause",
         description=(
-            "Build and drive the lab: two hosts on loopback (web01: nginx, php-fpm, sshd under\n"
-            "supervisord; app01: backends and sshd), dnsmasq for *.lab, a private CA. Needs root and:\n"
+            "Build and drive the lab: hosts on loopback (web01, or web01..webNN with --web-hosts N: nginx,\n"
+            "php-fpm, sshd under each host's supervisord; app01: backends and sshd), dnsmasq for *.lab,\n"
+            "a private CA. Needs root and:\n"
             "  apt-get install nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils sudo\n"
             "Nothing of the machine's own is touched: not ~/.ssh, /etc/nginx, the system sshd or /etc/hosts."
         ),
@@ -252,7 +253,10 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             f"  remediate lab up                       # writes {DEFAULT_LAB}/inventory.yml\n"
             "  remediate lab break --cause socket --variant permission\n"
             "  remediate lab status\n"
-            "  remediate lab down"
+            "  remediate lab down\n"
+            "  remediate lab up --web-hosts 10          # a fleet: web01..web10, inventory group `web`\n"
+            "  remediate lab break --limit web --cause socket --variant missing\n"
+            "  remediate lab status --limit 'web:!web01'"
         ),
     )
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True, parser_class=_Parser)
@@ -265,11 +269,25 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
+    def lab_limit(p: argparse.ArgumentParser, default: str = "web01") -> None:
+        p.add_argument(
+            "--limit",
+            metavar="PATTERN",
+            help=f"the web hosts, as an Ansible host pattern (web, web0*, web:!web02); default: {default}",
+        )
+
     up = lab_sub.add_parser("up", help="create and start the lab")
     lab_dir(up)
     up.add_argument("--net", default="127.0.10", help="first three octets of the lab's loopback addresses")
     up.add_argument("--ssh-port", type=int, default=2222)
     up.add_argument("--http-port", type=int, default=8080)
+    up.add_argument(
+        "--web-hosts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many web hosts (web01..webNN, inventory group `web`; default 1)",
+    )
     brk = lab_sub.add_parser(
         "break",
         help="put the lab into one runbook cause",
@@ -279,15 +297,19 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=_break_table() if "lab" in (sys.argv[1:] if argv is None else argv) else None,
     )
     lab_dir(brk)
+    lab_limit(brk)
     brk.add_argument("--cause", required=True, help="one of the causes below")
     brk.add_argument("--variant", help="the variant, for causes that have several")
     brk.add_argument("--keep", action="store_true", help="do not reset first: stack this break on the current ones")
     for name, text in (
         ("status", "show each probe's status code"),
-        ("reset", "put everything back to healthy"),
+        ("reset", "put app01, the DNS and the web hosts back to healthy"),
         ("down", "stop every process the lab started"),
     ):
-        lab_dir(lab_sub.add_parser(name, help=text))
+        p = lab_sub.add_parser(name, help=text)
+        lab_dir(p)
+        if name != "down":
+            lab_limit(p, "every web host" if name == "reset" else "web01")
     return parser
 
 
@@ -717,38 +739,51 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     if args.lab_command == "up":
         cfg = lab.up(
-            LabConfig(dir=str(lab.dir), net=args.net, ssh_port=args.ssh_port, http_port=args.http_port),
+            LabConfig(
+                dir=str(lab.dir),
+                net=args.net,
+                ssh_port=args.ssh_port,
+                http_port=args.http_port,
+                web_hosts=args.web_hosts,
+            ),
             progress=progress,
         )
+        webs = cfg.webs()
         if args.json:
-            _print_json({"dir": str(lab.dir), "inventory": str(lab.inventory), "net": cfg.net})
+            _print_json(
+                {"dir": str(lab.dir), "inventory": str(lab.inventory), "net": cfg.net, "web": [w.name for w in webs]}
+            )
             return EXIT_OK
-        base = f"http://{cfg.addr(1)}:{cfg.http_port}"
         print(f"lab up in {time.monotonic() - started:.1f}s: {lab.dir}")
-        print(f"  web01  {cfg.addr(1)}  ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
+        for web in webs:
+            base = f"http://{web.addr}:{cfg.http_port}"
+            print(f"  {web.name}  {web.addr}  ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
         print(
             f"  app01  {cfg.addr(2)}  ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
             f"flaky :{cfg.flaky_port}, svc.lab at {cfg.addr(5)}"
         )
         print(f"  dns    {cfg.addr(3)}:53  (dnsmasq, *.lab)")
-        print(f"  inventory: {lab.inventory}")
-        print(f"next: remediate lab break --dir {lab.dir} --cause socket --variant missing")
+        print(f"  inventory: {lab.inventory}" + (f" (group `web`: {len(webs)} hosts)" if len(webs) > 1 else ""))
+        limit = " --limit web" if len(webs) > 1 else ""
+        print(f"next: remediate lab break --dir {lab.dir}{limit} --cause socket --variant missing")
         return EXIT_OK
     if args.lab_command == "break":
-        spec = lab.break_(args.cause, args.variant, keep=args.keep)
-        cfg = lab.config()
-        status = lab.probe(cfg, PROBES[spec.probe])
+        spec = lab.break_(args.cause, args.variant, keep=args.keep, limit=args.limit)
+        webs = lab.webs(args.limit)
+        statuses = {w.name: w.probe(PROBES[spec.probe]) for w in webs}
         if args.json:
-            _print_json({"cause": spec.cause, "variant": spec.variant, "probe": PROBES[spec.probe], "status": status})
+            _print_json({"cause": spec.cause, "variant": spec.variant, "probe": PROBES[spec.probe], "status": statuses})
             return EXIT_OK
-        print(f"broke {spec.cause}/{spec.variant}: {spec.summary}")
-        print(f"  GET {PROBES[spec.probe]} through nginx now answers {status}")
-        print(f"  error log: {lab.web(cfg).nginx}/logs/error.log")
+        where = "app01, shared by every web host" if spec.where != "web" else ", ".join(statuses)
+        print(f"broke {spec.cause}/{spec.variant} on {where}: {spec.summary}")
+        for name, status in statuses.items():
+            print(f"  GET {PROBES[spec.probe]} through {name}'s nginx now answers {status}")
+        print(f"  error log: {webs[0].log_path('error')}")
         return EXIT_OK
     if args.lab_command == "reset":
-        lab.reset()
+        webs = lab.reset(args.limit)
         if not args.json:
-            print("lab reset: every probe answers 200")
+            print(f"lab reset: every probe answers 200 on {', '.join(w.name for w in webs)}")
         return EXIT_OK
     if args.lab_command == "down":
         killed = lab.down()
@@ -757,15 +792,17 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         else:
             print(f"lab down: no process left{f' ({len(killed)} needed SIGKILL)' if killed else ''}")
         return EXIT_OK
-    report = lab.status()
+    report = lab.status(args.limit)
     if args.json:
         _print_json(report)
         return EXIT_OK
     print(f"lab {report['dir']}: " + ", ".join(f"{k} {'up' if v else 'DOWN'}" for k, v in report["running"].items()))
     if report["broken"]:
         print("broken: " + ", ".join(report["broken"]))
-    for name, path in PROBES.items():
-        print(f"  {report['probes'].get(name, '-')!s:>7}  {path:<16} ({name})")
+    for host, probes in report["probes"].items():
+        print(f"{host}:")
+        for name, path in PROBES.items():
+            print(f"  {probes.get(name, '-')!s:>7}  {path:<16} ({name})")
     return EXIT_OK
 
 

@@ -69,7 +69,7 @@ def test_lab_status_json(lab: Lab) -> None:
     lab.reset()
     done = remediate_cli("lab", "status", "--dir", str(lab.dir), "--json")
     report = json.loads(done.stdout)
-    assert set(report["probes"].values()) == {200}
+    assert set(report["probes"]["web01"].values()) == {200}
     assert all(report["running"].values())
 
 

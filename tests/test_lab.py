@@ -105,7 +105,7 @@ def test_reset_stops_the_load_and_forgets_it(lab: Lab, lab_cfg: LabConfig) -> No
     """After a workers break, reset stops the load generator and status no longer lists it."""
     lab.reset()
     lab.break_("workers", "load", keep=True)
-    pid = lab._load().roots["load"]
+    pid = lab._load().roots["load-web01"]
     lab.reset()
     assert not _pid_alive(pid)
-    assert "load" not in lab.status()["running"]
+    assert "load-web01" not in lab.status()["running"]

@@ -45,7 +45,7 @@ def test_exhausted_workers_get_more_connections_under_the_same_load(lab: Lab, la
     )
     assert conf.read_bytes() == golden_conf
     assert upstreams.read_bytes() == before_up.replace(b";\n}", f";\n    keepalive 16;  {MARKER}\n}}".encode())
-    assert json.loads((lab.dir / "load" / "status").read_text())["state"] == "holding"  # same load, still on
+    assert json.loads((lab.dir / "load" / "web01.status").read_text())["state"] == "holding"  # same load, still on
     assert lab.probe(lab_cfg, "/") == 200
     again = json.loads(run_cli(lab, "workers").stdout)
     assert again["outcome"] == "nothing-to-do" and "older than nginx's current workers" in again["message"]
