@@ -171,8 +171,9 @@ class Connections:
     """Kept SSH connections, one per host, shared by every Remediate made with ``acting_for``.
 
     A connection that died while kept (sshd restarted, the peer went away) is replaced before use.
-    Callers must not use one host's connection from two threads at once; remediate serve's ledger
-    runs one job per host at a time, which is what makes sharing safe. ``close_idle`` closes the
+    Connections to different hosts open in parallel. Callers must not use one host's connection
+    from two threads at once; remediate serve's ledger runs one job per host at a time, and a
+    fleet rollout runs each host once, which is what makes sharing safe. ``close_idle`` closes the
     connections nobody used for a while.
     """
 
@@ -187,15 +188,19 @@ class Connections:
 
         with self._lock:
             self._busy.add(host.name)
-            transport = self._kept.get(host.name)
-            if transport is not None and not transport.alive():
-                del self._kept[host.name]
-                transport.close()
-                transport = None
-            if transport is None:
-                transport = open_transport(host, accept_new_host_key=accept_new_host_key)
-                self._kept[host.name] = transport
-            return transport
+            transport = self._kept.pop(host.name, None)
+        if transport is not None and not transport.alive():
+            transport.close()
+            transport = None
+        try:
+            # Outside the lock, so that a fleet's threads connect to their hosts in parallel.
+            transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
+        except BaseException:
+            self.release(host.name)
+            raise
+        with self._lock:
+            self._kept[host.name] = transport
+        return transport
 
     def release(self, name: str) -> None:
         with self._lock:

@@ -60,6 +60,30 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             p.add_argument("--host", required=True, help="inventory name of the nginx host")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
+    def fleet_args(p: argparse.ArgumentParser) -> None:
+        fleet = p.add_argument_group(
+            "fleet (with --limit, as ansible-playbook)",
+            "Exit code: the worst host's (failed > unreachable > rolled back > refused > ok).",
+        )
+        fleet.add_argument(
+            "--limit",
+            metavar="PATTERN",
+            help="every host an Ansible host pattern selects: web, 'web:!web03', 'web:&dc1', web0*, ~web0[1-4]",
+        )
+        fleet.add_argument("--forks", type=int, default=5, metavar="N", help="hosts at once (default 5)")
+        fleet.add_argument(
+            "--serial",
+            metavar="N|N%%|LIST",
+            help="batches: a count, a percentage of the hosts, or a list like 1,5,20%% (the last repeats)",
+        )
+        fleet.add_argument(
+            "--max-fail-percentage",
+            type=float,
+            metavar="P",
+            help="stop before the next batch when more than P%% of a batch failed (0: at the first failure); "
+            "a batch that failed entirely always stops the rollout",
+        )
+
     inv = sub.add_parser(
         "inventory",
         help="show the hosts of an inventory and the vars remediate will use",
@@ -103,11 +127,15 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "examples:\n"
             "  remediate run -i lab/inventory.yml --host web01 --cause socket --check   # show the diff only\n"
             "  remediate run -i lab/inventory.yml --host web01 --cause socket --yes\n"
-            "  remediate run -i lab/inventory.yml --host web01 --cause auto --check   # diagnose, then plan\n\n"
-            + EXIT_CODES
+            "  remediate run -i lab/inventory.yml --host web01 --cause auto --check   # diagnose, then plan\n"
+            "  remediate run -i lab/inventory.yml --limit web --cause socket --yes --forks 10\n"
+            "  remediate run -i lab/inventory.yml --limit web --cause auto --yes --serial 1,30%% "
+            "--max-fail-percentage 0\n\n" + EXIT_CODES
         ),
     )
-    host_args(run)
+    host_args(run, need_host=False)
+    run.add_argument("--host", help="inventory name of the nginx host (or --limit for several)")
+    fleet_args(run)
     run.add_argument(
         "--cause",
         required=True,
@@ -148,6 +176,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  remediate diagnose -i lab/inventory.yml --host web01\n"
+            "  remediate diagnose -i lab/inventory.yml --limit web --forks 10 --json\n"
             "  remediate diagnose --log /var/log/nginx/error.log --since 2h\n"
             "  journalctl -u nginx -o cat | remediate diagnose --log - --json --per-line\n\n" + EXIT_CODES
         ),
@@ -164,6 +193,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     dg.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     dg.add_argument("--per-line", action="store_true", help="with --json and --log: one JSON object per input line")
     dg.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
+    fleet_args(dg)
 
     rb = sub.add_parser(
         "rollback",
@@ -459,7 +489,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         since = parse_since(args.since)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _fleet_options_need_limit(args)
+    if bool(args.host) == bool(args.limit):
+        raise UsageError("give --host NAME (one host) or --limit PATTERN (a fleet)")
     inventory = load_inventory(args.inventory)
+    if args.limit:
+        if not (args.check or args.yes):
+            raise Refused("a fleet run asks nothing host by host: give --yes to apply, or --check to look")
+        return _fleet(args, inventory, "run", since)
     host = inventory.host(args.host)
     interactive = sys.stdin.isatty() and not args.json
     if not (args.check or args.yes or interactive):
@@ -524,6 +561,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _fleet_options_need_limit(args: argparse.Namespace) -> None:
+    given = [f"--{n.replace('_', '-')}" for n in ("serial", "max_fail_percentage") if getattr(args, n) is not None]
+    if args.forks != 5:
+        given.append("--forks")
+    if given and not args.limit:
+        raise UsageError(f"{', '.join(given)} need --limit PATTERN (they control a fleet rollout)")
+
+
+def _fleet(args: argparse.Namespace, inventory: Any, verb: str, since: float) -> int:
+    """``run`` or ``diagnose`` on every host ``--limit`` selects, with Ansible's rollout controls."""
+    from remediate import api, fleet
+    from remediate.fleetview import FleetView
+    from remediate.patterns import select
+
+    hosts = select(inventory, args.limit)
+    if not hosts:
+        raise UsageError(f"--limit {args.limit!r} selects no host of {args.inventory}")
+    serial = fleet.parse_serial(args.serial)
+    with api.open(
+        inventory,
+        trigger="cli",
+        accept_new_host_key=args.accept_new_host_key,
+        playbooks=getattr(args, "playbooks", None),
+    ) as rem:
+        if verb == "diagnose":
+            work = fleet.diagnosing(rem, since)
+        else:
+            options = {"since": since, "insecure_tls": args.insecure_tls}
+            work = fleet.fixing(rem, args.cause, check=args.check, yes=args.yes, **options)
+        with FleetView(hosts, verb="diagnosing" if verb == "diagnose" else "running", as_json=args.json) as view:
+            done = fleet.rollout(
+                hosts,
+                work,
+                forks=args.forks,
+                serial=serial,
+                max_fail_percentage=args.max_fail_percentage,
+                started=view.started,
+                finished=view.finished,
+            )
+        view.summary(done)
+    return done.exit_code
+
+
 def _print_head(report: Any) -> None:
     if getattr(report, "_head_printed", False):
         return
@@ -540,8 +620,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         since = parse_since(args.since)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.log and args.host:
-        raise UsageError("give --host (read the host's log) or --log FILE (a local file), not both")
+    _fleet_options_need_limit(args)
+    if sum(map(bool, (args.log, args.host, args.limit))) > 1:
+        raise UsageError("give one of --host NAME, --limit PATTERN (the hosts' logs) or --log FILE (a local file)")
+    if args.limit:
+        from remediate.inventory import load_inventory
+
+        return _fleet(args, load_inventory(args.inventory), "diagnose", since)
     if args.per_line and not (args.json and args.log):
         raise UsageError("--per-line needs --json and --log")
     if args.log:
@@ -556,7 +641,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         result = offline(sys.stdin.buffer.read() if args.log == "-" else args.log, since)
     else:
         if not args.host:
-            raise UsageError("diagnose needs --host (with -i) or --log FILE")
+            raise UsageError("diagnose needs --host NAME or --limit PATTERN (with -i), or --log FILE")
         from remediate import api
         from remediate.inventory import load_inventory
 

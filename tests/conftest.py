@@ -24,6 +24,9 @@ from remediate.lab.core import APT_PACKAGES, Lab, LabConfig
 
 # The tests' lab lives on its own addresses so a demo lab (127.0.10.x) can run beside it.
 TEST_NET = "127.0.20"
+# The fleet tests' lab: ten web hosts, beside the other.
+FLEET_NET = "127.0.21"
+FLEET_SIZE = 10
 
 
 def _lab_prerequisites() -> str | None:
@@ -152,6 +155,22 @@ def lab() -> Iterator[Lab]:
     directory = make_lab_dir("remediate-test-lab-")
     the_lab = Lab(directory)
     the_lab.up(LabConfig(dir=str(directory), net=TEST_NET))
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fleet_lab() -> Iterator[Lab]:
+    """A lab with FLEET_SIZE web hosts (group `web`), for the tests of fleet rollouts."""
+    problem = _lab_prerequisites()
+    if problem:
+        pytest.fail(f"cannot build the lab: {problem}", pytrace=False)
+    directory = make_lab_dir("remediate-fleet-lab-")
+    the_lab = Lab(directory)
+    the_lab.up(LabConfig(dir=str(directory), net=FLEET_NET, web_hosts=FLEET_SIZE))
     try:
         yield the_lab
     finally:

@@ -184,7 +184,7 @@ def test_cli_per_line_labels_every_input_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--log", "x", "--host", "web01"], "not both"),
+        (["--log", "x", "--host", "web01"], "give one of --host NAME, --limit PATTERN"),
         (["--since", "soon", "--log", "-"], "not a duration"),
         (["--per-line", "--log", "-"], "--per-line needs --json and --log"),
         (["--log", "/nonexistent/error.log"], "cannot read /nonexistent/error.log"),
