@@ -8,6 +8,10 @@ Each measurement is a fresh `remediate run --limit web[0:N-1] --cause socket --y
 process, as a user starts it, against N web hosts broken the same way (php-fpm stopped) just
 before; the break is not timed. The sizes are alternated within each round, so a noisy moment
 of the machine touches every size alike. The goal (#13) is 20 hosts within 3x one host.
+
+Every lab host runs on this machine's cores, so the bench also reports CPU seconds: the
+controller's (the remediate process) and the whole machine's during the run (the hosts' sshd,
+helpers, supervisorctl and php-fpm restarts included), to show which side sets the wall time.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +46,8 @@ def main() -> None:
     up_seconds = time.perf_counter() - started
     env = {**os.environ, "REMEDIATE_STATE_DIR": str(directory / "state")}
     walls: dict[int, list[float]] = {n: [] for n in sizes}
+    controller: dict[int, list[float]] = {n: [] for n in sizes}  # the remediate process's CPU seconds
+    machine: dict[int, list[float]] = {n: [] for n in sizes}  # every process's CPU seconds (lab hosts too)
     try:
         for _ in range(args.runs):
             for n in sizes:
@@ -49,13 +56,15 @@ def main() -> None:
                 lab.break_("socket", "missing", keep=True, limit=limit)
                 for web in lab.webs(limit):
                     web.probe(PROBES["php"])
-                begin = time.perf_counter()
+                begin, cpu, busy = time.perf_counter(), _children_cpu(), _machine_busy()
                 done = subprocess.run(
                     [sys.executable, "-m", "remediate.cli", "run", "-i", str(lab.inventory), "--limit", limit,
                      "--cause", "socket", "--yes", "--forks", str(args.forks), "--json"],
                     capture_output=True, text=True, env=env, check=False,
                 )  # fmt: skip
                 walls[n].append(time.perf_counter() - begin)
+                controller[n].append(_children_cpu() - cpu)
+                machine[n].append(_machine_busy() - busy)
                 summary = json.loads(done.stdout.splitlines()[-1])["summary"]
                 if summary["outcomes"] != {"fixed": n}:
                     raise SystemExit(f"{n} hosts: {summary}")
@@ -68,8 +77,21 @@ def main() -> None:
         median = statistics.median(walls[n])
         print(
             f"{n:>3} hosts, --forks {args.forks}: median {median:.2f} s wall (min {min(walls[n]):.2f}, "
-            f"max {max(walls[n]):.2f}); ratio to {sizes[0]} host(s): {median / one:.2f}"
+            f"max {max(walls[n]):.2f}); ratio to {sizes[0]} host(s): {median / one:.2f}; CPU: the controller "
+            f"{statistics.median(controller[n]):.2f} s, the whole machine {statistics.median(machine[n]):.2f} s"
         )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy() -> float:
+    """CPU seconds every process on the machine has used (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class FleetView:
             self.out.flush()
         elif not self.live_mode:
             seconds = f"{result.seconds:6.2f}s" if result.outcome != NOT_ATTEMPTED else " " * 7
-            self.out.write(f"{result.host:<12} {result.outcome:<14} {seconds}  {_first_line(result.message)}\n")
+            self.out.write(f"{result.host:<12} {result.outcome:<14} {seconds}  {_first_line(result.message, 100)}\n")
             self.out.flush()
         self._refresh()
 
@@ -105,15 +105,19 @@ class FleetView:
     def _table(self) -> Any:
         from rich.table import Table
 
-        table = Table(show_header=False, box=None, pad_edge=False)
+        table = Table(show_header=False, box=None, pad_edge=False, expand=False)
+        for justify in ("left", "left", "right"):
+            table.add_column(justify=justify, no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=70)
         now = time.monotonic()
         for name, (state, seconds, message) in self.rows.items():
             if state.endswith("...") and name in self.began:
                 seconds = f"{now - self.began[name]:.1f}s"
             style = _STYLE.get(state, "red") if not state.endswith("...") and state != "waiting" else "dim"
-            table.add_row(name, f"[{style}]{state}[/]", seconds, _first_line(message)[:80])
+            table.add_row(name, f"[{style}]{state}[/]", seconds, _first_line(message))
         return table
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
+def _first_line(text: str, width: int = 0) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[: width - 1] + "…" if width and len(line) > width else line
