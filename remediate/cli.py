@@ -77,6 +77,18 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             help="batches: a count, a percentage of the hosts, or a list like 1,5,20%% (the last repeats)",
         )
         fleet.add_argument(
+            "--queue",
+            metavar="URL",
+            help="postgresql://... (or $REMEDIATE_QUEUE): enqueue a job per host for `remediate worker`s and "
+            "wait for them, instead of running here; put the password in ~/.pgpass, not in the URL",
+        )
+        fleet.add_argument(
+            "--wait",
+            type=float,
+            metavar="SECONDS",
+            help="with --queue: report a host whose job is still queued after SECONDS as `queued` (default: wait)",
+        )
+        fleet.add_argument(
             "--max-fail-percentage",
             type=float,
             metavar="P",
@@ -222,6 +234,55 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     host_args(ul)
     ul.add_argument("run_id", metavar="RUN_ID", nargs="?", help="let go only if this run holds the lock")
     ul.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
+
+    qu = sub.add_parser(
+        "queue",
+        help="the job queue on PostgreSQL (Procrastinate) that fleet runs and workers share",
+        description=(
+            "`init` creates Procrastinate's schema and remediate's results table in the database, or\n"
+            "brings them up to this version; run it again any time (it does nothing when all is there).\n"
+            "Needs the `queue` extra: pip install 'remediate[queue]'."
+        ),
+        formatter_class=fmt,
+        epilog="example:\n  remediate queue init --queue postgresql://remediate@db.internal/remediate\n\n" + EXIT_CODES,
+    )
+    qu.add_argument("action", choices=["init"])
+    qu.add_argument(
+        "--queue",
+        metavar="URL",
+        default=os.environ.get("REMEDIATE_QUEUE"),
+        help="postgresql://... (default $REMEDIATE_QUEUE); the password belongs in ~/.pgpass",
+    )
+    wk = sub.add_parser(
+        "worker",
+        help="run the queue's jobs (fleet runs, the service's jobs) on a machine that can reach the hosts",
+        description=(
+            "Take jobs from the queue and run each as `remediate run|diagnose --host` would, with this\n"
+            "machine's inventory and SSH keys. A job's host must be in the inventory. With --zone, only the\n"
+            "jobs of hosts whose inventory gives that `remediate_zone`; without it, hosts with no zone.\n"
+            "Jobs for one host never run at once on any two workers. A worker that dies mid-job: another\n"
+            "worker tries its job once more (the host's journal recovers a half-made change first), then\n"
+            "marks it failed. SIGTERM or Ctrl-C: finish the jobs in hand, then stop."
+        ),
+        formatter_class=fmt,
+        epilog=(
+            "examples:\n"
+            "  remediate worker -i inventory.yml --queue postgresql://remediate@db/remediate\n"
+            "  remediate worker -i inventory.yml --queue postgresql://remediate@db/remediate --zone dc2 "
+            "--concurrency 8\n\n" + EXIT_CODES
+        ),
+    )
+    wk.add_argument(
+        "-i",
+        "--inventory",
+        default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
+        help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
+    )
+    wk.add_argument("--queue", metavar="URL", default=os.environ.get("REMEDIATE_QUEUE"), help="as for `queue init`")
+    wk.add_argument("--zone", help="take the jobs of hosts with this remediate_zone (default: hosts with none)")
+    wk.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)")
+    wk.add_argument("--name", help="this worker's name in the queue (default: HOSTNAME-PID)")
+    wk.add_argument("--accept-new-host-key", action="store_true", help="trust a first-seen host key")
 
     sv = sub.add_parser(
         "serve",
@@ -370,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "playbooks": _cmd_playbooks,
         "show": _cmd_show,
         "lab": _cmd_lab,
+        "queue": _cmd_queue,
+        "worker": _cmd_worker,
     }
     try:
         return handlers[args.command](args)
@@ -562,7 +625,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _fleet_options_need_limit(args: argparse.Namespace) -> None:
-    given = [f"--{n.replace('_', '-')}" for n in ("serial", "max_fail_percentage") if getattr(args, n) is not None]
+    options = ("serial", "max_fail_percentage", "wait", "queue")
+    given = [f"--{n.replace('_', '-')}" for n in options if getattr(args, n) is not None]
     if args.forks != 5:
         given.append("--forks")
     if given and not args.limit:
@@ -579,6 +643,11 @@ def _fleet(args: argparse.Namespace, inventory: Any, verb: str, since: float) ->
     if not hosts:
         raise UsageError(f"--limit {args.limit!r} selects no host of {args.inventory}")
     serial = fleet.parse_serial(args.serial)
+    args.queue = args.queue or os.environ.get("REMEDIATE_QUEUE")
+    if args.queue:
+        return _fleet_queued(args, hosts, verb, since, serial)
+    if args.wait is not None:
+        raise UsageError("--wait needs --queue URL")
     with api.open(
         inventory,
         trigger="cli",
@@ -602,6 +671,66 @@ def _fleet(args: argparse.Namespace, inventory: Any, verb: str, since: float) ->
             )
         view.summary(done)
     return done.exit_code
+
+
+def _fleet_queued(args: argparse.Namespace, hosts: list[Any], verb: str, since: float, serial: list[Any]) -> int:
+    """The fleet rollout with each host's work done by a `remediate worker`: enqueue, then wait for it."""
+    from remediate import fleet, queue
+    from remediate.fleetview import FleetView
+    from remediate.run import local_user
+
+    jobs = queue.Queue(args.queue)
+    try:
+        job: dict[str, Any] = {"since": since, "requested_by": local_user(), "trigger": "cli"}
+        if verb == "run":
+            job.update(cause=args.cause, check=args.check, yes=args.yes, insecure_tls=args.insecure_tls)
+        work = queue.enqueuing(jobs, verb, timeout=args.wait, **job)
+        with FleetView(hosts, verb="queued", as_json=args.json) as view:
+            done = fleet.rollout(
+                hosts,
+                work,
+                forks=args.forks,
+                serial=serial,
+                max_fail_percentage=args.max_fail_percentage,
+                started=view.started,
+                finished=view.finished,
+            )
+        view.summary(done)
+    finally:
+        jobs.close()
+    return done.exit_code
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    from remediate import queue
+
+    if not args.queue:
+        raise UsageError("give --queue postgresql://... (or set REMEDIATE_QUEUE)")
+    print(queue.init(args.queue))
+    return EXIT_OK
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from remediate import api, queue
+
+    if not args.queue:
+        raise UsageError("give --queue postgresql://... (or set REMEDIATE_QUEUE)")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    import logging
+
+    # One line per event on stderr: each job's start and end (Procrastinate's), reconnects (ours).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with api.open(args.inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key) as rem:
+        queue.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
+        print(
+            f"worker {args.name or '(HOSTNAME-PID)'}: taking jobs of "
+            f"{'zone ' + args.zone if args.zone else 'hosts with no zone'}, {args.concurrency} at once",
+            file=sys.stderr,
+            flush=True,
+        )
+        queue.run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name)
+    return EXIT_OK
 
 
 def _print_head(report: Any) -> None:
@@ -842,12 +971,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"lab up in {time.monotonic() - started:.1f}s: {lab.dir}")
         for web in webs:
             base = f"http://{web.addr}:{cfg.http_port}"
-            print(f"  {web.name}  {web.addr}  ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
+            print(f"  {web.name}  {web.addr:<12} ssh :{cfg.ssh_port}, nginx {base}, php-fpm (unix socket), supervisord")
         print(
-            f"  app01  {cfg.addr(2)}  ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
+            f"  app01  {cfg.addr(2):<12} ssh :{cfg.ssh_port}, app :{cfg.app_port}, tls :{cfg.tls_port}, "
             f"flaky :{cfg.flaky_port}, svc.lab at {cfg.addr(5)}"
         )
-        print(f"  dns    {cfg.addr(3)}:53  (dnsmasq, *.lab)")
+        print(f"  dns    {cfg.addr(3) + ':53':<12} dnsmasq, *.lab")
         print(f"  inventory: {lab.inventory}" + (f" (group `web`: {len(webs)} hosts)" if len(webs) > 1 else ""))
         limit = " --limit web" if len(webs) > 1 else ""
         print(f"next: remediate lab break --dir {lab.dir}{limit} --cause socket --variant missing")

@@ -55,6 +55,7 @@ import urllib.error
 import urllib.request
 
 LOCK_NAME = "lock"
+LOCK_HISTORY = "locks.log"
 RUNS = "runs"
 
 # The states of a run in its meta.json, in the order the helper that holds the lock writes them,
@@ -454,15 +455,29 @@ def lock_acquire(root, run_id):
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(info).encode())
         HELD[root] = (fd, info)
+        _lock_history(root, {"run_id": run_id, "acquired": info["since"], "pid": info["pid"]})
         return {"acquired": True, "stale": previous or None}
 
 
 def lock_release(root):
-    fd, _ = HELD.pop(root, (None, None))
+    fd, info = HELD.pop(root, (None, None))
     if fd is not None:
+        _lock_history(root, {"run_id": info["run_id"], "released": now(), "pid": info["pid"]})
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(root, LOCK_NAME))
         os.close(fd)
+
+
+def _lock_history(root, entry):
+    """One line in JOURNAL/locks.log per acquire and release: who held the host when. A holder
+    killed while holding has no release line; the kernel dropped its flock when it died. History
+    only: a full disk must not stop a fix, so a line that cannot be written is left out."""
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.join(root, LOCK_HISTORY), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
 
 
 def lock_holder(root):

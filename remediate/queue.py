@@ -1,0 +1,391 @@
+"""Fleet jobs on PostgreSQL through Procrastinate: ``queue init``, ``worker`` and ``--queue URL``.
+
+We do not write a queue. Procrastinate's semantics are the ones a fix needs:
+
+* a job's ``lock`` is ``host:NAME``, so two jobs for one host never run at once, whichever
+  workers hold them (the host's own flock stays the backstop);
+* a ``queueing_lock`` refuses a second job while the first still waits (``AlreadyEnqueued``): an
+  alert delivered twice is one job;
+* queues route jobs by zone: ``remediate`` for hosts with no ``remediate_zone``, ``remediate@ZONE``
+  for the others, and a worker takes one zone's queue, so it sits next to its hosts.
+
+Procrastinate keeps no task results, so a worker writes each job's HostResult to the table
+``remediate_results`` in the same database (``queue init`` creates it), and whoever enqueued
+waits on it. A worker killed mid-job leaves its job ``doing`` under a heartbeat that stops;
+every worker looks for such stalled jobs and retries each once (at its next session the host's
+helper recovers what the journal says was half made), then marks it failed.
+
+Imported only by the commands that use the queue: ``pip install 'remediate[queue]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from remediate.errors import InputError, UsageError
+from remediate.fleet import HostResult
+
+if TYPE_CHECKING:
+    import procrastinate
+    import psycopg
+
+    from remediate.api import Remediate
+    from remediate.inventory import Host
+
+__all__ = ["TASK", "Queue", "init", "queue_of", "run_worker"]
+
+_log = logging.getLogger("remediate.worker")
+TASK = "remediate.host"
+DEFAULT_QUEUE = "remediate"
+#: A worker's heartbeat, and how long one may be silent before its jobs count as stalled.
+HEARTBEAT = 2.0
+STALLED_AFTER = 6.0
+#: How many times a job whose worker died is tried again before it is marked failed.
+RETRIES = 1
+#: How long a worker waits for the database to come back to write a job's result.
+RECORD_PATIENCE = 120.0
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS remediate_results (
+    job_id bigint PRIMARY KEY,
+    host text NOT NULL,
+    verb text NOT NULL,
+    cause text NOT NULL DEFAULT '',
+    outcome text NOT NULL,
+    exit_code integer NOT NULL,
+    seconds double precision NOT NULL,
+    run_id text NOT NULL DEFAULT '',
+    message text NOT NULL DEFAULT '',
+    report jsonb,
+    worker text NOT NULL,
+    attempt integer NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS remediate_meta (key text PRIMARY KEY, value text NOT NULL);
+"""
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    procrastinate, psycopg = _libraries()
+    return (psycopg.Error, procrastinate.exceptions.ProcrastinateException, OSError)
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        import procrastinate
+        import psycopg
+    except ImportError:
+        raise UsageError("the queue needs the `queue` extra: pip install 'remediate[queue]'") from None
+    return procrastinate, psycopg
+
+
+def _check_url(url: str) -> str:
+    if not re.match(r"^postgres(ql)?://", url):
+        raise UsageError(f"--queue must be a postgresql:// URL (got {url.split('@')[-1]!r})")
+    return url
+
+
+@contextlib.contextmanager
+def _connect(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """One autocommit connection; a database that cannot be reached is one line, exit 6, without the password."""
+    _, psycopg = _libraries()
+    from remediate.errors import HostUnreachable
+
+    try:
+        conn = psycopg.connect(_check_url(url), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HostUnreachable(f"the queue's database: {said}", host=url.split("@")[-1]) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def init(url: str) -> str:
+    """Create (or bring up to this version) Procrastinate's schema and remediate's tables; what was done."""
+    procrastinate, _ = _libraries()
+    from procrastinate.schema import SchemaManager
+
+    with _connect(url) as conn:
+        present = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        conn.execute(_TABLES)
+        row = conn.execute("SELECT value FROM remediate_meta WHERE key = 'procrastinate'").fetchone()
+        version = procrastinate.__version__
+        if not (present and present[0]):
+            with conn.transaction():
+                conn.execute(SchemaManager.get_schema())
+                _remember(conn, version)
+            return f"created the schema (procrastinate {version}) and remediate's tables"
+        if row is None or _version(row[0]) >= _version(version):
+            if row is None:
+                _remember(conn, version)
+            return f"the schema is already there (procrastinate {row[0] if row else version}); nothing to do"
+        applied = _migrate(conn, row[0], version)
+        return f"migrated the schema from procrastinate {row[0]} to {version} ({applied} migration(s))"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _remember(conn: psycopg.Connection[Any], version: str) -> None:
+    conn.execute(
+        "INSERT INTO remediate_meta (key, value) VALUES ('procrastinate', %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        (version,),
+    )
+
+
+def _migrate(conn: psycopg.Connection[Any], old: str, new: str) -> int:
+    """Apply Procrastinate's migration files newer than ``old``, in order, in one transaction."""
+    from pathlib import Path
+
+    from procrastinate.schema import SchemaManager
+
+    folder = Path(SchemaManager.get_migrations_path())
+    files = sorted(f for f in folder.glob("*.sql") if _version(f.name[:8]) > _version(old))
+    with conn.transaction():
+        for path in files:
+            conn.execute(path.read_text())
+        _remember(conn, new)
+    return len(files)
+
+
+def queue_of(host: Host) -> str:
+    """The queue of ``host``'s jobs: its ``remediate_zone``'s, or the default queue."""
+    zone = host.vars.get("remediate_zone")
+    return f"{DEFAULT_QUEUE}@{zone}" if zone else DEFAULT_QUEUE
+
+
+def _app(url: str) -> procrastinate.App:
+    _libraries()
+    from procrastinate import App, PsycopgConnector
+
+    return App(connector=PsycopgConnector(conninfo=_check_url(url)))
+
+
+class Queue:
+    """The enqueuing side: a job per host, then its HostResult once a worker wrote it."""
+
+    def __init__(self, url: str, *, poll: float = 0.2) -> None:
+        self.url = url
+        self.poll = poll
+        self.app = _app(url)
+        self.app.task(name=TASK)(_not_here)
+        self.app.open()
+        with _connect(url) as conn:
+            ready = conn.execute("SELECT to_regclass('remediate_results') IS NOT NULL").fetchone()
+        if not (ready and ready[0]):
+            raise InputError(f"the queue at {url.split('@')[-1]} has no schema: run `remediate queue init --queue URL`")
+
+    def close(self) -> None:
+        self.app.close()
+
+    def enqueue(self, host: Host, verb: str, *, key: str = "", **job: Any) -> int | None:
+        """Defer one job for ``host``; None when an equal job (same host, verb, cause, ``key``) already waits."""
+        procrastinate, _ = _libraries()
+        dedupe = ":".join(str(p) for p in (host.name, verb, job.get("cause", ""), key))
+        task = self.app.tasks[TASK]
+        try:
+            return int(
+                task.configure(lock=f"host:{host.name}", queueing_lock=dedupe, queue=queue_of(host)).defer(
+                    host=host.name, verb=verb, **job
+                )
+            )
+        except procrastinate.exceptions.AlreadyEnqueued:
+            return None
+
+    def state(self, job_id: int) -> str:
+        with _connect(self.url) as conn:
+            row = conn.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)).fetchone()
+        return str(row[0]) if row else "missing"
+
+    def result(self, job_id: int) -> HostResult | None:
+        with _connect(self.url) as conn:
+            row = conn.execute(
+                "SELECT r.host, r.outcome, r.exit_code, r.cause, r.seconds, r.run_id, r.message, r.report, j.status "
+                "FROM remediate_results r JOIN procrastinate_jobs j ON j.id = r.job_id "
+                "WHERE r.job_id = %s AND j.status IN ('succeeded', 'failed')",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return HostResult(
+            row[0], row[1], row[2], cause=row[3], seconds=row[4], run_id=row[5], message=row[6], report=row[7]
+        )
+
+    def wait(self, job_id: int, host: str, timeout: float | None = None) -> HostResult:
+        """The job's result, once a worker finished it; a job that failed without one is ``failed``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.result(job_id)
+            if found is not None:
+                return found
+            state = self.state(job_id)
+            if state in ("failed", "cancelled", "aborted", "missing"):
+                found = self.result(job_id)
+                return found or HostResult(host, "failed", 1, message=f"job {job_id} ended {state} with no result")
+            if deadline is not None and time.monotonic() > deadline:
+                return HostResult(host, "queued", 1, message=f"job {job_id} is still {state} after {timeout:g}s")
+            time.sleep(self.poll)
+
+
+def _not_here(**_: Any) -> None:  # the enqueuer never runs jobs; a worker registers the real task
+    raise RuntimeError("remediate jobs run in `remediate worker`")
+
+
+def enqueuing(queue: Queue, verb: str, *, timeout: float | None = None, **job: Any) -> Callable[[Host], HostResult]:
+    """The work of ``run|diagnose --limit --queue``: enqueue the host's job and wait for its result."""
+
+    def work(host: Host) -> HostResult:
+        began = time.monotonic()
+        job_id = queue.enqueue(host, verb, **job)
+        if job_id is None:
+            message = f"an equal job for {host.name} is already queued; not enqueued twice"
+            return HostResult(host.name, "refused", 3, cause=str(job.get("cause", "")), message=message)
+        result = queue.wait(job_id, host.name, timeout)
+        result.seconds = result.seconds or time.monotonic() - began
+        return result
+
+    return work
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+def run_worker(url: str, rem: Remediate, *, zone: str | None, concurrency: int, name: str | None = None) -> None:
+    """Run jobs from ``zone``'s queue (or the default queue) until SIGINT/SIGTERM."""
+    from remediate import fleet
+
+    app = _app(url)
+    worker_name = name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def host_job(context: Any, /, *, host: str, verb: str, **job: Any) -> None:
+        started = time.time()
+        target = rem.host(host)
+        mine = rem.acting_for(job.pop("requested_by", rem.requested_by), job.pop("trigger", "cli"))
+        if verb == "diagnose":
+            result = fleet.diagnosing(mine, float(job.get("since", 900)))(target)
+        else:
+            cause = job.pop("cause")
+            result = fleet.fixing(mine, cause, **job)(target)
+        _record(url, context.job, verb, result, worker_name, started)
+
+    app.task(name=TASK, pass_context=True)(host_job)
+    queues = [f"{DEFAULT_QUEUE}@{zone}" if zone else DEFAULT_QUEUE]
+
+    async def main() -> None:
+        transient = _transient()
+        while True:
+            try:
+                async with app.open_async():
+                    stalls = asyncio.create_task(_recover_stalled(app, url, queues[0], worker_name))
+                    try:
+                        await app.run_worker_async(
+                            queues=queues,
+                            concurrency=concurrency,
+                            name=worker_name,
+                            update_heartbeat_interval=HEARTBEAT,
+                            stalled_worker_timeout=STALLED_AFTER,
+                            install_signal_handlers=True,
+                        )
+                        return  # stopped by SIGTERM / SIGINT
+                    finally:
+                        stalls.cancel()
+            except transient as exc:
+                # The database went away (a restart, a failover): start again once it answers. Jobs
+                # this worker held are found stalled and settled from their results (see above).
+                said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                _log.warning("worker %s: the queue's database failed (%s); reconnecting", worker_name, said)
+                await asyncio.sleep(1.0)
+
+    asyncio.run(main())
+
+
+def _record(url: str, job: Any, verb: str, result: HostResult, worker: str, started: float) -> None:
+    """Write the job's result: the commit point of a job. Postgres away (restarting) is waited for."""
+    from remediate.errors import HostUnreachable
+
+    deadline = time.monotonic() + RECORD_PATIENCE
+    while True:
+        try:
+            return _write_result(url, job, verb, result, worker, started)
+        except HostUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _write_result(url: str, job: Any, verb: str, result: HostResult, worker: str, started: float) -> None:
+    from psycopg.types.json import Jsonb
+
+    with _connect(url) as conn:
+        conn.execute(
+            "INSERT INTO remediate_results (job_id, host, verb, cause, outcome, exit_code, seconds, run_id, "
+            "message, report, worker, attempt, started_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s)) "
+            "ON CONFLICT (job_id) DO UPDATE SET outcome = EXCLUDED.outcome, exit_code = EXCLUDED.exit_code, "
+            "cause = EXCLUDED.cause, seconds = EXCLUDED.seconds, run_id = EXCLUDED.run_id, "
+            "message = EXCLUDED.message, report = EXCLUDED.report, worker = EXCLUDED.worker, "
+            "attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, finished_at = now()",
+            (
+                job.id,
+                result.host,
+                verb,
+                result.cause,
+                result.outcome,
+                result.exit_code,
+                result.seconds,
+                result.run_id,
+                result.message,
+                Jsonb(result.report) if result.report is not None else None,
+                worker,
+                job.attempts,
+                started,
+            ),
+        )
+
+
+def _has_result(url: str, job_id: int) -> bool:
+    with _connect(url) as conn:
+        return conn.execute("SELECT 1 FROM remediate_results WHERE job_id = %s", (job_id,)).fetchone() is not None
+
+
+async def _recover_stalled(app: Any, url: str, queue: str, worker: str) -> None:
+    """Every heartbeat: retry the jobs of workers that went silent (once), then mark them failed."""
+    from procrastinate.jobs import Status
+
+    _TRANSIENT = _transient()
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=STALLED_AFTER)
+            for job in stalled:
+                if await asyncio.to_thread(_has_result, url, job.id):
+                    # Its result is written (the commit point); only the status was lost with the
+                    # database or the worker. Running it again would run it twice.
+                    await app.job_manager.finish_job(job, status=Status.SUCCEEDED, delete_job=False)
+                    continue
+                if job.attempts < RETRIES:
+                    await app.job_manager.retry_job(job)
+                    continue
+                message = f"its worker died mid-job {job.attempts + 1} time(s); see the host's journal"
+                result = HostResult(job.task_kwargs.get("host", "?"), "failed", 1, message=message)
+                await asyncio.to_thread(
+                    _record, url, job, job.task_kwargs.get("verb", "run"), result, worker, time.time()
+                )
+                await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+        except asyncio.CancelledError:
+            raise
+        except _TRANSIENT:  # Postgres away for a moment (restarting), or another worker got there first
+            continue
