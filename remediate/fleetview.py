@@ -89,14 +89,13 @@ class FleetView:
         self.console.print()
         self.console.print(table)
         counts = ", ".join(f"{n} {outcome}" for outcome, n in rollout.summary()["outcomes"].items())
-        self.console.print(f"\n{len(rollout.results)} hosts in {rollout.seconds:.1f}s: {counts}")
-        for r in rollout.results:
-            if r.failed and r.outcome != NOT_ATTEMPTED:
-                self.console.print(f"  {r.host}: {r.outcome}: {_first_line(r.message)}", markup=False)
+        lines = [f"\n{len(rollout.results)} hosts in {rollout.seconds:.1f}s: {counts}"]
+        lines += [f"  {r.host}: {r.outcome}: {_first_line(r.message)}" for r in rollout.results if _failed(r)]
         if rollout.stopped:
-            self.console.print(f"stopped: {rollout.stopped}", markup=False)
+            lines.append(f"stopped: {rollout.stopped}")
         if rollout.not_attempted:
-            self.console.print(f"not attempted: {', '.join(rollout.not_attempted)}", markup=False)
+            lines.append(f"not attempted: {', '.join(rollout.not_attempted)}")
+        self.out.write("\n".join(lines) + "\n")  # unwrapped: a message is read, or grepped, whole
 
     def _refresh(self) -> None:
         if self.live is not None:
@@ -116,6 +115,10 @@ class FleetView:
             style = _STYLE.get(state, "red") if not state.endswith("...") and state != "waiting" else "dim"
             table.add_row(name, f"[{style}]{state}[/]", seconds, _first_line(message))
         return table
+
+
+def _failed(result: HostResult) -> bool:
+    return result.failed and result.outcome != NOT_ATTEMPTED
 
 
 def _first_line(text: str, width: int = 0) -> str:
