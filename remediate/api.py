@@ -18,7 +18,8 @@ prints with ``--json`` (``.to_json()``), and every run records who asked for it 
 evidence. Errors are remediate.errors exceptions (each with its exit code); a refusal is a
 report with ``outcome == "refused"``, not an exception. The SSH connection to each host is
 opened once and kept until ``close()`` (or the end of the ``with``), so a script that asks one
-host several things pays for the connect once.
+host several things pays for the connect once. ``fleet(pattern, cause, ...)`` does the same on every
+host an Ansible pattern selects, with ``--limit``'s controls (forks, serial, max_fail_percentage).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from remediate.diagnose import Diagnosis, parse_since
 from remediate.errors import TransportError
+from remediate.fleet import HostResult, Rollout
 from remediate.inventory import Host, Inventory, load_inventory
 from remediate.run import TRIGGERS, Report, local_user
 from remediate.transport.base import Transport
@@ -131,6 +133,46 @@ class Remediate:
                 requested_by=self.requested_by,
                 trigger=self.trigger,
             ),
+        )
+
+    def fleet(
+        self,
+        limit: str,
+        cause: str | None = None,
+        *,
+        yes: bool = False,
+        check: bool = False,
+        since: str | float | None = None,
+        forks: int = 5,
+        serial: str | None = None,
+        max_fail_percentage: float | None = None,
+        insecure_tls: bool = False,
+        started: Callable[[Host], None] | None = None,
+        finished: Callable[[HostResult], None] | None = None,
+    ) -> Rollout:
+        """``run`` (or, with no ``cause``, ``diagnose``) on every host the Ansible pattern ``limit`` selects,
+        ``forks`` at once, in ``serial`` batches, stopping as ``ansible-playbook`` does (remediate.fleet).
+        ``started`` and ``finished`` see each host as it goes; the Rollout has every host's result."""
+        from remediate import fleet
+        from remediate.errors import UsageError
+        from remediate.patterns import select
+
+        hosts = select(self.inventory, limit)
+        if not hosts:
+            raise UsageError(f"--limit {limit!r} selects no host of the inventory")
+        if cause is None:
+            work = fleet.diagnosing(self, _seconds(since if since is not None else "15m"))
+        else:
+            window = None if since is None else _seconds(since)
+            work = fleet.fixing(self, cause, yes=yes, check=check, since=window, insecure_tls=insecure_tls)
+        return fleet.rollout(
+            hosts,
+            work,
+            forks=forks,
+            serial=fleet.parse_serial(serial),
+            max_fail_percentage=max_fail_percentage,
+            started=started or (lambda _: None),
+            finished=finished or (lambda _: None),
         )
 
     def rollback(self, host: str | Host, run_id: str, *, force: bool = False) -> Report:

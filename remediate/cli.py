@@ -654,17 +654,16 @@ def _fleet(args: argparse.Namespace, inventory: Any, verb: str, since: float) ->
         accept_new_host_key=args.accept_new_host_key,
         playbooks=getattr(args, "playbooks", None),
     ) as rem:
-        if verb == "diagnose":
-            work = fleet.diagnosing(rem, since)
-        else:
-            options = {"since": since, "insecure_tls": args.insecure_tls}
-            work = fleet.fixing(rem, args.cause, check=args.check, yes=args.yes, **options)
         with FleetView(hosts, verb="diagnosing" if verb == "diagnose" else "running", as_json=args.json) as view:
-            done = fleet.rollout(
-                hosts,
-                work,
+            done = rem.fleet(
+                args.limit,
+                None if verb == "diagnose" else args.cause,
+                yes=getattr(args, "yes", False),
+                check=getattr(args, "check", False),
+                since=since,
+                insecure_tls=getattr(args, "insecure_tls", False),
                 forks=args.forks,
-                serial=serial,
+                serial=args.serial,
                 max_fail_percentage=args.max_fail_percentage,
                 started=view.started,
                 finished=view.finished,

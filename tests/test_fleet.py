@@ -235,3 +235,18 @@ def test_fleet_bad_input_is_one_line_and_changes_nothing(
     assert done.returncode == code, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert (sorted(runs.iterdir()) if runs.exists() else []) == before
+
+
+def test_the_python_api_runs_a_fleet(fleet_lab: Lab) -> None:
+    """`rem.fleet("web0[6-8]", "socket", yes=True)` fixes the three hosts; `rem.fleet(pattern)` diagnoses."""
+    from remediate import api
+
+    _broken_fleet(fleet_lab, "web0[6-8]")
+    seen: list[str] = []
+    with api.open(fleet_lab.inventory, requested_by="incident-7") as rem:
+        verdicts = rem.fleet("web0[6-8]", forks=3)
+        done = rem.fleet("web0[6-8]", "socket", yes=True, forks=3, finished=lambda r: seen.append(r.host))
+    assert {r.cause for r in verdicts.results} == {"socket"} and verdicts.exit_code == 0
+    assert [r.outcome for r in done.results] == ["fixed"] * 3 and done.exit_code == 0
+    assert sorted(seen) == ["web06", "web07", "web08"]
+    assert {r.report["requested_by"] for r in done.results if r.report} == {"incident-7"}
