@@ -1,6 +1,6 @@
 """Jobs per second through Procrastinate on PostgreSQL, with no-op jobs: what the queue itself costs.
 
-Run as root (it starts its own PostgreSQL on 127.0.22.1 in a temporary directory, the tests'
+Run as root (it starts its own PostgreSQL on 127.0.36.1 in a temporary directory, the tests'
 harness, and removes it):
 
     .venv/bin/python bench/bench_queue.py [--jobs 2000] [--concurrency 8] [--runs 3]
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    server = Postgres()
+    server = Postgres(addr="127.0.36.1")
     server.start()
     inventory_file = Path(server.root) / "inventory.yml"
     inventory_file.write_text("all:\n  hosts:\n" + "".join(f"    h{n}:\n" for n in range(50)))

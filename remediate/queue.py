@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -94,17 +95,22 @@ def _check_url(url: str) -> str:
     return url
 
 
-@contextlib.contextmanager
-def _connect(url: str) -> Iterator[psycopg.Connection[Any]]:
+def _open(url: str) -> psycopg.Connection[Any]:
     """One autocommit connection; a database that cannot be reached is one line, exit 6, without the password."""
-    _, psycopg = _libraries()
+    _, pg = _libraries()
     from remediate.errors import HostUnreachable
 
     try:
-        conn = psycopg.connect(_check_url(url), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
+        conn: psycopg.Connection[Any] = pg.connect(_check_url(url), autocommit=True, connect_timeout=10)
+    except pg.OperationalError as exc:
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HostUnreachable(f"the queue's database: {said}", host=url.split("@")[-1]) from None
+    return conn
+
+
+@contextlib.contextmanager
+def _connect(url: str) -> Iterator[psycopg.Connection[Any]]:
+    conn = _open(url)
     try:
         yield conn
     finally:
@@ -180,6 +186,8 @@ class Queue:
     def __init__(self, url: str, *, poll: float = 0.2) -> None:
         self.url = url
         self.poll = poll
+        self._lock = threading.Lock()  # the fleet's threads share one connection to poll on
+        self._conn: psycopg.Connection[Any] | None = None
         self.app = _app(url)
         self.app.task(name=TASK)(_not_here)
         self.app.open()
@@ -190,6 +198,8 @@ class Queue:
 
     def close(self) -> None:
         self.app.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def enqueue(self, host: Host, verb: str, *, key: str = "", **job: Any) -> int | None:
         """Defer one job for ``host``; None when an equal job (same host, verb, cause, ``key``) already waits."""
@@ -205,36 +215,42 @@ class Queue:
         except procrastinate.exceptions.AlreadyEnqueued:
             return None
 
-    def state(self, job_id: int) -> str:
-        with _connect(self.url) as conn:
-            row = conn.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)).fetchone()
-        return str(row[0]) if row else "missing"
+    def poll_once(self, job_id: int) -> tuple[str, HostResult | None]:
+        """The job's status and, once it ended, the result its worker wrote (one query, one kept connection)."""
+        _, psycopg = _libraries()
+        from remediate.errors import HostUnreachable
 
-    def result(self, job_id: int) -> HostResult | None:
-        with _connect(self.url) as conn:
-            row = conn.execute(
-                "SELECT r.host, r.outcome, r.exit_code, r.cause, r.seconds, r.run_id, r.message, r.report, j.status "
-                "FROM remediate_results r JOIN procrastinate_jobs j ON j.id = r.job_id "
-                "WHERE r.job_id = %s AND j.status IN ('succeeded', 'failed')",
-                (job_id,),
-            ).fetchone()
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = _open(self.url)
+                row = self._conn.execute(
+                    "SELECT j.status, r.host, r.outcome, r.exit_code, r.cause, r.seconds, r.run_id, r.message, "
+                    "r.report FROM procrastinate_jobs j LEFT JOIN remediate_results r ON r.job_id = j.id "
+                    "WHERE j.id = %s",
+                    (job_id,),
+                ).fetchone()
+            except (psycopg.OperationalError, HostUnreachable):  # Postgres restarting: ask at the next poll
+                self._conn = None
+                return "unknown", None
         if row is None:
-            return None
-        return HostResult(
-            row[0], row[1], row[2], cause=row[3], seconds=row[4], run_id=row[5], message=row[6], report=row[7]
+            return "missing", None
+        status, host, outcome, code, cause, seconds, run_id, message, report = row
+        if host is None or status not in ("succeeded", "failed"):
+            return str(status), None
+        return str(status), HostResult(
+            host, outcome, code, cause=cause, seconds=seconds, run_id=run_id, message=message, report=report
         )
 
     def wait(self, job_id: int, host: str, timeout: float | None = None) -> HostResult:
         """The job's result, once a worker finished it; a job that failed without one is ``failed``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            found = self.result(job_id)
+            state, found = self.poll_once(job_id)
             if found is not None:
                 return found
-            state = self.state(job_id)
             if state in ("failed", "cancelled", "aborted", "missing"):
-                found = self.result(job_id)
-                return found or HostResult(host, "failed", 1, message=f"job {job_id} ended {state} with no result")
+                return HostResult(host, "failed", 1, message=f"job {job_id} ended {state} with no result")
             if deadline is not None and time.monotonic() > deadline:
                 return HostResult(host, "queued", 1, message=f"job {job_id} is still {state} after {timeout:g}s")
             time.sleep(self.poll)

@@ -25,7 +25,7 @@ from remediate.lab.core import APT_PACKAGES, Lab, LabConfig
 # The tests' lab lives on its own addresses so a demo lab (127.0.10.x) can run beside it.
 TEST_NET = "127.0.20"
 # The fleet tests' lab: ten web hosts, beside the other.
-FLEET_NET = "127.0.21"
+FLEET_NET = "127.0.24"  # (test_lab.py builds a throwaway lab on 127.0.21)
 FLEET_SIZE = 10
 
 

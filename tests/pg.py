@@ -23,7 +23,8 @@ def server_bin() -> Path | None:
 
 
 class Postgres:
-    def __init__(self) -> None:
+    def __init__(self, addr: str = ADDR) -> None:
+        self.addr = addr
         bindir = server_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL's server is missing; run: apt-get install postgresql")
@@ -31,7 +32,8 @@ class Postgres:
         self.root = Path(tempfile.mkdtemp(prefix="remediate-pg-", dir="/tmp"))
         self.data = self.root / "data"
         shutil.chown(self.root, "postgres", "postgres")
-        self.url = f"postgresql://postgres@{ADDR}:{PORT}/remediate"
+        self.url = f"postgresql://postgres@{addr}:{PORT}/remediate"
+        self.admin = f"postgresql://postgres@{addr}:{PORT}/postgres"
 
     def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -43,12 +45,12 @@ class Postgres:
             self._as_postgres(
                 str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
             )
-        options = f"-c listen_addresses={ADDR} -c port={PORT} -c unix_socket_directories={self.root} -c fsync=off"
+        options = f"-c listen_addresses={self.addr} -c port={PORT} -c unix_socket_directories={self.root} -c fsync=off"
         self._as_postgres(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "start"
         )
         self._wait()
-        with psycopg.connect(f"postgresql://postgres@{ADDR}:{PORT}/postgres", autocommit=True) as conn:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'remediate'").fetchone():
                 conn.execute("CREATE DATABASE remediate")
 
@@ -56,7 +58,7 @@ class Postgres:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                psycopg.connect(f"postgresql://postgres@{ADDR}:{PORT}/postgres", connect_timeout=2).close()
+                psycopg.connect(self.admin, connect_timeout=2).close()
                 return
             except psycopg.OperationalError:
                 time.sleep(0.1)
@@ -71,7 +73,7 @@ class Postgres:
 
     def reset(self) -> None:
         """An empty database: drop and create it again."""
-        with psycopg.connect(f"postgresql://postgres@{ADDR}:{PORT}/postgres", autocommit=True) as conn:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS remediate WITH (FORCE)")
             conn.execute("CREATE DATABASE remediate")
 
