@@ -73,7 +73,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         fleet.add_argument("--forks", type=int, default=5, metavar="N", help="hosts at once (default 5)")
         fleet.add_argument(
             "--serial",
-            metavar="N|N%%|LIST",
+            metavar="N|N%|LIST",
             help="batches: a count, a percentage of the hosts, or a list like 1,5,20%% (the last repeats)",
         )
         fleet.add_argument(
@@ -141,7 +141,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "  remediate run -i lab/inventory.yml --host web01 --cause socket --yes\n"
             "  remediate run -i lab/inventory.yml --host web01 --cause auto --check   # diagnose, then plan\n"
             "  remediate run -i lab/inventory.yml --limit web --cause socket --yes --forks 10\n"
-            "  remediate run -i lab/inventory.yml --limit web --cause auto --yes --serial 1,30%% "
+            "  remediate run -i lab/inventory.yml --limit web --cause auto --yes --serial 1,30% "
             "--max-fail-percentage 0\n\n" + EXIT_CODES
         ),
     )
