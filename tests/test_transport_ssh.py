@@ -151,8 +151,8 @@ def test_wrong_client_key_is_refused(web01: Host, tmp_path: Path) -> None:
 
 
 def test_closed_port_is_unreachable(web01: Host) -> None:
-    """Nothing listening: HostUnreachable naming the address and port."""
-    with pytest.raises(HostUnreachable, match=r"web01: cannot connect to .*:2999"):
+    """Nothing listening: HostUnreachable naming the address, the port and why, in words."""
+    with pytest.raises(HostUnreachable, match=r"web01: cannot connect to .*:2999: connection refused$"):
         SSHTransport(_target(web01, port=2999)).run(["true"])
 
 

@@ -275,5 +275,10 @@ class _ChannelStream(Stream):
 
 
 def _reason(exc: BaseException) -> str:
+    # paramiko's NoValidConnectionsError says "[Errno None] Unable to connect to port P on A"; the
+    # reason is in the OSError of each address it tried.
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict) and errors:
+        return "; ".join(sorted({(getattr(e, "strerror", None) or str(e)).lower() for e in errors.values()}))
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
