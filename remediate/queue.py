@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from remediate.errors import InputError, UsageError
+from remediate.errors import InputError, RemediateError, UsageError
 from remediate.fleet import HostResult
 
 if TYPE_CHECKING:
@@ -169,7 +169,10 @@ def _migrate(conn: psycopg.Connection[Any], old: str, new: str) -> int:
 
 def queue_of(host: Host) -> str:
     """The queue of ``host``'s jobs: its ``remediate_zone``'s, or the default queue."""
-    zone = host.vars.get("remediate_zone")
+    return zone_queue(host.vars.get("remediate_zone"))
+
+
+def zone_queue(zone: str | None) -> str:
     return f"{DEFAULT_QUEUE}@{zone}" if zone else DEFAULT_QUEUE
 
 
@@ -288,17 +291,20 @@ def run_worker(url: str, rem: Remediate, *, zone: str | None, concurrency: int, 
 
     def host_job(context: Any, /, *, host: str, verb: str, **job: Any) -> None:
         started = time.time()
-        target = rem.host(host)
         mine = rem.acting_for(job.pop("requested_by", rem.requested_by), job.pop("trigger", "cli"))
-        if verb == "diagnose":
-            result = fleet.diagnosing(mine, float(job.get("since", 900)))(target)
+        try:
+            target = rem.host(host)
+        except RemediateError as exc:  # not in this worker's inventory: the job's answer, not a crash
+            result = HostResult(host, "bad-input", exc.exit_code, message=f"worker {worker_name}: {exc}")
         else:
-            cause = job.pop("cause")
-            result = fleet.fixing(mine, cause, **job)(target)
+            if verb == "diagnose":
+                result = fleet.diagnosing(mine, float(job.get("since", 900)))(target)
+            else:
+                result = fleet.fixing(mine, job.pop("cause"), **job)(target)
         _record(url, context.job, verb, result, worker_name, started)
 
     app.task(name=TASK, pass_context=True)(host_job)
-    queues = [f"{DEFAULT_QUEUE}@{zone}" if zone else DEFAULT_QUEUE]
+    queues = [zone_queue(zone)]
 
     async def main() -> None:
         transient = _transient()

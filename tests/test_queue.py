@@ -285,3 +285,19 @@ def test_postgres_restarted_under_load_loses_no_job_and_runs_none_twice(
     assert {(status, attempts) for _, status, attempts, _ in _jobs(workers.url)} == {("succeeded", 1)}  # once each
     assert {attempt for _, _, _, attempt in _results(workers.url).values()} == {0}
     assert all(proc.poll() is None for proc in workers.procs.values()), workers.log("w1") + workers.log("w2")
+
+
+def test_a_job_for_a_host_the_worker_does_not_know_is_answered_not_crashed(
+    fleet_lab: Lab, workers: Workers, tmp_path: Path
+) -> None:
+    """A worker whose inventory lacks the job's host answers `bad-input` (exit 5) naming it; the job succeeds."""
+    other = tmp_path / "worker-inventory.yml"
+    other.write_text(fleet_lab.inventory.read_text().replace("web05:", "web55:"))
+    workers.start("w1", inventory=other)
+    done = remediate_cli(
+        "diagnose", "-i", str(fleet_lab.inventory), "--limit", "web05", "--queue", workers.url, "--json"
+    )
+    row = json.loads(done.stdout.splitlines()[0])
+    assert (row["outcome"], row["exit_code"], done.returncode) == ("bad-input", 5, 5)
+    assert row["message"].startswith("worker w1: ") and "web05" in row["message"]
+    assert {status for _, status, _, _ in _jobs(workers.url)} == {"succeeded"}
