@@ -49,13 +49,24 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"remediate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def host_args(p: argparse.ArgumentParser, need_host: bool = True) -> None:
+    def inventory_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "-i",
             "--inventory",
             default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
             help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
         )
+
+    def queue_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--queue",
+            metavar="URL",
+            default=os.environ.get("REMEDIATE_QUEUE"),
+            help="postgresql://... (default $REMEDIATE_QUEUE); the password belongs in ~/.pgpass, not the URL",
+        )
+
+    def host_args(p: argparse.ArgumentParser, need_host: bool = True) -> None:
+        inventory_arg(p)
         if need_host:
             p.add_argument("--host", required=True, help="inventory name of the nginx host")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -193,12 +204,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "  journalctl -u nginx -o cat | remediate diagnose --log - --json --per-line\n\n" + EXIT_CODES
         ),
     )
-    dg.add_argument(
-        "-i",
-        "--inventory",
-        default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
-        help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
-    )
+    inventory_arg(dg)
     dg.add_argument("--host", help="inventory name of the nginx host (not with --log)")
     dg.add_argument("--log", metavar="FILE", help="classify a local error log (- for stdin) instead of a host's")
     dg.add_argument("--since", default="15m", help="the window to read: 90s, 15m, 2h, 1d (default 15m)")
@@ -247,12 +253,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog="example:\n  remediate queue init --queue postgresql://remediate@db.internal/remediate\n\n" + EXIT_CODES,
     )
     qu.add_argument("action", choices=["init"])
-    qu.add_argument(
-        "--queue",
-        metavar="URL",
-        default=os.environ.get("REMEDIATE_QUEUE"),
-        help="postgresql://... (default $REMEDIATE_QUEUE); the password belongs in ~/.pgpass",
-    )
+    queue_arg(qu)
     wk = sub.add_parser(
         "worker",
         help="run the queue's jobs (fleet runs, the service's jobs) on a machine that can reach the hosts",
@@ -272,13 +273,8 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--concurrency 8\n\n" + EXIT_CODES
         ),
     )
-    wk.add_argument(
-        "-i",
-        "--inventory",
-        default=os.environ.get("REMEDIATE_INVENTORY", "inventory.yml"),
-        help="Ansible YAML inventory (default: $REMEDIATE_INVENTORY or ./inventory.yml)",
-    )
-    wk.add_argument("--queue", metavar="URL", default=os.environ.get("REMEDIATE_QUEUE"), help="as for `queue init`")
+    inventory_arg(wk)
+    queue_arg(wk)
     wk.add_argument("--zone", help="take the jobs of hosts with this remediate_zone (default: hosts with none)")
     wk.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)")
     wk.add_argument("--name", help="this worker's name in the queue (default: HOSTNAME-PID)")

@@ -147,35 +147,29 @@ def make_lab_dir(prefix: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def _running_lab(prefix: str, **config: Any) -> Iterator[Lab]:
     problem = _lab_prerequisites()
     if problem:
         pytest.fail(f"cannot build the lab: {problem}", pytrace=False)
-    directory = make_lab_dir("remediate-test-lab-")
+    directory = make_lab_dir(prefix)
     the_lab = Lab(directory)
-    the_lab.up(LabConfig(dir=str(directory), net=TEST_NET))
+    the_lab.up(LabConfig(dir=str(directory), **config))
     try:
         yield the_lab
     finally:
         the_lab.down()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    yield from _running_lab("remediate-test-lab-", net=TEST_NET)
 
 
 @pytest.fixture(scope="session")
 def fleet_lab() -> Iterator[Lab]:
     """A lab with FLEET_SIZE web hosts (group `web`), for the tests of fleet rollouts."""
-    problem = _lab_prerequisites()
-    if problem:
-        pytest.fail(f"cannot build the lab: {problem}", pytrace=False)
-    directory = make_lab_dir("remediate-fleet-lab-")
-    the_lab = Lab(directory)
-    the_lab.up(LabConfig(dir=str(directory), net=FLEET_NET, web_hosts=FLEET_SIZE))
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from _running_lab("remediate-fleet-lab-", net=FLEET_NET, web_hosts=FLEET_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -202,7 +202,7 @@ class Lab:
 
     def ctl(self, cfg: LabConfig, host: str, *args: str, check: bool = True) -> str:
         """supervisorctl for one of the lab hosts."""
-        target = cfg.app() if host == "app01" else next((w for w in cfg.webs() if w.name == host), None)
+        target = cfg.host(host)
         if target is None:
             raise UsageError(f"the lab has no host {host!r}")
         return target.ctl(*args, check=check)
@@ -306,8 +306,8 @@ class Lab:
     # -- status --------------------------------------------------------------------
 
     def probe(self, cfg: LabConfig, path: str, timeout: float = 8.0, *, host: str = "web01") -> int | str:
-        web = next((w for w in cfg.webs() if w.name == host), None)
-        if web is None:
+        web = cfg.host(host)
+        if not isinstance(web, WebHost):
             raise UsageError(f"the lab has no web host {host!r}")
         return web.probe(path, timeout)
 

@@ -58,6 +58,10 @@ class LabConfig:
     def app(self) -> AppHost:
         return AppHost("app01", self.addr(2), f"{self.dir}/app01", self)
 
+    def host(self, name: str) -> LabHost | None:
+        """The lab host called ``name`` (app01 or a web host), or None."""
+        return next((h for h in (*self.webs(), self.app()) if h.name == name), None)
+
 
 @dataclass(frozen=True)
 class LabHost:
