@@ -17,29 +17,29 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from remediate.inventory import Inventory
 from remediate.policy import Policy
-from remediate.store import immediate, open_db
+from remediate.store import Schema, Where, open_db
 
 __all__ = ["Approval", "Approvals", "plan_hash"]
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS approvals (
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
     cause TEXT NOT NULL,
     requester TEXT NOT NULL,
     plan_hash TEXT NOT NULL,
-    created REAL NOT NULL,
-    expires REAL NOT NULL,
+    created {real} NOT NULL,
+    expires {real} NOT NULL,
     state TEXT NOT NULL DEFAULT 'waiting',
     decided_by TEXT,
-    decided REAL
+    decided {real}
 );
 """
+_SCHEMA = Schema(sqlite=_TABLE.format(real="REAL"), postgres=_TABLE.format(real="DOUBLE PRECISION"))
 
 
 def plan_hash(host: str, cause: str, diff: str, evidence: dict[str, Any]) -> str:
@@ -71,10 +71,10 @@ class Verdict:
 
 
 class Approvals:
-    """The approvals in ``state_dir/ledger.db`` (beside the jobs)."""
+    """The approvals in ``STATE/ledger.db`` (beside the jobs) or PostgreSQL (remediate.store)."""
 
-    def __init__(self, state_dir: str | Path) -> None:
-        self.db = open_db(Path(state_dir) / "ledger.db", _SCHEMA)
+    def __init__(self, where: Where) -> None:
+        self.db = open_db(where, "ledger", _SCHEMA)
 
     def create(self, host: str, cause: str, requester: str, hash_: str, *, ttl: float = 900) -> Approval:
         """A new approval, waiting; its id is 128 random bits (what the Approve button carries)."""
@@ -108,7 +108,7 @@ class Approvals:
         user_groups: tuple[str, ...] = (),
     ) -> Verdict:
         """Approve or deny, once; every refusal says why and changes nothing."""
-        with immediate(self.db):  # two clicks at once: one decides, the other sees it decided
+        with self.db.write("approvals"):  # two clicks at once: one decides, the other sees it decided
             return self._decide(approval_id, user, approve, policy, inventory, user_groups)
 
     def _decide(

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from remediate.store import immediate, open_db
+from remediate.store import Db, Schema, Where, open_db
 
 __all__ = ["GENESIS", "Audit", "Record", "Verdict", "verify"]
 
 #: The ``prev`` of the first record.
 GENESIS = "0" * 64
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
+    seq {seq} PRIMARY KEY,
     at TEXT NOT NULL,
     kind TEXT NOT NULL,
     actor TEXT NOT NULL,
@@ -44,6 +42,18 @@ BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
 """
+_SCHEMA = Schema(
+    sqlite=_TABLE.format(seq="INTEGER"),
+    postgres=_TABLE.format(seq="BIGINT").split("CREATE TRIGGER")[0]
+    + """
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'the audit chain is append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+""",
+)
 
 
 @dataclass(frozen=True)
@@ -84,11 +94,10 @@ class Verdict:
 
 
 class Audit:
-    """The chain in ``state_dir/audit.db``; one writer at a time (SQLite's own lock)."""
+    """The chain in ``STATE/audit.db`` or PostgreSQL (remediate.store); one writer at a time."""
 
-    def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "audit.db"
-        self.db = open_db(self.path, _SCHEMA)
+    def __init__(self, where: Where) -> None:
+        self.db = open_db(where, "audit", _SCHEMA)
 
     def append(self, kind: str, actor: str, data: dict[str, Any] | None = None) -> Record:
         """Add one record at the head of the chain, durably, and return it."""
@@ -98,7 +107,7 @@ class Audit:
         """Add (kind, actor, data) records in order, in one transaction (one fsync): all of them, or none."""
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         records = []
-        with immediate(self.db):  # the head cannot move between reading it and writing after it
+        with self.db.write("audit"):  # the head cannot move between reading it and writing after it
             row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (row[0], row[1]) if row else (0, GENESIS)
             for kind, actor, data in entries:
@@ -133,7 +142,7 @@ def _loads(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def verify(db: sqlite3.Connection) -> Verdict:
+def verify(db: Db) -> Verdict:
     """Walk the chain from its first record; the first record whose sequence, link or hash is wrong fails it."""
     expected_seq, prev, count = 1, GENESIS, 0
     rows = db.execute("SELECT seq, at, kind, actor, data, prev, hash FROM audit ORDER BY seq")

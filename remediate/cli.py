@@ -263,18 +263,26 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "jobs of hosts whose inventory gives that `remediate_zone`; without it, hosts with no zone.\n"
             "Jobs for one host never run at once on any two workers. A worker that dies mid-job: another\n"
             "worker tries its job once more (the host's journal recovers a half-made change first), then\n"
-            "marks it failed. SIGTERM or Ctrl-C: finish the jobs in hand, then stop."
+            "marks it failed. SIGTERM or Ctrl-C: finish the jobs in hand, then stop.\n\n"
+            "With --config serve.yml (a service whose config has `queue:`), the worker runs the service's\n"
+            "jobs too (alerts, Slack commands and approved runs), with the config's inventory, policy, storm\n"
+            "control and Slack; it reports to Slack and writes the ledger and audit chain in the database."
         ),
         formatter_class=fmt,
         epilog=(
             "examples:\n"
             "  remediate worker -i inventory.yml --queue postgresql://remediate@db/remediate\n"
             "  remediate worker -i inventory.yml --queue postgresql://remediate@db/remediate --zone dc2 "
-            "--concurrency 8\n\n" + EXIT_CODES
+            "--concurrency 8\n"
+            "  remediate worker --config /etc/remediate/serve.yml --zone dc2     # the service's jobs too\n\n"
+            + EXIT_CODES
         ),
     )
     inventory_arg(wk)
     queue_arg(wk)
+    wk.add_argument(
+        "--config", metavar="FILE", help="a service's serve.yml with `queue:`: run its jobs too (gives -i and --queue)"
+    )
     wk.add_argument("--zone", help="take the jobs of hosts with this remediate_zone (default: hosts with none)")
     wk.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)")
     wk.add_argument("--name", help="this worker's name in the queue (default: HOSTNAME-PID)")
@@ -304,16 +312,22 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "audit",
         help="the audit chain of the service: verify it, or show its records",
         description="Every trigger, decision, approval, denial, run and outcome of `remediate serve` is one\n"
-        "append-only record in STATE/audit.db, chained by sha256 (each record carries the previous one's\n"
+        "append-only record in STATE/audit.db (or, for a service with `queue:`, in that PostgreSQL database),\n"
+        "chained by sha256 (each record carries the previous one's\n"
         "hash). `verify` walks the chain and names the first record that was changed or removed (exit 1);\n"
         "`show` lists the records and the head hash (keep it elsewhere: a shortened chain still verifies).",
         formatter_class=fmt,
         epilog="examples:\n"
         "  remediate audit verify --state /var/lib/remediate\n"
-        "  remediate audit show --state /var/lib/remediate --last 20 --json",
+        "  remediate audit show --state /var/lib/remediate --last 20 --json\n"
+        "  remediate audit verify --state postgresql://remediate@db.example/remediate",
     )
     au.add_argument("action", choices=["verify", "show"])
-    au.add_argument("--state", metavar="DIR", help="the service's state_dir (default: remediate's state directory)")
+    au.add_argument(
+        "--state",
+        metavar="DIR|URL",
+        help="the service's state_dir, or its queue's postgresql:// URL (default: remediate's state directory)",
+    )
     au.add_argument("--last", type=int, metavar="N", help="show: only the newest N records")
     au.add_argument("--json", action="store_true")
 
@@ -708,8 +722,17 @@ def _cmd_queue(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from remediate import api, queue
 
+    serve = None
+    if args.config:
+        from remediate.serve.config import load_config
+
+        serve = load_config(args.config)
+        if not serve.queue:
+            raise UsageError(f"{args.config} has no `queue:`; its service runs its own jobs (no worker needed)")
+        args.queue, args.inventory = serve.queue, str(serve.inventory)
+        args.accept_new_host_key = args.accept_new_host_key or serve.accept_new_host_key
     if not args.queue:
-        raise UsageError("give --queue postgresql://... (or set REMEDIATE_QUEUE)")
+        raise UsageError("give --queue postgresql://... (or set REMEDIATE_QUEUE), or --config serve.yml")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
     import logging
@@ -720,11 +743,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         queue.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
         print(
             f"worker {args.name or '(HOSTNAME-PID)'}: taking jobs of "
-            f"{'zone ' + args.zone if args.zone else 'hosts with no zone'}, {args.concurrency} at once",
+            f"{'zone ' + args.zone if args.zone else 'hosts with no zone'}, {args.concurrency} at once"
+            + (f", with the service's jobs ({args.config})" if serve else ""),
             file=sys.stderr,
             flush=True,
         )
-        queue.run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name)
+        queue.run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name, serve=serve)
     return EXIT_OK
 
 
@@ -856,11 +880,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     from remediate.audit import Audit
     from remediate.journal import state_dir
+    from remediate.store import is_postgres
 
-    directory = Path(args.state) if args.state else state_dir()
-    if not (directory / "audit.db").is_file():
-        raise UsageError(f"no audit chain in {directory} (expected {directory / 'audit.db'}; give --state DIR)")
-    audit = Audit(directory)
+    where: str | Path
+    if args.state and is_postgres(args.state):  # a service on the queue keeps its chain in PostgreSQL
+        where = args.state
+    else:
+        where = Path(args.state) if args.state else state_dir()
+        if not (where / "audit.db").is_file():
+            raise UsageError(f"no audit chain in {where} (expected {where / 'audit.db'}; give --state DIR)")
+    audit = Audit(where)
     try:
         verdict = audit.verify()
         if args.action == "show":

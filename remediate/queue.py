@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from remediate.errors import InputError, RemediateError, UsageError
 from remediate.fleet import HostResult
+from remediate.store import redact
 
 if TYPE_CHECKING:
     import procrastinate
@@ -40,17 +41,24 @@ if TYPE_CHECKING:
 
     from remediate.api import Remediate
     from remediate.inventory import Host
+    from remediate.serve.config import ServeConfig
 
-__all__ = ["TASK", "Queue", "init", "queue_of", "run_worker"]
+__all__ = ["SERVE_TASK", "TASK", "Queue", "ServiceQueue", "init", "queue_of", "run_worker"]
 
 _log = logging.getLogger("remediate.worker")
+#: A fleet job (``run|diagnose --limit --queue``): one host, one verb.
 TASK = "remediate.host"
+#: A job of `remediate serve` (a ledger job: its id is the only argument).
+SERVE_TASK = "remediate.serve"
 DEFAULT_QUEUE = "remediate"
+SERVE_QUEUE = "remediate-serve"
 #: A worker's heartbeat, and how long one may be silent before its jobs count as stalled.
 HEARTBEAT = 2.0
 STALLED_AFTER = 6.0
 #: How many times a job whose worker died is tried again before it is marked failed.
 RETRIES = 1
+#: What a worker does with a job whose workers died too often: (the job, why) -> record it failed.
+GiveUp = Callable[[Any, str], None]
 #: How long a worker waits for the database to come back to write a job's result.
 RECORD_PATIENCE = 120.0
 
@@ -167,13 +175,14 @@ def _migrate(conn: psycopg.Connection[Any], old: str, new: str) -> int:
     return len(files)
 
 
-def queue_of(host: Host) -> str:
+def queue_of(host: Host, base: str = DEFAULT_QUEUE) -> str:
     """The queue of ``host``'s jobs: its ``remediate_zone``'s, or the default queue."""
-    return zone_queue(host.vars.get("remediate_zone"))
+    return zone_queue(host.vars.get("remediate_zone"), base)
 
 
-def zone_queue(zone: str | None) -> str:
-    return f"{DEFAULT_QUEUE}@{zone}" if zone else DEFAULT_QUEUE
+def zone_queue(zone: str | None, base: str = DEFAULT_QUEUE) -> str:
+    """Fleet jobs go to ``remediate[@ZONE]``, the service's jobs to ``remediate-serve[@ZONE]``."""
+    return f"{base}@{zone}" if zone else base
 
 
 def _app(url: str) -> procrastinate.App:
@@ -193,6 +202,7 @@ class Queue:
         self._conn: psycopg.Connection[Any] | None = None
         self.app = _app(url)
         self.app.task(name=TASK)(_not_here)
+        self.app.task(name=SERVE_TASK)(_not_here)
         self.app.open()
         with _connect(url) as conn:
             ready = conn.execute("SELECT to_regclass('remediate_results') IS NOT NULL").fetchone()
@@ -206,39 +216,47 @@ class Queue:
 
     def enqueue(self, host: Host, verb: str, *, key: str = "", **job: Any) -> int | None:
         """Defer one job for ``host``; None when an equal job (same host, verb, cause, ``key``) already waits."""
-        procrastinate, _ = _libraries()
         dedupe = ":".join(str(p) for p in (host.name, verb, job.get("cause", ""), key))
-        task = self.app.tasks[TASK]
+        return self._defer(TASK, host.name, dedupe, queue_of(host), {"host": host.name, "verb": verb, **job})
+
+    def _defer(self, task: str, host: str, dedupe: str, queue: str, kwargs: dict[str, Any]) -> int | None:
+        """Defer ``task``: one at a time on ``host`` (with every other job for it), refused while ``dedupe`` waits."""
+        procrastinate, _ = _libraries()
+        configured = self.app.tasks[task].configure(lock=f"host:{host}", queueing_lock=dedupe, queue=queue)
         try:
-            return int(
-                task.configure(lock=f"host:{host.name}", queueing_lock=dedupe, queue=queue_of(host)).defer(
-                    host=host.name, verb=verb, **job
-                )
-            )
+            return int(configured.defer(**kwargs))
         except procrastinate.exceptions.AlreadyEnqueued:
             return None
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """``sql`` on the kept connection (opened again after a restart); the rows."""
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = _open(self.url)
+            try:
+                return list(self._conn.execute(sql, params).fetchall())
+            except Exception:
+                self._conn.close()
+                self._conn = None
+                raise
 
     def poll_once(self, job_id: int) -> tuple[str, HostResult | None]:
         """The job's status and, once it ended, the result its worker wrote (one query, one kept connection)."""
         _, psycopg = _libraries()
         from remediate.errors import HostUnreachable
 
-        with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = _open(self.url)
-                row = self._conn.execute(
-                    "SELECT j.status, r.host, r.outcome, r.exit_code, r.cause, r.seconds, r.run_id, r.message, "
-                    "r.report FROM procrastinate_jobs j LEFT JOIN remediate_results r ON r.job_id = j.id "
-                    "WHERE j.id = %s",
-                    (job_id,),
-                ).fetchone()
-            except (psycopg.OperationalError, HostUnreachable):  # Postgres restarting: ask at the next poll
-                self._conn = None
-                return "unknown", None
-        if row is None:
+        try:
+            rows = self._query(
+                "SELECT j.status, r.host, r.outcome, r.exit_code, r.cause, r.seconds, r.run_id, r.message, "
+                "r.report FROM procrastinate_jobs j LEFT JOIN remediate_results r ON r.job_id = j.id "
+                "WHERE j.id = %s",
+                (job_id,),
+            )
+        except (psycopg.OperationalError, HostUnreachable):  # Postgres restarting: ask at the next poll
+            return "unknown", None
+        if not rows:
             return "missing", None
-        status, host, outcome, code, cause, seconds, run_id, message, report = row
+        status, host, outcome, code, cause, seconds, run_id, message, report = rows[0]
         if host is None or status not in ("succeeded", "failed"):
             return str(status), None
         return str(status), HostResult(
@@ -279,15 +297,109 @@ def enqueuing(queue: Queue, verb: str, *, timeout: float | None = None, **job: A
     return work
 
 
+class ServiceQueue:
+    """`remediate serve` with ``queue:``: the ledger's jobs go to Procrastinate; `remediate worker --config` runs them.
+
+    The ledger (in the same database) stays the record: a job is in the ledger before the trigger
+    is answered, then deferred with ``lock=host:NAME`` and ``queueing_lock`` = the alert's
+    fingerprint and start (or the job id), on the host's zone's ``remediate-serve`` queue. A job
+    recorded but never deferred (the service died between the two) is found by :meth:`sweep`,
+    every few seconds, and deferred then; the worker starts a ledger job only once.
+    """
+
+    SWEEP_EVERY = 10.0
+    #: A pending ledger job with no queue job for this long was never deferred.
+    ORPHAN_AFTER = 30.0
+
+    def __init__(self, url: str, inventory: Any) -> None:
+        self.queue = Queue(url)
+        self.inventory = inventory
+        self._next_sweep = 0.0
+        self._sweeping = threading.Lock()
+
+    def queue_of(self, host: str) -> str:
+        found = self.inventory.hosts.get(host)
+        return queue_of(found, SERVE_QUEUE) if found is not None else SERVE_QUEUE
+
+    def start(self) -> None:
+        self._next_sweep = 0.0  # the first watch() sweeps: jobs a dead service recorded but never queued
+
+    def submitted(self, job_id: str, host: str, dedupe: str | None = None) -> None:
+        """Defer the ledger job ``job_id`` (just recorded); an equal one already waiting is the same job.
+        If deferring fails, the job is recorded all the same: :meth:`sweep` queues it a little later."""
+        try:
+            self.queue._defer(SERVE_TASK, host, dedupe or f"job:{job_id}", self.queue_of(host), {"job": job_id})
+        except Exception as exc:
+            _log.warning("job %s for %s is recorded but not queued yet (%s); the sweep queues it", job_id, host, exc)
+
+    def sweep(self) -> int:
+        """Defer the pending ledger jobs that have no queue job; how many."""
+        rows = self.queue._query(
+            "SELECT j.id, j.host, j.dedupe FROM remediate.jobs j WHERE j.state = 'pending' AND j.created < %s "
+            "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p WHERE p.task_name = %s AND p.args->>'job' = j.id)",
+            (time.time() - self.ORPHAN_AFTER, SERVE_TASK),
+        )
+        for job_id, host, dedupe in rows:
+            _log.warning("job %s for %s was recorded but never queued; queueing it now", job_id, host)
+            self.submitted(job_id, host, dedupe)
+        return len(rows)
+
+    def watch(self) -> None:
+        """Called every second or so: start a sweep in the background when one is due."""
+        if time.monotonic() < self._next_sweep or not self._sweeping.acquire(blocking=False):
+            return
+        self._next_sweep = time.monotonic() + self.SWEEP_EVERY
+
+        def sweep() -> None:
+            try:
+                self.sweep()
+            except Exception as exc:  # the database away: the next sweep tries again
+                _log.warning("sweep failed: %s", exc)
+            finally:
+                self._sweeping.release()
+
+        threading.Thread(target=sweep, name="remediate-sweep", daemon=True).start()
+
+    def health(self) -> dict[str, Any]:
+        """The database answers (jobs can be recorded); how many workers (any zone) beat recently."""
+        rows = self.queue._query(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
+            (STALLED_AFTER,),
+        )
+        return {"ok": True, "workers": int(rows[0][0]), "queue": redact(self.queue.url)}
+
+    def states(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each ledger job's queue job: its queue (zone), status and attempts."""
+        rows = self.queue._query(
+            "SELECT args->>'job', id, queue_name, status::text, attempts FROM procrastinate_jobs "
+            "WHERE task_name = %s AND args->>'job' = ANY(%s) ORDER BY id",
+            (SERVE_TASK, job_ids),
+        )
+        return {r[0]: {"id": r[1], "queue": r[2], "status": r[3], "attempts": r[4]} for r in rows}
+
+    def stop(self) -> None:
+        self.queue.close()
+
+
 # -- the worker ---------------------------------------------------------------------------
 
 
-def run_worker(url: str, rem: Remediate, *, zone: str | None, concurrency: int, name: str | None = None) -> None:
-    """Run jobs from ``zone``'s queue (or the default queue) until SIGINT/SIGTERM."""
+def run_worker(
+    url: str,
+    rem: Remediate,
+    *,
+    zone: str | None,
+    concurrency: int,
+    name: str | None = None,
+    serve: ServeConfig | None = None,
+) -> None:
+    """Run jobs from ``zone``'s queue (or the default queue) until SIGINT/SIGTERM; with ``serve`` (a
+    service's config), the service's jobs too."""
     from remediate import fleet
 
     app = _app(url)
     worker_name = name or f"{socket.gethostname()}-{os.getpid()}"
+    settle: dict[str, GiveUp] = {TASK: lambda job, message: _give_up(url, job, message, worker_name)}
 
     def host_job(context: Any, /, *, host: str, verb: str, **job: Any) -> None:
         started = time.time()
@@ -305,13 +417,16 @@ def run_worker(url: str, rem: Remediate, *, zone: str | None, concurrency: int, 
 
     app.task(name=TASK, pass_context=True)(host_job)
     queues = [zone_queue(zone)]
+    if serve is not None:
+        settle[SERVE_TASK] = _serve_jobs(app, rem, serve, url, worker_name)
+        queues.append(zone_queue(zone, SERVE_QUEUE))
 
     async def main() -> None:
         transient = _transient()
         while True:
             try:
                 async with app.open_async():
-                    stalls = asyncio.create_task(_recover_stalled(app, url, queues[0], worker_name))
+                    stalls = asyncio.create_task(_recover_stalled(app, url, queues, settle))
                     try:
                         await app.run_worker_async(
                             queues=queues,
@@ -332,6 +447,43 @@ def run_worker(url: str, rem: Remediate, *, zone: str | None, concurrency: int, 
                 await asyncio.sleep(1.0)
 
     asyncio.run(main())
+
+
+def _serve_jobs(app: Any, rem: Remediate, config: ServeConfig, url: str, worker: str) -> GiveUp:
+    """Register the service's task (a ledger job, run by the service's Runner); how to give one up."""
+    from remediate.serve.jobs import Runner, Stores
+    from remediate.serve.notify import Notifier
+
+    stores = Stores(url)
+    stores.create()
+    runner = Runner(config, rem, stores, Notifier(config.slack))
+
+    def serve_job(context: Any, /, *, job: str) -> None:
+        # attempts > 0: the job was given back after its worker died, so the ledger still says running.
+        claimed = stores.ledger.start(job, worker, again=context.job.attempts > 0)
+        if claimed is None:
+            _log.info("ledger job %s was started already; not running it twice", job)
+            return
+        runner.execute(claimed)
+
+    app.task(name=SERVE_TASK, pass_context=True)(serve_job)
+
+    def give_up(job: Any, message: str) -> None:
+        ledger_id = job.task_kwargs.get("job", "?")
+        try:
+            done = stores.ledger.finish(ledger_id, "failed", data={"message": message})
+        except KeyError:
+            return
+        stores.audit.append("outcome", done.requested_by, {"job": done.id, "host": done.host, "cause": done.cause,
+                                                           "mode": done.mode, "outcome": "failed",
+                                                           "message": message})  # fmt: skip
+
+    return give_up
+
+
+def _give_up(url: str, job: Any, message: str, worker: str) -> None:
+    result = HostResult(job.task_kwargs.get("host", "?"), "failed", 1, message=message)
+    _record(url, job, job.task_kwargs.get("verb", "run"), result, worker, time.time())
 
 
 def _record(url: str, job: Any, verb: str, result: HostResult, worker: str, started: float) -> None:
@@ -378,12 +530,17 @@ def _write_result(url: str, job: Any, verb: str, result: HostResult, worker: str
         )
 
 
-def _has_result(url: str, job_id: int) -> bool:
+def _has_result(url: str, job: Any) -> bool:
+    """Did the job reach its commit point: a result row (fleet jobs), a ledger job done (the service's)?"""
     with _connect(url) as conn:
-        return conn.execute("SELECT 1 FROM remediate_results WHERE job_id = %s", (job_id,)).fetchone() is not None
+        if job.task_name == SERVE_TASK:
+            query, key = "SELECT 1 FROM remediate.jobs WHERE id = %s AND state = 'done'", job.task_kwargs.get("job")
+        else:
+            query, key = "SELECT 1 FROM remediate_results WHERE job_id = %s", job.id
+        return conn.execute(query, (key,)).fetchone() is not None
 
 
-async def _recover_stalled(app: Any, url: str, queue: str, worker: str) -> None:
+async def _recover_stalled(app: Any, url: str, queues: list[str], settle: dict[str, GiveUp]) -> None:
     """Every heartbeat: retry the jobs of workers that went silent (once), then mark them failed."""
     from procrastinate.jobs import Status
 
@@ -391,9 +548,11 @@ async def _recover_stalled(app: Any, url: str, queue: str, worker: str) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT)
         try:
-            stalled = await app.job_manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=STALLED_AFTER)
+            stalled = []
+            for queue in queues:
+                stalled += await app.job_manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=STALLED_AFTER)
             for job in stalled:
-                if await asyncio.to_thread(_has_result, url, job.id):
+                if await asyncio.to_thread(_has_result, url, job):
                     # Its result is written (the commit point); only the status was lost with the
                     # database or the worker. Running it again would run it twice.
                     await app.job_manager.finish_job(job, status=Status.SUCCEEDED, delete_job=False)
@@ -402,10 +561,7 @@ async def _recover_stalled(app: Any, url: str, queue: str, worker: str) -> None:
                     await app.job_manager.retry_job(job)
                     continue
                 message = f"its worker died mid-job {job.attempts + 1} time(s); see the host's journal"
-                result = HostResult(job.task_kwargs.get("host", "?"), "failed", 1, message=message)
-                await asyncio.to_thread(
-                    _record, url, job, job.task_kwargs.get("verb", "run"), result, worker, time.time()
-                )
+                await asyncio.to_thread(settle.get(job.task_name, settle[TASK]), job, message)
                 await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
         except asyncio.CancelledError:
             raise

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import Postgres
 
 from remediate.evidence import Context
 from remediate.inventory import Host, Inventory, load_inventory
@@ -170,6 +171,26 @@ def lab() -> Iterator[Lab]:
 def fleet_lab() -> Iterator[Lab]:
     """A lab with FLEET_SIZE web hosts (group `web`), for the tests of fleet rollouts."""
     yield from _running_lab("remediate-fleet-lab-", net=FLEET_NET, web_hosts=FLEET_SIZE)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Debian's PostgreSQL in a temporary directory on 127.0.22.1, shared by the session's tests."""
+    server = Postgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where empty stores are (remediate.store), once per engine: the same tests hold on both."""
+    if request.param == "sqlite":
+        return tmp_path
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.stores()
 
 
 @pytest.fixture(scope="session")

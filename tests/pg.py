@@ -77,6 +77,16 @@ class Postgres:
             conn.execute("DROP DATABASE IF EXISTS remediate WITH (FORCE)")
             conn.execute("CREATE DATABASE remediate")
 
+    def stores(self, name: str = "stores") -> str:
+        """The URL of database ``name`` with no `remediate` schema: empty stores (remediate.store)."""
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(f"CREATE DATABASE {name}")
+        url = f"postgresql://postgres@{self.addr}:{PORT}/{name}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS remediate CASCADE")
+        return url
+
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")

@@ -22,14 +22,14 @@ def inventory(tmp_path: Path) -> Inventory:
     return load_inventory(tmp_path / "hosts.yml")
 
 
-def _waiting(tmp_path: Path, ttl: float = 900) -> tuple[Approvals, str]:
-    approvals = Approvals(tmp_path / "state")
+def _waiting(store: str | Path, ttl: float = 900) -> tuple[Approvals, str]:
+    approvals = Approvals(store)
     made = approvals.create("web01", "socket", "U111", plan_hash("web01", "socket", DIFF, EVIDENCE), ttl=ttl)
     return approvals, made.id
 
 
-def test_an_approver_approves_once_and_the_same_plan_runs(tmp_path: Path, inventory: Inventory) -> None:
-    approvals, approval_id = _waiting(tmp_path)
+def test_an_approver_approves_once_and_the_same_plan_runs(store: str | Path, inventory: Inventory) -> None:
+    approvals, approval_id = _waiting(store)
     assert len(approval_id) >= 22 and "web01" not in approval_id  # opaque: says nothing of host or cause
     verdict = approvals.decide(
         approval_id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory
@@ -46,14 +46,14 @@ def test_an_approver_approves_once_and_the_same_plan_runs(tmp_path: Path, invent
         ("U999", "not in remediate's policy"),
     ],
 )
-def test_a_user_without_the_verb_is_refused(tmp_path: Path, inventory: Inventory, user: str, says: str) -> None:
-    approvals, approval_id = _waiting(tmp_path)
+def test_a_user_without_the_verb_is_refused(store: str | Path, inventory: Inventory, user: str, says: str) -> None:
+    approvals, approval_id = _waiting(store)
     verdict = approvals.decide(approval_id, user, approve=True, policy=Policy.from_config(POLICY), inventory=inventory)
     assert not verdict.ok and says in verdict.reason and approvals.get(approval_id).state == "waiting"
 
 
-def test_the_requester_may_not_approve_their_own_run(tmp_path: Path, inventory: Inventory) -> None:
-    approvals = Approvals(tmp_path / "state")
+def test_the_requester_may_not_approve_their_own_run(store: str | Path, inventory: Inventory) -> None:
+    approvals = Approvals(store)
     made = approvals.create("web01", "socket", "U222", "h")
     verdict = approvals.decide(made.id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory)
     assert not verdict.ok and "asked for this run and may not approve it too" in verdict.reason
@@ -61,8 +61,8 @@ def test_the_requester_may_not_approve_their_own_run(tmp_path: Path, inventory: 
     assert approvals.decide(made.id, "U222", approve=True, policy=allowed, inventory=inventory).ok
 
 
-def test_expired_and_unknown_approvals_are_refused(tmp_path: Path, inventory: Inventory) -> None:
-    approvals, approval_id = _waiting(tmp_path, ttl=-1)
+def test_expired_and_unknown_approvals_are_refused(store: str | Path, inventory: Inventory) -> None:
+    approvals, approval_id = _waiting(store, ttl=-1)
     policy = Policy.from_config(POLICY)
     verdict = approvals.decide(approval_id, "U222", approve=True, policy=policy, inventory=inventory)
     assert not verdict.ok and "expired" in verdict.reason
@@ -72,13 +72,13 @@ def test_expired_and_unknown_approvals_are_refused(tmp_path: Path, inventory: In
     )
 
 
-def test_two_clicks_at_once_approve_once(tmp_path: Path, inventory: Inventory) -> None:
-    approvals, approval_id = _waiting(tmp_path)
+def test_two_clicks_at_once_approve_once(store: str | Path, inventory: Inventory) -> None:
+    approvals, approval_id = _waiting(store)
     policy = Policy.from_config(POLICY)
     results: list[bool] = []
 
     def click() -> None:
-        mine = Approvals(tmp_path / "state")
+        mine = Approvals(store)
         results.append(mine.decide(approval_id, "U222", approve=True, policy=policy, inventory=inventory).ok)
         mine.close()
 
@@ -92,9 +92,9 @@ def test_two_clicks_at_once_approve_once(tmp_path: Path, inventory: Inventory) -
     assert not later.ok and "already approved by U222" in later.reason
 
 
-def test_a_plan_that_changed_after_approval_is_refused(tmp_path: Path, inventory: Inventory) -> None:
+def test_a_plan_that_changed_after_approval_is_refused(store: str | Path, inventory: Inventory) -> None:
     """The host changed under the plan: planning again gives another hash, and the run refuses."""
-    approvals, approval_id = _waiting(tmp_path)
+    approvals, approval_id = _waiting(store)
     approvals.decide(approval_id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory)
     changed = plan_hash("web01", "socket", DIFF.replace("0660", "0666"), EVIDENCE)
     verdict = approvals.check_plan(approvals.get(approval_id), changed)

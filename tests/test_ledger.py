@@ -20,9 +20,9 @@ def _submit(ledger: Ledger, host: str, dedupe: str | None = None) -> str:
     return job.id
 
 
-def test_the_same_alert_twice_is_one_job(tmp_path: Path) -> None:
+def test_the_same_alert_twice_is_one_job(store: str | Path) -> None:
     """Dedupe on (fingerprint, startsAt): a second delivery returns the recorded job, created False."""
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(store)
     first, created = ledger.submit("web01", "auto", "fix", trigger="alertmanager", requested_by="fp1", dedupe="fp1@t0")
     again, created_again = ledger.submit(
         "web01", "auto", "fix", trigger="alertmanager", requested_by="fp1", dedupe="fp1@t0"
@@ -34,10 +34,10 @@ def test_the_same_alert_twice_is_one_job(tmp_path: Path) -> None:
     assert created_other and other.id != first.id
 
 
-def test_one_job_at_a_time_per_host_in_order(tmp_path: Path) -> None:
+def test_one_job_at_a_time_per_host_in_order(store: str | Path) -> None:
     """Workers claim the oldest pending job of a host with nothing running: web01's jobs wait for each other
     in order, web02's runs beside them."""
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(store)
     a1, a2, b1 = _submit(ledger, "web01"), _submit(ledger, "web01"), _submit(ledger, "web02")
     first = ledger.claim("w1")
     second = ledger.claim("w2")
@@ -48,10 +48,10 @@ def test_one_job_at_a_time_per_host_in_order(tmp_path: Path) -> None:
     assert third is not None and third.id == a2
 
 
-def test_twenty_workers_never_run_two_jobs_of_one_host_at_once(tmp_path: Path) -> None:
+def test_twenty_workers_never_run_two_jobs_of_one_host_at_once(store: str | Path) -> None:
     """Twenty alerts for one host and eight workers claiming at once: never two running, all done, in order."""
-    Ledger(tmp_path).close()
-    setup = Ledger(tmp_path)
+    Ledger(store).close()
+    setup = Ledger(store)
     ids = [_submit(setup, "web01") for _ in range(20)]
     running: list[str] = []
     order: list[str] = []
@@ -59,7 +59,7 @@ def test_twenty_workers_never_run_two_jobs_of_one_host_at_once(tmp_path: Path) -
     lock = threading.Lock()
 
     def worker(name: str) -> None:
-        ledger = Ledger(tmp_path)
+        ledger = Ledger(store)
         idle = 0
         while idle < 50:
             job = ledger.claim(name)
@@ -86,7 +86,7 @@ def test_twenty_workers_never_run_two_jobs_of_one_host_at_once(tmp_path: Path) -
     assert all(j.state == "done" for j in setup.jobs())
 
 
-def test_a_job_recorded_survives_the_service_being_killed(tmp_path: Path) -> None:
+def test_a_job_recorded_survives_the_service_being_killed(store: str | Path) -> None:
     """A process records a job and is SIGKILLed the moment submit returns (as if right after answering 2xx):
     the job is in the ledger. One that was running when the service died is pending again on start."""
     script = (
@@ -99,7 +99,7 @@ def test_a_job_recorded_survives_the_service_being_killed(tmp_path: Path) -> Non
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", script, str(store)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
@@ -107,7 +107,7 @@ def test_a_job_recorded_survives_the_service_being_killed(tmp_path: Path) -> Non
     )
     assert done.returncode == -signal.SIGKILL
     job_id = done.stdout.strip()
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(store)
     assert ledger.get(job_id).state == "running"
     resumed = ledger.resume()
     assert [j.id for j in resumed] == [job_id] and ledger.get(job_id).state == "pending"
@@ -115,10 +115,10 @@ def test_a_job_recorded_survives_the_service_being_killed(tmp_path: Path) -> Non
     assert claimed is not None and claimed.id == job_id
 
 
-def test_loop_breaker_and_hourly_cap_read_the_ledger(tmp_path: Path) -> None:
+def test_loop_breaker_and_hourly_cap_read_the_ledger(store: str | Path) -> None:
     """The same host and cause fixed inside the cool-down is found (the service escalates instead of fixing);
     runs per host in the last hour are counted."""
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(store)
     job = ledger.claim("w") if _submit(ledger, "web01") else None
     assert job is not None
     ledger.finish(job.id, "fixed", run_id="r1")
@@ -128,6 +128,6 @@ def test_loop_breaker_and_hourly_cap_read_the_ledger(tmp_path: Path) -> None:
     assert ledger.runs_since("web01", time.time() - 3600) == 1
 
 
-def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
+def test_an_unknown_mode_is_refused(store: str | Path) -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
-        Ledger(tmp_path).submit("web01", "auto", "explode", trigger="api", requested_by="x")
+        Ledger(store).submit("web01", "auto", "explode", trigger="api", requested_by="x")

@@ -29,16 +29,6 @@ from remediate.lab.core import PROBES, Lab
 HOSTS = ["web01", "web02", "web03", "web04", "web05"]
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
 @pytest.fixture
 def db(postgres: Postgres) -> str:
     """An empty database with the queue's schema, as `remediate queue init` makes it."""

@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -36,8 +35,9 @@ from remediate.serve.jobs import Stores
 from remediate.serve.notify import Notifier
 from remediate.serve.slack import USAGE, Command, parse_command
 from remediate.serve.worker import WorkerProcess
+from remediate.store import errors, redact
 
-__all__ = ["Metrics", "Service", "make_app", "serve"]
+__all__ = ["Dispatcher", "Metrics", "Service", "make_app", "serve"]
 
 log = structlog.get_logger("remediate.serve")
 _REPLAY_WINDOW = 300  # seconds: Slack's own limit on a request's age (the replay cache keeps twice that)
@@ -99,19 +99,48 @@ class Metrics:
 _RUN_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0, 120.0, 300.0)
 
 
+class Dispatcher(Protocol):
+    """Who runs the ledger's jobs. Two engines: the embedded worker process (remediate.serve.worker,
+    the default), or Procrastinate on PostgreSQL (remediate.queue.ServiceQueue, with ``queue:``)."""
+
+    def start(self) -> None: ...
+
+    def submitted(self, job_id: str, host: str, dedupe: str | None = None) -> None:
+        """The ledger recorded ``job_id`` (called from a store thread, after the commit)."""
+
+    def watch(self) -> None:
+        """Called every second from the event loop; must not block."""
+
+    def health(self) -> dict[str, Any]:
+        """``ok`` and how many ``workers`` run jobs now (may block: called from a store thread)."""
+        ...
+
+    def states(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Where each job is in the engine's queue (empty for the embedded worker)."""
+        ...
+
+    def stop(self) -> None: ...
+
+
 class Service:
-    """Everything `remediate serve` holds: the config, inventory, stores, workers and Slack app."""
+    """Everything `remediate serve` holds: the config, inventory, stores, dispatcher and Slack app."""
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.inventory = load_inventory(config.inventory)
         self.causes = sorted(load_playbooks())
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.stores = Stores(config.state_dir)
+        self.stores = Stores(config.stores)
         self.stores.create()  # every file and table, once, before threads and the worker open them at once
         self.metrics = Metrics(self.stores)
         self.notifier = Notifier(config.slack)
-        self.worker = WorkerProcess(str(config.path))
+        self.dispatcher: Dispatcher
+        if config.queue:
+            from remediate.queue import ServiceQueue
+
+            self.dispatcher = ServiceQueue(config.queue, self.inventory)
+        else:
+            self.dispatcher = WorkerProcess(str(config.path), config.workers)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate-store")
         self.slack_app: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -195,6 +224,8 @@ class Service:
                     item["host"], item["cause"], mode, trigger="alertmanager", requested_by=item["fingerprint"],
                     dedupe=item["dedupe"], data={"reply": {}, "alertname": item["alertname"]},
                 )  # fmt: skip
+                if created:
+                    self.dispatcher.submitted(job.id, job.host, item["dedupe"])
                 item.update(job=job.id, result="recorded" if created else "duplicate: already job " + job.id)
                 audit.append(
                     "trigger" if created else "duplicate",
@@ -222,10 +253,9 @@ class Service:
         decided = self.alert_jobs(alerts)
         try:
             reports = await self.store(self.record_alerts, decided)
-        except (sqlite3.Error, OSError) as exc:
+        except errors() as exc:
             log.error("record-failed", error=str(exc))
             return _error(503, "cannot record the jobs now; retry")
-        self.worker.wake()
         for text in reports:
             self.pool.submit(self.notifier.post, {}, f":question: {text}")
         return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
@@ -251,7 +281,7 @@ class Service:
             return _error(401, "invalid signature")
         try:
             first = await self.store(lambda: self.stores.seen.first("slack:" + signature))
-        except (sqlite3.Error, OSError):
+        except errors():
             return _error(503, "cannot record the request now")
         if not first:
             await self.store(self.audit, "replay", "slack", {"signature": signature[:16]})
@@ -303,11 +333,10 @@ class Service:
         mode = {"diagnose": "diagnose", "run": "approve", "rollback": "rollback"}[verb]
         try:
             job = await self.store(self.record_command, user, text, command, mode, allowed, reply, groups)
-        except (sqlite3.Error, OSError):
+        except errors():
             return ":x: remediate cannot record jobs right now (its state directory); nothing was started"
         if job is None:
             return f":no_entry: {allowed.reason}; nothing was started"
-        self.worker.wake()
         what = {"diagnose": "diagnosing", "approve": "planning (you will get a plan to approve)",
                 "rollback": f"rolling back {command.run_id} on"}[mode]  # fmt: skip
         return f":hourglass: job `{job}`: {what} {command.host}"
@@ -330,6 +359,7 @@ class Service:
         job, _ = self.stores.ledger.submit(
             command.host or "", command.cause or "auto", mode, trigger="slack", requested_by=user, data=data
         )
+        self.dispatcher.submitted(job.id, job.host)
         return job.id
 
     def status_text(self, user: str, command: Command, groups: tuple[str, ...]) -> str:
@@ -358,7 +388,7 @@ class Service:
     ) -> str:
         try:
             return str(await self.store(self.decide, user, approval_id, approve, reply, groups))
-        except (sqlite3.Error, OSError):
+        except errors():
             return ":x: remediate cannot record the decision right now; nothing was started"
 
     def decide(self, user: str, approval_id: str, approve: bool, reply: dict[str, Any], groups: Any) -> str:
@@ -382,14 +412,17 @@ class Service:
             a.host, a.cause, "run", trigger="slack", requested_by=a.requester,
             data={"reply": reply, "approval": a.id, "approved_by": user},
         )  # fmt: skip
-        self.worker.wake()
+        self.dispatcher.submitted(job.id, job.host)
         return f":white_check_mark: approved by <@{user}>; job `{job.id}` runs {a.cause} on {a.host}"
 
     # -- the rest ------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        ok = self.worker.alive()
-        return web.json_response({"ok": ok, "workers": self.config.workers if ok else 0}, status=200 if ok else 503)
+        try:
+            health = await self.store(self.dispatcher.health)
+        except errors() as exc:
+            health = {"ok": False, "workers": 0, "error": str(exc).splitlines()[0] if str(exc) else "unavailable"}
+        return web.json_response(health, status=200 if health["ok"] else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(body=await self.store(self.metrics.text), content_type="text/plain", charset="utf-8")
@@ -403,13 +436,23 @@ class Service:
                 limit = min(1000, max(1, int(request.query.get("limit", "100"))))
             except ValueError:
                 return _error(400, "limit must be a number")
-            jobs = await self.store(lambda: self.stores.ledger.jobs(limit=limit))
-            return web.json_response({"jobs": [j.to_json() for j in jobs]})
+            listed = await self.store(self.jobs_json, None, limit)
+            return web.json_response({"jobs": listed})
         try:
-            job = await self.store(lambda: self.stores.ledger.get(job_id))
+            found = await self.store(self.jobs_json, job_id, 1)
         except KeyError:
             return _error(404, f"no job {job_id[:40]!r}")
-        return web.json_response(job.to_json())
+        return web.json_response(found[0])
+
+    def jobs_json(self, job_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Ledger jobs as JSON; on the queue, each with ``queue``: its queue (zone), status and attempts."""
+        jobs = [self.stores.ledger.get(job_id)] if job_id is not None else self.stores.ledger.jobs(limit=limit)
+        shown = [j.to_json() for j in jobs]
+        if self.config.queue:
+            states = self.dispatcher.states([j.id for j in jobs])
+            for item in shown:
+                item["queue"] = states.get(item["id"])
+        return shown
 
 
 def make_app(service: Service) -> web.Application:
@@ -522,25 +565,26 @@ def serve(config: ServeConfig) -> None:
         except OSError as exc:
             await runner.cleanup()
             raise RemediateError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-        service.worker.start()
+        service.dispatcher.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
-            "listening", url=f"http://{config.host}:{config.port}", state_dir=str(config.state_dir),
-            workers=config.workers, slack=config.slack is not None, alertmanager=bool(config.alert_token),
+            "listening", url=f"http://{config.host}:{config.port}", stores=redact(config.stores),
+            jobs="queue" if config.queue else f"{config.workers} local workers", slack=config.slack is not None,
+            alertmanager=bool(config.alert_token),
         )  # fmt: skip
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             except TimeoutError:
-                service.worker.watch()  # a worker process that died is replaced
+                service.dispatcher.watch()  # a worker process that died is replaced; unqueued jobs queued
         log.info("stopping")
         await runner.cleanup()
 
     try:
         asyncio.run(main())
     finally:
-        service.worker.stop()
+        service.dispatcher.stop()
         service.pool.shutdown(wait=True)

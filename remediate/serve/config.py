@@ -25,7 +25,7 @@ ROUTE_MODES = ("diagnose", "approve", "fix")
 _TOP = {
     "listen", "inventory", "state_dir", "api_token_file", "alertmanager", "slack", "policy", "cooldown",
     "max_runs_per_hour", "approval_ttl", "workers", "keep_connections", "since", "accept_new_host_key",
-    "max_body",
+    "max_body", "queue",
 }  # fmt: skip
 
 
@@ -69,6 +69,14 @@ class ServeConfig:
     since: float = 900.0
     accept_new_host_key: bool = False
     max_body: int = 256 * 1024
+    #: A ``postgresql://`` URL: jobs go to Procrastinate there and run in `remediate worker --config`
+    #: processes; the ledger, approvals and audit chain live in that database. None: all in this process.
+    queue: str | None = None
+
+    @property
+    def stores(self) -> str | Path:
+        """Where the ledger, approvals and audit chain are (remediate.store)."""
+        return self.queue or self.state_dir
 
 
 def load_config(path: str | Path) -> ServeConfig:
@@ -130,7 +138,26 @@ class _Reader:
             since=self.duration("since", d.get("since", "15m")),
             accept_new_host_key=self.flag("accept_new_host_key", d.get("accept_new_host_key", False)),
             max_body=self.count("max_body", d.get("max_body", 256 * 1024), minimum=1024),
+            queue=self.queue_url(d.get("queue")),
         )
+
+    def queue_url(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        text = str(value)
+        if not text.startswith(("postgresql://", "postgres://")):
+            raise self.fail("queue", "must be a postgresql:// URL (e.g. postgresql://remediate@db.example/remediate)")
+        try:
+            password = urlsplit(text).password
+        except ValueError:
+            raise self.fail("queue", "is not a valid URL") from None
+        if password or "password=" in text:
+            raise self.fail(
+                "queue", "must not hold a password (this file is not a secret): use ?passfile=FILE or ~/.pgpass"
+            )
+        return text
 
     def listen(self, value: Any) -> tuple[str, int]:
         text = str(value)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 
@@ -34,20 +34,24 @@ from remediate.errors import RemediateError
 from remediate.ledger import Job, Ledger
 from remediate.serve.config import ServeConfig
 from remediate.serve.notify import Notifier, approval_blocks, outcome_text, plan_text
-from remediate.store import open_db
+from remediate.store import Schema, Where, errors, open_db
 
 __all__ = ["Runner", "Seen", "Stores", "evidence_digest_of"]
 
 log = structlog.get_logger("remediate.serve")
+T = TypeVar("T")
 
 
 class Seen:
-    """Keys seen before, in ledger.db: Slack signatures (the replay cache) and alerts already reported."""
+    """Keys seen before, beside the ledger: Slack signatures (the replay cache) and alerts already reported."""
 
-    _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);"
+    _SCHEMA = Schema(
+        sqlite="CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL);",
+        postgres="CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL);",
+    )
 
-    def __init__(self, state_dir: Path) -> None:
-        self.db = open_db(Path(state_dir) / "ledger.db", self._SCHEMA)
+    def __init__(self, where: Where) -> None:
+        self.db = open_db(where, "ledger", self._SCHEMA)
         self.inserts = 0
 
     def first(self, key: str) -> bool:
@@ -55,25 +59,27 @@ class Seen:
         self.inserts += 1
         if self.inserts % 200 == 0:
             self.db.execute("DELETE FROM seen WHERE key LIKE 'slack:%' AND at < ?", (time.time() - 600,))
-        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, time.time())).rowcount == 1
+        inserted = self.db.execute("INSERT INTO seen VALUES (?, ?) ON CONFLICT DO NOTHING", (key, time.time()))
+        return bool(inserted.rowcount == 1)
 
 
 class Stores:
-    """The ledger, approvals and audit chain, one SQLite connection set per thread."""
+    """The ledger, approvals, replay cache and audit chain at ``where`` (remediate.store), one connection
+    set per thread."""
 
-    def __init__(self, state_dir: Any) -> None:
-        self.state_dir = state_dir
+    def __init__(self, where: Where) -> None:
+        self.where = where
         self._local = threading.local()
 
     def create(self) -> None:
         """Create the files and tables (and switch them to WAL) from this thread, then close them."""
         for kind in (Ledger, Audit, Approvals, Seen):
-            kind(self.state_dir).db.close()
+            kind(self.where).db.close()
 
     def _get(self, name: str, kind: type) -> Any:
         value = getattr(self._local, name, None)
         if value is None:
-            value = kind(self.state_dir)
+            value = kind(self.where)
             setattr(self._local, name, value)
         return value
 
@@ -195,12 +201,15 @@ class Runner:
         seconds = time.monotonic() - started
         outcome = result.pop("outcome")
         run_id, cause = result.pop("run_id", None), result.pop("cause", None)
-        done = self.stores.ledger.finish(job.id, outcome, run_id=run_id, cause=cause, data=result)
-        self.stores.audit.append(
-            "outcome",
-            job.requested_by,
-            {"job": job.id, "host": job.host, "cause": done.cause, "mode": job.mode, "outcome": outcome,
-             "run_id": run_id, "message": result.get("message", "")},
+        # The outcome must be written even if the store is away for a moment (a database restarting).
+        done = _patiently(lambda: self.stores.ledger.finish(job.id, outcome, run_id=run_id, cause=cause, data=result))
+        _patiently(
+            lambda: self.stores.audit.append(
+                "outcome",
+                job.requested_by,
+                {"job": job.id, "host": job.host, "cause": done.cause, "mode": job.mode, "outcome": outcome,
+                 "run_id": run_id, "message": result.get("message", "")},
+            )
         )  # fmt: skip
         log.info("job", job=job.id, host=job.host, mode=job.mode, outcome=outcome, run_id=run_id, seconds=seconds)
         return done
@@ -314,6 +323,23 @@ class Runner:
         report = rem.rollback(job.host, job.data["run_id"])
         self._say(job, outcome_text(report))
         return {"outcome": report.outcome, "message": report.message, "undid": job.data["run_id"]}
+
+
+#: How long a finished job waits for its store to come back to write its outcome.
+STORE_PATIENCE = 120.0
+
+
+def _patiently(write: Callable[[], T]) -> T:
+    """``write()``, tried again for up to STORE_PATIENCE seconds while the store fails (remediate.store.errors)."""
+    deadline = time.monotonic() + STORE_PATIENCE
+    while True:
+        try:
+            return write()
+        except errors() as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("store-unavailable", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            time.sleep(0.5)
 
 
 def _applied(report: Any) -> bool:

@@ -29,10 +29,11 @@ log = structlog.get_logger("remediate.serve")
 
 
 class WorkerProcess:
-    """The worker process as the HTTP process sees it: start, wake, watch, stop."""
+    """The worker process as the HTTP process sees it (the embedded dispatcher): start, wake, watch, stop."""
 
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, workers: int = 4) -> None:
         self.config_path = config_path
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -46,6 +47,16 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def health(self) -> dict[str, Any]:
+        ok = self.alive()
+        return {"ok": ok, "workers": self.workers if ok else 0}
+
+    def submitted(self, job_id: str, host: str, dedupe: str | None = None) -> None:
+        self.wake()
+
+    def states(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {}
+
     def wake(self) -> None:
         if self.proc is None or self.proc.stdin is None:
             return
@@ -55,13 +66,11 @@ class WorkerProcess:
         except (BrokenPipeError, ValueError, OSError):
             pass  # it died; watch() starts another
 
-    def watch(self) -> bool:
-        """Start a new worker if this one died; True if it did."""
+    def watch(self) -> None:
+        """Start a new worker if this one died."""
         if self.proc is not None and self.proc.poll() is not None:
             log.error("worker-died", exit=self.proc.returncode, restarting=True)
             self.start()
-            return True
-        return False
 
     def stop(self, wait: float = 40.0) -> None:
         if self.proc is None:
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     configure()
     config = load_config(args.config)
     rem = Remediate(load_inventory(config.inventory), accept_new_host_key=config.accept_new_host_key, trigger="api")
-    runner = Runner(config, rem, Stores(config.state_dir), Notifier(config.slack))
+    runner = Runner(config, rem, Stores(config.stores), Notifier(config.slack))
     done = threading.Event()
 
     def stop(*_: Any) -> None:
