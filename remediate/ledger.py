@@ -67,6 +67,7 @@ class Job:
     created: float
     started: float | None
     ended: float | None
+    worker: str | None
     outcome: str | None
     run_id: str | None
     data: dict[str, Any]
@@ -83,13 +84,16 @@ class Job:
             "created": self.created,
             "started": self.started,
             "ended": self.ended,
+            "worker": self.worker,
             "outcome": self.outcome,
             "run_id": self.run_id,
             "data": self.data,
         }
 
 
-_COLUMNS = "id, host, cause, mode, trigger, requested_by, state, created, started, ended, outcome, run_id, data"
+_COLUMNS = (
+    "id, host, cause, mode, trigger, requested_by, state, created, started, ended, worker, outcome, run_id, data"
+)
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pg import Postgres
+from serving import FakeSlack
 
 from remediate.evidence import Context
 from remediate.inventory import Host, Inventory, load_inventory
@@ -191,6 +192,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
         return tmp_path
     server: Postgres = request.getfixturevalue("postgres")
     return server.stores()
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """Slack's Web API on loopback, recording what the service posts (user group S0LEADS holds U444)."""
+    fake = FakeSlack(groups={"S0LEADS": ["U444"]})
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="session")

@@ -35,13 +35,6 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def fake_slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack(groups={"S0LEADS": ["U444"]})
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def service(tmp_path: Path, lab: Lab, fake_slack: FakeSlack) -> Iterator[Service]:
     svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, approval_ttl="10m").start()
     yield svc
