@@ -216,3 +216,29 @@ def test_worker_config_errors_are_one_line(tmp_path: Path, lab: Lab, fake_slack:
         done = remediate_cli(*argv)
         assert done.returncode == 5 and "must not hold a password" in done.stderr, done.stderr
         assert "hunter2" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(
+    on_queue: tuple[Service, Workers], lab: Lab, lab_cfg: LabConfig, queue_url: str
+) -> None:
+    """SIGKILL the worker running an alert's fix: its heartbeat stops, the other worker finds the job stalled
+    and runs it again (the host's journal first finishes or undoes what the killed run left); the ledger job
+    ends once, fixed, and the lab answers 200."""
+    service, workers = on_queue
+    _break(lab, lab_cfg)
+    workers.start("w1")
+    workers.start("w2")
+    labels = {"alertname": "Nginx502", "instance": "web01:9113"}
+    assert service.alert(alert_payload(alert(labels, "fp-kill")))[0] == 200
+    running = _wait(lambda: next((j for j in service.jobs() if j["state"] == "running"), None), timeout=30, step=0.02)
+    victim = running["worker"]
+    os.killpg(workers.procs[victim].pid, signal.SIGKILL)
+    workers.procs[victim].wait()
+    (done,) = service.wait_jobs_done(timeout=90)
+    survivor = ({"w1", "w2"} - {victim}).pop()
+    assert done["outcome"] == "fixed" and done["worker"] == survivor, done
+    assert done["queue"]["status"] == "succeeded" and done["queue"]["attempts"] >= 1, done
+    assert _answers(lab, lab_cfg) == 200
+    records = json.loads(_audit(queue_url, "show", "--json").stdout)["records"]
+    outcomes = [r for r in records if r["kind"] == "outcome" and r["data"]["job"] == done["id"]]
+    assert len(outcomes) == 1 and outcomes[0]["data"]["outcome"] == "fixed", outcomes
