@@ -739,6 +739,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     # One line per event on stderr: each job's start and end (Procrastinate's), reconnects (ours).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # the service's jobs log here too
     with api.open(args.inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key) as rem:
         queue.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
         print(
