@@ -242,3 +242,30 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_another_worker(
     records = json.loads(_audit(queue_url, "show", "--json").stdout)["records"]
     outcomes = [r for r in records if r["kind"] == "outcome" and r["data"]["job"] == done["id"]]
     assert len(outcomes) == 1 and outcomes[0]["data"]["outcome"] == "fixed", outcomes
+
+
+def test_postgres_restarted_under_alerts_loses_no_job_and_runs_none_twice(
+    on_queue: tuple[Service, Workers], postgres: Postgres, queue_url: str
+) -> None:
+    """PostgreSQL restarts while alerts arrive and a worker runs their jobs: the service answers 503 while it
+    cannot record (Alertmanager would retry; so does this test), reconnects, and every alert ends as one
+    ledger job, done once, with one outcome in an audit chain that still verifies."""
+    service, workers = on_queue
+    workers.start("w1")
+
+    def deliver(i: int) -> None:
+        labels = {"alertname": "Nginx502Look", "instance": "web01:9113", "n": str(i)}
+        payload = alert_payload(alert(labels, f"fp-restart-{i}"))
+        _wait(lambda: service.alert(payload)[0] == 200, timeout=60, step=0.5)
+
+    for i in range(4):
+        deliver(i)
+    postgres.restart()
+    for i in range(4, 8):
+        deliver(i)
+    jobs = service.wait_jobs_done(timeout=120)
+    assert len(jobs) == 8 and {j["outcome"] for j in jobs} == {"diagnosed"}, jobs
+    records = json.loads(_audit(queue_url, "show", "--json").stdout)["records"]
+    outcomes = [r["data"]["job"] for r in records if r["kind"] == "outcome"]
+    assert sorted(outcomes) == sorted(j["id"] for j in jobs), "each job has exactly one outcome"
+    assert _audit(queue_url, "verify").returncode == 0
