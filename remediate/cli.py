@@ -862,11 +862,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from remediate.inventory import load_inventory
 
     inventory = load_inventory(config.inventory)
+    if config.queue:  # the database answers and has the schema, or one line now (not at the first alert)
+        from remediate import queue
+
+        queue.Queue(config.queue).close()
     if args.check:
         print(
             f"{args.config}: ok: listen {config.host}:{config.port}, {len(inventory.hosts)} host(s), "
             f"{len(config.routes)} alert route(s), slack {'on' if config.slack else 'off'}, "
             f"{len(config.policy.users)} user(s) and {len(config.policy.groups)} group(s) in the policy"
+            + (", jobs on the queue (database reachable, schema present)" if config.queue else "")
         )
         return EXIT_OK
     from remediate.serve.logs import configure

@@ -200,14 +200,15 @@ class Queue:
         self.poll = poll
         self._lock = threading.Lock()  # the fleet's threads share one connection to poll on
         self._conn: psycopg.Connection[Any] | None = None
-        self.app = _app(url)
-        self.app.task(name=TASK)(_not_here)
-        self.app.task(name=SERVE_TASK)(_not_here)
-        self.app.open()
+        # Reachable, with the schema, before Procrastinate's pool (which would retry for 30 s, loudly).
         with _connect(url) as conn:
             ready = conn.execute("SELECT to_regclass('remediate_results') IS NOT NULL").fetchone()
         if not (ready and ready[0]):
             raise InputError(f"the queue at {url.split('@')[-1]} has no schema: run `remediate queue init --queue URL`")
+        self.app = _app(url)
+        self.app.task(name=TASK)(_not_here)
+        self.app.task(name=SERVE_TASK)(_not_here)
+        self.app.open()
 
     def close(self) -> None:
         self.app.close()

@@ -269,3 +269,20 @@ def test_postgres_restarted_under_alerts_loses_no_job_and_runs_none_twice(
     outcomes = [r["data"]["job"] for r in records if r["kind"] == "outcome"]
     assert sorted(outcomes) == sorted(j["id"] for j in jobs), "each job has exactly one outcome"
     assert _audit(queue_url, "verify").returncode == 0
+
+
+def test_serve_check_reaches_the_queue_or_says_why(
+    tmp_path: Path, lab: Lab, fake_slack: FakeSlack, postgres: Postgres
+) -> None:
+    """`serve --check` with `queue:` connects: a database without the schema says to run `queue init` (exit 5),
+    one nobody listens on says why (exit 6); after `queue init` it is ok. One line each."""
+    postgres.reset()
+    service = Service(tmp_path / "svc", lab.inventory, fake_slack.url, queue=postgres.url)
+    done = remediate_cli("serve", "--config", str(service.config_path), "--check")
+    assert done.returncode == 5 and "remediate queue init" in done.stderr, done.stderr
+    assert remediate_cli("queue", "init", "--queue", postgres.url).returncode == 0
+    done = remediate_cli("serve", "--config", str(service.config_path), "--check")
+    assert done.returncode == 0 and "jobs on the queue" in done.stdout, done.stdout + done.stderr
+    nowhere = Service(tmp_path / "nowhere", lab.inventory, fake_slack.url, queue="postgresql://x@127.0.22.9:5999/r")
+    done = remediate_cli("serve", "--config", str(nowhere.config_path), "--check")
+    assert done.returncode == 6 and len(done.stderr.strip().splitlines()) == 1, done.stderr
