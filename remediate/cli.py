@@ -308,6 +308,43 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sv.add_argument("--config", required=True, metavar="FILE", help="the service's YAML config (serve.yml)")
     sv.add_argument("--check", action="store_true", help="check the config, inventory and secrets, then exit")
 
+    hd = sub.add_parser(
+        "harden",
+        help="audit an nginx config against the runbook's prevention section (file:line, why, the fix)",
+        description=(
+            "Read an nginx configuration and report each weakness that leads to 502s: upstreams without\n"
+            "passive health checks, host names frozen at start, variables with no resolver, no upstream timing\n"
+            "in the access log, timeouts raised for everything, too few open files, retries that repeat a POST,\n"
+            "no 502 page, no stub_status, backends not restarted on failure. Each finding names file:line, why\n"
+            "it matters (the runbook paragraph) and the fix. `--list-rules` lists the rules.\n\n"
+            "--file reads a config offline: one file (its includes are read from the same disk, relative to\n"
+            "its directory) or an `nginx -T` dump. For CI pipelines: --sarif for code scanning, and the exit\n"
+            "code (3 when a finding is at or above --fail-on)."
+        ),
+        formatter_class=fmt,
+        epilog=(
+            "examples:\n"
+            "  remediate harden --file /etc/nginx/nginx.conf\n"
+            "  nginx -T > dump.txt && remediate harden --file dump.txt --json\n"
+            "  remediate harden --file nginx/nginx.conf --sarif > harden.sarif --fail-on error\n"
+            "  remediate harden --file nginx.conf --skip no-stub-status --skip no-custom-502-page\n"
+            "  remediate harden --list-rules\n\n"
+            "exit codes: 0 no finding at or above --fail-on, 3 findings at or above it, 2 usage, 5 bad input"
+        ),
+    )
+    hd.add_argument("--file", metavar="FILE", help="an nginx config file, or `nginx -T` output, read offline")
+    hd_out = hd.add_mutually_exclusive_group()
+    hd_out.add_argument("--json", action="store_true", help="one JSON object: the findings and notes")
+    hd_out.add_argument("--sarif", action="store_true", help="SARIF 2.1.0 (GitHub code scanning and the like)")
+    hd.add_argument(
+        "--fail-on",
+        choices=["info", "warning", "error"],
+        default="warning",
+        help="exit 3 when a finding is at or above this severity (default: warning)",
+    )
+    hd.add_argument("--skip", action="append", default=[], metavar="RULE", help="switch a rule off (repeatable)")
+    hd.add_argument("--list-rules", action="store_true", help="list the rules: id, severity, runbook section, fix")
+
     au = sub.add_parser(
         "audit",
         help="the audit chain of the service: verify it, or show its records",
@@ -436,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollback": _cmd_rollback,
         "unlock": _cmd_unlock,
         "audit": _cmd_audit,
+        "harden": _cmd_harden,
         "serve": _cmd_serve,
         "diagnose": _cmd_diagnose,
         "playbooks": _cmd_playbooks,
@@ -881,6 +919,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(config)
     return EXIT_OK
+
+
+def _cmd_harden(args: argparse.Namespace) -> int:
+    from remediate import harden
+    from remediate.harden import report
+
+    if args.list_rules:
+        for r in harden.RULES.values():
+            print(f"{r.id:<32} {r.severity:<8} {r.section}")
+            print(f"{'':<32} {r.title}; fix: {r.fix or 'by hand'}")
+        return EXIT_OK
+    if not args.file:
+        raise UsageError("give --file FILE (an nginx config or `nginx -T` output), or --list-rules")
+    unknown = [r for r in args.skip if r not in harden.RULES]
+    if unknown:
+        raise UsageError(f"--skip {unknown[0]}: no such rule (see remediate harden --list-rules)")
+    from remediate.harden.source import read_config
+
+    config, notes = read_config(args.file)
+    findings = harden.audit(harden.Subject(config), skip=tuple(args.skip))
+    if args.sarif:
+        _print_json(report.sarif(findings, __version__))
+    elif args.json:
+        _print_json(report.to_json(findings, args.file, notes))
+    else:
+        print(report.table(findings, args.file, notes))
+    return EXIT_REFUSED if harden.at_least(findings, args.fail_on) else EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -91,9 +91,7 @@ class Job:
         }
 
 
-_COLUMNS = (
-    "id, host, cause, mode, trigger, requested_by, state, created, started, ended, worker, outcome, run_id, data"
-)
+_COLUMNS = "id, host, cause, mode, trigger, requested_by, state, created, started, ended, worker, outcome, run_id, data"
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -51,6 +51,16 @@ def duration(value: str) -> str:
     return value
 
 
+_TIME_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
+_TIME_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000, "": 1}
+
+
+def seconds(value: str) -> float:
+    """An nginx time in seconds, as ngx_parse_time reads it: 30, 30s, 1m30s, 500ms, 1h, 2d."""
+    duration(value.strip())
+    return float(sum(int(n) * _TIME_UNIT[unit] for n, unit in _TIME_PART.findall(value.strip())))
+
+
 def size(value: str) -> str:
     if not _SIZE.fullmatch(value):
         raise ValueError("an nginx size such as 512, 16k or 1m")

@@ -36,3 +36,22 @@ echo "==> pip install '.[test]'  (a regular install, as users get it)"
 .venv/bin/python -m pip install -q --force-reinstall --no-deps . 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/remediate --version
+
+# Test data nobody here wrote, from the package registries (pinned by sha256), into .cache/corpus:
+# gixy-ng's nginx configs (PyPI sdist) for `harden --file`, and the SARIF 2.1.0 JSON schema (in the
+# npm package @microsoft/jest-sarif) that `harden --sarif` must validate against.
+CORPUS=.cache/corpus
+fetch_corpus() {  # NAME SHA256 COMMAND...: run COMMAND in a temp dir, check NAME's digest, keep it
+  local name=$1 sum=$2; shift 2
+  [ -f "$CORPUS/$name" ] && echo "$sum  $CORPUS/$name" | sha256sum -c --quiet - 2>/dev/null && return 0
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && "$@" >/dev/null 2>&1) || { echo "remediate: error: cannot fetch $name: $*" >&2; exit 1; }
+  echo "$sum  $tmp/$name" | sha256sum -c --quiet - || { echo "remediate: error: $name: wrong sha256" >&2; exit 1; }
+  mkdir -p "$CORPUS" && mv "$tmp/$name" "$CORPUS/$name" && rm -rf "$tmp"
+}
+echo "==> test corpora (gixy-ng's nginx configs, the SARIF 2.1.0 schema) in $CORPUS"
+fetch_corpus gixy_ng-0.2.59.tar.gz 6f49c0507c04acc7ac50b1f2455cd625b29a039d9ddca49b7c9f20603a501bca \
+  "$PWD/.venv/bin/python" -m pip download -q --no-deps --no-binary :all: gixy-ng==0.2.59 -d .
+fetch_corpus microsoft-jest-sarif-1.0.0-beta.0.tgz 748e2c3d1a842e7bb258416685c7ea3a0da40005b72267b2052c2856d48ad102 \
+  curl -fsSL -o microsoft-jest-sarif-1.0.0-beta.0.tgz \
+  https://registry.npmjs.org/@microsoft/jest-sarif/-/jest-sarif-1.0.0-beta.0.tgz

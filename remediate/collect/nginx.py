@@ -14,6 +14,7 @@ from remediate.errors import RemediateError
 from remediate.evidence import Collector, Context, Request
 from remediate.inventory import Host
 from remediate.nginx import NginxConfig, route
+from remediate.values import seconds
 
 # -- nginx_config ------------------------------------------------------------------------
 
@@ -113,15 +114,12 @@ def probe_port(ctx: Context) -> tuple[int, str | None]:
     return 80, None
 
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def nginx_seconds(value: str) -> float:
-    """nginx's time syntax: 500ms, 30s, 5m, 1h, or a bare number of seconds."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?", value.strip())
-    if not m:
-        raise ValueError(f"not an nginx time: {value!r}")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """nginx's time syntax (ngx_parse_time): 500ms, 30s, 1m30s, 5m, 1h, or a bare number of seconds."""
+    try:
+        return seconds(value)
+    except ValueError:
+        raise ValueError(f"not an nginx time: {value!r}") from None
 
 
 def in_effect(config: NginxConfig, block: Any, name: str) -> Any:
