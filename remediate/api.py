@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from remediate.diagnose import Diagnosis, parse_since
 from remediate.errors import TransportError
@@ -37,6 +37,9 @@ from remediate.fleet import HostResult, Rollout
 from remediate.inventory import Host, Inventory, load_inventory
 from remediate.run import TRIGGERS, Report, local_user
 from remediate.transport.base import Transport
+
+if TYPE_CHECKING:
+    from remediate.harden.host import HostAudit
 
 __all__ = ["TRIGGERS", "Connections", "Remediate", "open"]
 
@@ -91,6 +94,41 @@ class Remediate:
             target,
             lambda t: diagnose(
                 target, self.inventory, since=_seconds(since), transport=t, playbooks=self.playbooks,
+            ),
+        )  # fmt: skip
+
+    def harden(self, host: str | Host) -> HostAudit:
+        """The hardening rules over ``host``'s nginx config and the services behind it; nothing is written."""
+        from remediate.harden.host import audit_host
+
+        target = self.host(host)
+        return self._kept(target, lambda t: audit_host(target, self.inventory, transport=t))
+
+    def harden_fix(
+        self,
+        host: str | Host,
+        rule: str,
+        *,
+        yes: bool = False,
+        check: bool = False,
+        confirm: Callable[[Report], bool] | None = None,
+        show: Callable[[Report], None] | None = None,
+    ) -> Report:
+        """Fix one hardening rule's findings on ``host`` through the guarded transaction (playbooks/harden)."""
+        from remediate.errors import UsageError
+        from remediate.harden import FIXABLE
+        from remediate.harden.host import playbooks_dir
+        from remediate.run import run
+
+        if rule not in FIXABLE:
+            raise UsageError(f"{rule}: no automatic fix (fixable: {', '.join(FIXABLE)}); its finding says what to do")
+        target = self.host(host)
+        return self._kept(
+            target,
+            lambda t: run(
+                target, rule, transport=t, check=check, yes=yes, confirm=confirm, show=show,
+                playbooks=[*(self.playbooks or []), playbooks_dir()], inventory=self.inventory,
+                requested_by=self.requested_by, trigger=self.trigger,
             ),
         )  # fmt: skip
 

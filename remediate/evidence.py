@@ -103,8 +103,9 @@ class Collector:
     doc: str
     ask: Asker
     read: Reader
-    #: Second phase: asks another host, using first-phase values. Returns (host, request) or None.
-    remote: Callable[[Context, dict[str, Any]], tuple[Host, Request] | None] | None = None
+    #: Second phase: asks another host, using first-phase values: (host, request), a list of them (the read
+    #: then gets {host name: answer}), or None.
+    remote: Callable[[Context, dict[str, Any]], tuple[Host, Request] | list[tuple[Host, Request]] | None] | None = None
     #: For a second-phase collector: reads what its own ``ask`` fetched in the first phase.
     first: Callable[[Context, dict[str, Any], dict[str, Any]], None] | None = None
 
@@ -183,7 +184,8 @@ def interpret(
                 if COLLECTORS[collect].first is not None:
                     COLLECTORS[collect].first(ctx, args, resp)  # type: ignore[misc]
                 continue  # second phase: read once the other host answered
-            answer = remote.get(name, {})
+            several = {k.split("#", 1)[1]: v for k, v in remote.items() if k.startswith(name + "#")}
+            answer = several if several else remote.get(name, {})
         else:
             answer = resp
         ctx.values[name] = ctx.by_collector[collect] = COLLECTORS[collect].read(ctx, args, answer)
@@ -203,9 +205,9 @@ def to_json(value: Any) -> Any:
 
 def _register_collectors() -> None:
     """Every cause's collectors, from remediate.collect (one module per cause or evidence family)."""
-    from remediate.collect import dns, down, logs, nginx, proxy_pass, response, socket, timeout, workers
+    from remediate.collect import dns, down, harden, logs, nginx, proxy_pass, response, socket, timeout, workers
 
-    for module in (nginx, socket, logs, down, timeout, proxy_pass, dns, response, workers):
+    for module in (nginx, socket, logs, down, timeout, proxy_pass, dns, response, workers, harden):
         for collector in module.COLLECTORS:
             COLLECTORS[collector.name] = collector
 

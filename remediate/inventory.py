@@ -217,6 +217,8 @@ VARS: tuple[Var, ...] = (
     # workers
     Var("worker_connections_ceiling", _int, 16384, "the highest worker_connections remediate will set"),
     Var("nginx_pid_file", _opt(_PATH), None, "nginx's pid file (default: from the config's pid directive)"),
+    # remediate harden
+    Var("harden_skip", _str_list, [], "hardening rules switched off for this host (remediate harden --list-rules)"),
     # verification
     Var("probe_urls", _str_list, [], "URLs that must not answer 502 once fixed"),
     Var("probe_budget", _number, 10.0, "seconds the fixed URLs get to stop answering 502 before a rollback"),

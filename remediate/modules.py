@@ -237,7 +237,9 @@ def nginx_block_set(ctx: Context, args: dict[str, Any]) -> Plan:
     A directive the block already has gets the new arguments in place (only they change); a
     missing one is added as the template's line, marked, indented like its neighbours, at the
     block's start or end (``at``). Lines equal to what is there change nothing; with
-    ``keep_existing`` a directive that is set at all is left as it is.
+    ``keep_existing`` a directive that is set at all is left as it is. With ``add_only`` (and always for
+    a block, such as a location) a directive is added unless one with the same arguments is there, and
+    nothing is replaced: for directives that repeat, like ``error_page``.
     """
     from remediate.nginx import parse
 
@@ -250,6 +252,11 @@ def nginx_block_set(ctx: Context, args: dict[str, Any]) -> Plan:
     added: list[str] = []
     for directive, line in zip(wanted, lines, strict=True):
         existing = [d for d in children if d.name == directive.name]
+        if args.get("add_only") or directive.block is not None:
+            # A directive that may repeat (error_page, a location): only an identical one counts as there.
+            existing = [d for d in existing if d.args == directive.args]
+            if existing:
+                continue
         if existing:
             if existing[-1].args != directive.args and not args.get("keep_existing"):
                 patches.append(_replace_line(file, existing[-1], line, directive.args))
@@ -281,6 +288,34 @@ def _replace_line(file: Any, directive: Any, line: str, args: list[str]) -> Patc
     return Patch(file.path, directive.start, end, line.encode())
 
 
+def nginx_server_params(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Set ``key=value`` parameters (a template's) on the upstream ``server`` line at ``where`` (file:line).
+
+    A parameter the line has gets the new value in place; a missing one is appended. The address and
+    every other parameter stay as they are.
+    """
+    config = ctx.config
+    if config is None:
+        raise InputError("nginx edits need the nginx_config evidence")
+    where = str(args["where"])
+    found = [d for d, c in config.walk() if d.where == where and d.name == "server" and c and c[-1].name == "upstream"]
+    if len(found) != 1 or not found[0].args:
+        raise Refused(f"{ctx.host.name}: expected an upstream server line at {where}; the config changed?")
+    directive = found[0]
+    text = render_template(str(args["template"]), **dict(args.get("vars") or {}))
+    wanted = dict(p.split("=", 1) for p in text.split())
+    params = [directive.args[0]]
+    for arg in directive.args[1:]:
+        key = arg.split("=", 1)[0]
+        params.append(f"{key}={wanted.pop(key)}" if key in wanted else arg)
+    params += [f"{k}={v}" for k, v in wanted.items()]
+    if params == directive.args:
+        return Plan()
+    file = config.files[directive.file]
+    after = apply_patches(file.data, [replace_args(directive, params)])
+    return Plan(changes=[Change(file.path, file.data, after, "nginx")])
+
+
 def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
     """Make a location's proxy_pass re-resolve its host name: the name goes into a variable.
 
@@ -289,10 +324,34 @@ def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
     location prefix, so when there was one a ``rewrite ^PREFIX(.*)$ URI$1 break;`` keeps the
     path the backend sees exactly as before. A resolver must be in effect (see resolver.conf.j2).
     """
+    file, patches = _dns_variable_patches(ctx, str(args["location_where"]))
+    return Plan(changes=[Change(file.path, file.data, apply_patches(file.data, patches), "nginx")])
+
+
+def nginx_re_resolve(ctx: Context, args: dict[str, Any]) -> Plan:
+    """nginx_dns_variable for every location in ``locations``, and resolver.conf.j2 at the start of every
+    server in ``servers`` (with ``vars``), all computed on the same bytes and applied at once: no edit
+    moves a line another still has to find."""
+    by_file: dict[str, tuple[Any, list[Patch]]] = {}
+    for where in args.get("locations") or []:
+        file, patches = _dns_variable_patches(ctx, str(where))
+        by_file.setdefault(file.path, (file, []))[1].extend(patches)
+    if args.get("servers"):
+        text = render_template("resolver.conf.j2", **dict(args.get("vars") or {}))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for where in args["servers"]:
+            file, block = _block(ctx, str(where))
+            by_file.setdefault(file.path, (file, []))[1].append(insert_in_block(file, block, lines, at_end=False))
+    return Plan(
+        changes=[Change(f.path, f.data, apply_patches(f.data, patches), "nginx") for f, patches in by_file.values()]
+    )
+
+
+def _dns_variable_patches(ctx: Context, location_where: str) -> tuple[Any, list[Patch]]:
     from remediate.collect.dns import TARGET, is_address
     from remediate.nginx.match import parse_location
 
-    file, location = _block(ctx, str(args["location_where"]))
+    file, location = _block(ctx, location_where)
     passes = [d for d in location.children if d.name == "proxy_pass" and d.args]
     if len(passes) != 1:
         raise Refused(f"{ctx.host.name}: {location.where} has {len(passes)} proxy_pass; expected one")
@@ -321,7 +380,7 @@ def nginx_dns_variable(ctx: Context, args: dict[str, Any]) -> Plan:
         Patch(file.path, line_start, line_start, block),
         replace_args(directive, [f"{m.group('scheme')}://${var}{port}"]),
     ]
-    return Plan(changes=[Change(file.path, data, apply_patches(data, patches), "nginx")])
+    return file, patches
 
 
 def service_nofile(ctx: Context, args: dict[str, Any]) -> Plan:
@@ -391,5 +450,7 @@ MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "nginx_timeout": nginx_timeout,
     "nginx_block_set": nginx_block_set,
     "nginx_dns_variable": nginx_dns_variable,
+    "nginx_server_params": nginx_server_params,
+    "nginx_re_resolve": nginx_re_resolve,
     "service_nofile": service_nofile,
 }

@@ -252,7 +252,9 @@ def remote_asks(ctx: Context, book: Playbook) -> dict[str, tuple[Host, dict[str,
     for name, collect, args in book.evidence:
         asker = COLLECTORS[collect].remote
         target = asker(ctx, args) if asker else None
-        if target is not None:
+        if isinstance(target, list):  # several hosts: one ask each, read together (remediate.evidence.interpret)
+            asks.update({f"{name}#{other.name}": (other, request) for other, request in target})
+        elif target is not None:
             asks[name] = target
     return asks
 

@@ -57,7 +57,7 @@ def parse_dig(stdout: str) -> dict[str, Any]:
     return {"status": status.group(1) if status else "NO ANSWER", "addresses": addresses}
 
 
-def _resolvers(ctx: Context) -> tuple[list[str], str]:
+def nameservers(ctx: Context) -> tuple[list[str], str]:
     """The nameservers to ask: the inventory's ``resolvers``, else the host's /etc/resolv.conf."""
     if ctx.host["resolvers"]:
         return [str(r) for r in ctx.host["resolvers"]], "inventory"
@@ -170,7 +170,7 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
         return None
     if found["name"] and not values.accepts(values.host_name, found["name"]):
         return None  # a name from a log that is no host name is never handed to dig
-    resolvers, _ = _resolvers(ctx)
+    resolvers, _ = nameservers(ctx)
     req = new_request()
     for index, resolver in enumerate(resolvers[:3]):
         addr, _, port = resolver.rpartition(":") if resolver.count(":") == 1 else (resolver, "", "")
@@ -185,7 +185,7 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     found = _finding(ctx)
     if not found:
         return {"found": False}
-    resolvers, resolvers_from = _resolvers(ctx)
+    resolvers, resolvers_from = nameservers(ctx)
     answers = []
     for index, resolver in enumerate(resolvers[:3]):
         cmd = (resp or {}).get("commands", {}).get(f"dig{index}")

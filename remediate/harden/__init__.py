@@ -11,7 +11,7 @@ from __future__ import annotations
 from remediate.harden import capacity, logs, names, pages, retries, services, timeouts, upstreams
 from remediate.harden.model import RULES, SEVERITIES, Finding, Rule, Subject
 
-__all__ = ["RULES", "SEVERITIES", "Finding", "Rule", "Subject", "at_least", "audit"]
+__all__ = ["FIXABLE", "ORDER", "RULES", "SEVERITIES", "Finding", "Rule", "Subject", "at_least", "audit"]
 
 _MODULES = (upstreams, names, logs, timeouts, capacity, retries, pages, services)
 #: The rules in the order the runbook's prevention section (and `--list-rules`) takes them.
@@ -23,6 +23,11 @@ ORDER = (
 assert set(ORDER) == set(RULES), "every rule has its place in ORDER"
 for _id in ORDER:
     RULES[_id] = RULES.pop(_id)
+#: The rules `--fix` can fix: each has a playbook in playbooks/harden/ (the guarded transaction of `run`).
+FIXABLE = (
+    "upstream-no-passive-health", "hostname-without-resolver", "variable-pass-without-resolver",
+    "no-upstream-timing-log", "worker-sizing", "no-custom-502-page",
+)  # fmt: skip
 
 
 def audit(subject: Subject, *, skip: tuple[str, ...] = ()) -> list[Finding]:

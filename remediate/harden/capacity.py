@@ -47,4 +47,4 @@ def worker_sizing(subject: Subject) -> Iterator[Finding]:
         yield Finding(RULE, "warning", file, line,
                       f"worker_connections {per_worker} needs {factor * per_worker} open files per worker ({why}), "
                       f"but {source} allows {limit}{total}",
-                      f"worker_rlimit_nofile {factor * per_worker};")  # fmt: skip
+                      f"worker_rlimit_nofile {factor * per_worker};", {"nofile": str(factor * per_worker)})  # fmt: skip

@@ -45,10 +45,12 @@ def upstream_timing(subject: Subject) -> Iterator[Finding]:
     if any(all(v in formats.get(name, "") for v in NEEDED) for name in used):
         return
     file, line = subject.main_line(None)
+    http = subject.config.http()
     yield Finding(TIMING, "warning", file, line,
                   f"no access log format in use ({', '.join(sorted(used))}) records {', '.join(NEEDED)}: a 502 "
                   "cannot be traced to the peer that failed",
-                  "log_format upstream_timing ... and access_log ... upstream_timing")  # fmt: skip
+                  "log_format upstream_timing ... and access_log ... upstream_timing",
+                  {"http": http.where} if http is not None else {})  # fmt: skip
 
 
 @rule(STUB, "info", "Prevention: Size worker_connections", "no stub_status to watch connections")

@@ -42,6 +42,9 @@ class Finding:
     line: int
     message: str
     fix: str = ""
+    #: What a fix needs: the blocks it goes into by kind (``server``, ``location``, ``http``, ``directive``:
+    #: file:line), or a value (``nofile``).
+    at: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def where(self) -> str:
@@ -49,7 +52,7 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "severity": self.severity, "file": self.file, "line": self.line,
-                "message": self.message, "fix": self.fix}  # fmt: skip
+                "message": self.message, "fix": self.fix, "at": dict(self.at)}  # fmt: skip
 
 
 @dataclass

@@ -29,11 +29,14 @@ def frozen_name(subject: Subject) -> Iterator[Finding]:
         target = pass_host(found.target, upstreams)
         if target.kind == "name" and not target.runtime and target.host not in STATIC_NAMES:
             d = found.directive
+            at = {"server": found.server.where} if found.server is not None else {}
+            if found.location is not None and d.name == "proxy_pass":
+                at["location"] = found.location.where
             yield Finding(FROZEN, "warning", d.file, d.line,
                           f"{d.name} {found.target}: {target.host} is resolved once, when nginx starts; a "
                           "DNS change goes unseen until the next reload",
                           "set a resolver and use a variable (set $backend ...; "
-                          f"{d.name} ...$backend...)")  # fmt: skip
+                          f"{d.name} ...$backend...)", at)  # fmt: skip
     for name, upstream in subject.upstreams():
         for server in config.find("server", upstream):
             target = pass_host(server.args[0] if server.args else "", set())
@@ -80,6 +83,8 @@ def variable_without_resolver(subject: Subject) -> Iterator[Finding]:
                     "effect: every request gets 502"
                 ),
             )
+        server = next((c for c in reversed(ctx) if c.name == "server"), None)
         yield Finding(UNRESOLVABLE, severity, d.file, d.line,
                       f"{d.name} {d.args[0]}: {said} (\"no resolver defined to resolve\")",
-                      "add `resolver ADDRESS valid=30s;` to the server or http block")  # fmt: skip
+                      "add `resolver ADDRESS valid=30s;` to the server or http block",
+                      {"server": server.where} if server is not None else {})  # fmt: skip

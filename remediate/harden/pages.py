@@ -39,7 +39,8 @@ def custom_502(subject: Subject) -> Iterator[Finding]:
             yield Finding(RULE, "info", server.file, server.line,
                           f"server {names[0]} proxies but has no error_page for 502: clients get nginx's bare "
                           "error page",
-                          "error_page 502 /errors/502.html; location = /errors/502.html { internal; ... }")  # fmt: skip
+                          "error_page 502 /errors/502.html; location = /errors/502.html { internal; ... }",
+                          {"server": server.where})  # fmt: skip
 
 
 def _covers(pages: list[Directive]) -> bool:

@@ -41,7 +41,7 @@ def passive_health(subject: Subject) -> Iterator[Finding]:
                 yield Finding(RULE, "warning", server.file, server.line,
                               f"server {address} in upstream {name} relies on nginx's unstated defaults "
                               "(max_fails=1 fail_timeout=10s): one failed attempt takes it out for 10 s",
-                              "add max_fails=3 fail_timeout=30s")  # fmt: skip
+                              "add max_fails=3 fail_timeout=30s", {"directive": server.where})  # fmt: skip
                 continue
             timeout = seconds(params.get("fail_timeout", "10s"))
             if params.get("max_fails", "1") == "1" and timeout is not None and timeout > DEFAULT_FAIL_TIMEOUT:
@@ -49,4 +49,4 @@ def passive_health(subject: Subject) -> Iterator[Finding]:
                               f"server {address} in upstream {name}: max_fails=1 with fail_timeout="
                               f"{params['fail_timeout']}: a single transient failure blacklists it that long "
                               "(the \"no live upstreams\" trap)",
-                              "max_fails=3 fail_timeout=30s")  # fmt: skip
+                              "max_fails=3 fail_timeout=30s", {"directive": server.where})  # fmt: skip
