@@ -1017,6 +1017,8 @@ def _harden_fix(args: argparse.Namespace, rem: Any, host: Any) -> int:
         if not args.json:
             _print_head(report)
             print(report.plan.diff() or "(no file changes)\n", end="")
+            for action in report.plan.actions:
+                print(f"  then: {action.describe()}")
 
     def confirm(report: Report) -> bool:
         return input(f"apply this to {report.host}? [y/N] ").strip().lower() in ("y", "yes")

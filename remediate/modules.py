@@ -415,6 +415,63 @@ def service_nofile(ctx: Context, args: dict[str, Any]) -> Plan:
     raise Refused(f"{ctx.host.name}: no way to raise a service's nofile limit under {host['service_manager']}")
 
 
+def service_restart_policy(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Make the service ``service`` on ``host`` (default: this host) start again when it crashes.
+
+    systemd: a drop-in with ``Restart=on-failure`` (systemd-restart.conf.j2), then ``systemctl
+    daemon-reload``: the running service is not restarted. supervisor: ``autorestart = true`` in its
+    ``[program:NAME]`` section (the file as read in the evidence, ``ctx.files["HOST:PATH"]``), then
+    ``supervisorctl update NAME``, which restarts that program to take it (so the service must be in
+    the host's ``restartable_services``); the probes then show whether it serves again.
+    """
+    target = ctx.host
+    if args.get("host") and args["host"] != ctx.host.name:
+        if ctx.inventory is None:
+            raise InputError("service_restart_policy: another host needs the inventory")
+        target = ctx.inventory.host(str(args["host"]))
+    service = str(args["service"])
+    other = None if target is ctx.host else target.name
+    if target["service_manager"] == "systemd":
+        path = f"/etc/systemd/system/{service}.service.d/remediate-restart.conf"
+        after = render_template("systemd-restart.conf.j2", service=service).encode()
+        before = ctx.files.get(f"{target.name}:{path}")
+        if before == after:
+            return Plan()
+        return Plan(
+            changes=[Change(path, before, after, "none", other)],
+            actions=[Action("command", "systemd", ("systemctl", "daemon-reload"), host=other)],
+        )
+    conf = target["supervisor_config"]
+    if target["service_manager"] != "supervisor" or not conf:
+        raise Refused(f"{target.name}: no way to set a restart policy under {target['service_manager']}")
+    if service not in target["restartable_services"]:
+        raise Refused(
+            f"{target.name}: supervisor applies autorestart by restarting {service!r}, which is not in "
+            f"restartable_services ({', '.join(target['restartable_services']) or 'empty'}); add it to allow it"
+        )
+    key = f"{target.name}:{conf}"
+    if key not in ctx.files:
+        raise InputError(f"service_restart_policy: {conf} on {target.name} was not collected as evidence")
+    local = Context(target, inventory=ctx.inventory, files={str(conf): ctx.files[key]})
+    edited = ini_set(local, {"path": str(conf), "section": f"program:{service}", "values": {"autorestart": "true"},
+                             "validate": "none"})  # fmt: skip
+    if edited.empty:
+        return Plan()
+    port = (target["services"].get(service) or {}).get("port")
+    update = Action(
+        "restart",
+        service,
+        ("supervisorctl", "-c", str(conf), "update", service),
+        host=other,
+        wait_port=f"{target.address}:{port}" if port else None,
+        log_argv=tuple(log_argv(target, service)),
+        timeout=float(target["restart_wait"]),
+    )
+    changed = edited.changes[0]
+    ctx.files[key] = changed.after  # the next service in the same file builds on this edit
+    return Plan(changes=[Change(changed.path, changed.before, changed.after, "none", other)], actions=[update])
+
+
 def render_template(template: str, **context: Any) -> str:
     """A template from templates/: every block remediate adds comes from there."""
     import jinja2
@@ -453,4 +510,5 @@ MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "nginx_server_params": nginx_server_params,
     "nginx_re_resolve": nginx_re_resolve,
     "service_nofile": service_nofile,
+    "service_restart_policy": service_restart_policy,
 }

@@ -18,6 +18,7 @@ class Change:
     before: bytes | None  # None: the file does not exist yet (a drop-in remediate creates)
     after: bytes
     validate: str  # "nginx" or "php-fpm": which test must pass before the change stands
+    host: str | None = None  # another inventory host (None: the run's own host)
 
     @property
     def before_sha(self) -> str | None:
@@ -26,8 +27,9 @@ class Change:
     def diff(self) -> str:
         before = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
         after = self.after.decode("utf-8", "replace").splitlines(keepends=True)
+        a, b = (f"{self.host}:", f"{self.host}:") if self.host else ("a", "b")  # another host's file says whose
         lines = difflib.unified_diff(
-            before, after, "/dev/null" if self.before is None else f"a{self.path}", f"b{self.path}"
+            before, after, "/dev/null" if self.before is None else f"{a}{self.path}", f"{b}{self.path}"
         )
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
@@ -85,12 +87,14 @@ class Plan:
 
     def add(self, other: Plan) -> None:
         for change in other.changes:
-            existing = next((i for i, c in enumerate(self.changes) if c.path == change.path), None)
+            existing = next(
+                (i for i, c in enumerate(self.changes) if (c.host, c.path) == (change.host, change.path)), None
+            )
             if existing is None:
                 self.changes.append(change)
             else:  # two steps edit one file: the later one builds on the earlier
                 first = self.changes[existing]
-                self.changes[existing] = Change(change.path, first.before, change.after, change.validate)
+                self.changes[existing] = Change(change.path, first.before, change.after, change.validate, change.host)
         for action in other.actions:
             if action not in self.actions:
                 self.actions.append(action)
@@ -100,6 +104,8 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "changes": [{"path": c.path, "diff": c.diff()} for c in self.changes],
+            "changes": [
+                {"path": c.path, "diff": c.diff(), **({"host": c.host} if c.host else {})} for c in self.changes
+            ],
             "actions": [a.describe() for a in self.actions],
         }

@@ -471,9 +471,14 @@ def _run(
             probes += [value] if isinstance(value, str) else list(value)
     # Other hosts first (restart the backend), each its own guarded transaction; then the web host
     # (its changes, reload, and the probes through nginx).
-    for other_name in dict.fromkeys(a.host for a in plan.actions if a.host and a.host != host.name):
+    named = [c.host for c in plan.changes] + [a.host for a in plan.actions]
+    others: list[str] = [name for name in named if name and name != host.name]
+    for other_name in dict.fromkeys(others):
         other = inventory.host(other_name)
-        part = Plan(actions=[a for a in plan.actions if a.host == other_name])
+        part = Plan(
+            changes=[c for c in plan.changes if c.host == other_name],
+            actions=[a for a in plan.actions if a.host == other_name],
+        )
         try:
             answer = apply_plan(
                 pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[], who=report
@@ -484,7 +489,10 @@ def _run(
         if answer.get("outcome") != "fixed":
             _finish(report, answer, reason, log, where=other_name)
             return
-    mine = Plan(changes=plan.changes, actions=[a for a in plan.actions if a.host in (None, host.name)])
+    mine = Plan(
+        changes=[c for c in plan.changes if c.host in (None, host.name)],
+        actions=[a for a in plan.actions if a.host in (None, host.name)],
+    )
     try:
         answer = apply_plan(
             transport,
@@ -526,7 +534,8 @@ def _advance(ctx: Context, part: Plan) -> None:
     if not part.changes:
         return
     for change in part.changes:
-        ctx.files[change.path] = change.after
+        if change.host is None:  # another host's file is not this host's (ctx.files holds the run's host)
+            ctx.files[change.path] = change.after
     if ctx.config is not None and any(c.path in ctx.config.files for c in part.changes):
         files = {path: f.data for path, f in ctx.config.files.items()}
         files.update({c.path: c.after for c in part.changes if c.path in files})

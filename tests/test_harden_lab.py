@@ -4,7 +4,10 @@ and a second fix run finds nothing to do. Also `--limit` on the fleet lab, and `
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from remediate.lab.core import PROBES, Lab, LabConfig
 
 pytestmark = pytest.mark.lab
+SERVICES = "upstream-service-no-restart"
 
 #: Weaknesses the lab's baseline does not have, added for the fixes to find: an upstream of two servers on
 #: nginx's defaults, and a server that passes to a variable with no resolver (on a port of its own).
@@ -106,7 +110,7 @@ def test_harden_a_live_host_fix_every_fixable_rule_and_find_nothing_the_second_t
     assert "upstream-service-no-restart" in before, "app01's programs have autorestart=false"
     assert _all_200(lab, lab_cfg) == dict.fromkeys(PROBES, 200)
 
-    for rule in harden.FIXABLE:
+    for rule in [r for r in harden.FIXABLE if r != SERVICES]:  # SERVICES changes app01: its own test
         files = _nginx_files(lab)
         checked = _harden(lab, "--host", "web01", "--fix", rule, "--check")
         assert checked.returncode == EXIT_OK and "+++ b/" in checked.stdout, checked.stdout + checked.stderr
@@ -121,9 +125,45 @@ def test_harden_a_live_host_fix_every_fixable_rule_and_find_nothing_the_second_t
         again = _harden(lab, "--host", "web01", "--fix", rule, "--yes")
         assert again.returncode == EXIT_OK and f"{rule}: nothing-to-do" in again.stdout, again.stdout
     after = _findings(lab)
-    assert all(_fixable(after, rule) == [] for rule in harden.FIXABLE), after
+    assert all(_fixable(after, rule) == [] for rule in harden.FIXABLE if rule != SERVICES), after
     assert [f["severity"] for f in after.get("upstream-no-passive-health", [])] == ["info"], "the lone app_pool server"
     assert "# managed by remediate" in (lab.dir / "web01" / "nginx" / "nginx.conf").read_text()
+
+
+def test_the_restart_policy_fix_changes_the_backend_hosts_and_holds(lab: Lab, lab_cfg: LabConfig) -> None:
+    """upstream-service-no-restart: app01's programs and web01's php-fpm get autorestart = true, each host in
+    its own guarded transaction (--check writes nothing on either); supervisord runs with it (the app, killed,
+    comes back by itself); the lab answers 200; a second run is nothing-to-do."""
+    lab.reset()
+    hosts = {name: lab_cfg.host(name) for name in ("app01", "web01")}
+    confs = {name: Path(h.supervisor_conf) for name, h in hosts.items()}
+    saved = {name: path.read_bytes() for name, path in confs.items()}
+    try:
+        checked = _harden(lab, "--host", "web01", "--fix", SERVICES, "--check")
+        assert checked.returncode == EXIT_OK and f"+++ app01:{confs['app01']}" in checked.stdout, checked.stdout
+        assert "then: restart app on app01: supervisorctl" in checked.stdout
+        assert {name: path.read_bytes() for name, path in confs.items()} == saved
+
+        fixed = _harden(lab, "--host", "web01", "--fix", SERVICES, "--yes")
+        assert fixed.returncode == EXIT_OK and f"{SERVICES}: fixed" in fixed.stdout, fixed.stdout + fixed.stderr
+        assert confs["app01"].read_text().count("autorestart = true") == 3  # app, tls, flaky: behind nginx
+        assert "[program:php-fpm]\n" in confs["web01"].read_text() and _fixable(_findings(lab), SERVICES) == []
+        assert _all_200(lab, lab_cfg) == dict.fromkeys(PROBES, 200)
+
+        app = hosts["app01"]
+        pid = int(app.ctl("pid", "app").strip())
+        os.kill(pid, signal.SIGKILL)  # a crash: supervisord now starts it again
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and app.ctl("pid", "app", check=False).strip() in ("0", str(pid), ""):
+            time.sleep(0.2)
+        assert app.ctl("pid", "app").strip() not in ("0", str(pid))
+        again = _harden(lab, "--host", "web01", "--fix", SERVICES, "--yes")
+        assert again.returncode == EXIT_OK and f"{SERVICES}: nothing-to-do" in again.stdout, again.stdout
+    finally:
+        for name, path in confs.items():
+            path.write_bytes(saved[name])
+            hosts[name].ctl("update", check=False)  # supervisord back to the lab's own settings
+        lab.reset()
 
 
 def test_harden_json_sarif_and_exit_codes_on_a_host(lab: Lab, lab_cfg: LabConfig) -> None:

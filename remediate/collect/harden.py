@@ -58,7 +58,13 @@ def _remote(ctx: Context, args: dict[str, Any]) -> list[tuple[Host, Request]]:
             req["commands"][f"restart:{service}"] = [
                 "systemctl", "show", "--property=Restart", "--property=FragmentPath", service,
             ]  # fmt: skip
+            req["files"] = list(dict.fromkeys([*req["files"], _drop_in(service)]))
     return list(asks.values())
+
+
+def _drop_in(service: str) -> str:
+    """The systemd drop-in the restart fix writes (remediate.modules.service_restart_policy)."""
+    return f"/etc/systemd/system/{service}.service.d/remediate-restart.conf"
 
 
 def _keep_resolv_conf(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> None:
@@ -111,6 +117,9 @@ def _read(ctx: Context, args: dict[str, Any], answers: dict[str, Any]) -> Any:
         facts["nofile"] = master["soft"]
     for owner, service in backends(ctx):
         resp = answers.get(owner.name) or {}
+        for path, entry in (resp.get("files") or {}).items():  # what a restart-policy fix edits: HOST:PATH
+            if path != RESOLV_CONF and isinstance(entry, dict) and "b64" in entry:
+                ctx.files[f"{owner.name}:{path}"] = base64.b64decode(entry["b64"])
         if owner["service_manager"] == "supervisor" and owner["supervisor_config"]:
             entry = resp.get("files", {}).get(str(owner["supervisor_config"])) or {}
             text = base64.b64decode(entry["b64"]).decode("utf-8", "replace") if "b64" in entry else ""
@@ -171,6 +180,7 @@ def _fix_targets(ctx: Context, findings: list[Any]) -> dict[str, Any]:
         "resolver_servers": bottom_up(without_resolver(of("variable-pass-without-resolver", "server"))),
         "error_page_servers": bottom_up(of("no-custom-502-page", "server")),
         "http": http.where if http is not None else None,
+        "restart": [dict(f.at) for f in findings if f.rule == "upstream-service-no-restart" and f.at.get("host")],
         "nofile": next(iter(of("worker-sizing", "nofile")), None),
     }
 

@@ -26,7 +26,7 @@ for _id in ORDER:
 #: The rules `--fix` can fix: each has a playbook in playbooks/harden/ (the guarded transaction of `run`).
 FIXABLE = (
     "upstream-no-passive-health", "hostname-without-resolver", "variable-pass-without-resolver",
-    "no-upstream-timing-log", "worker-sizing", "no-custom-502-page",
+    "no-upstream-timing-log", "worker-sizing", "no-custom-502-page", "upstream-service-no-restart",
 )  # fmt: skip
 
 

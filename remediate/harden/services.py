@@ -28,4 +28,4 @@ def restart_on_failure(subject: Subject) -> Iterator[Finding]:
                       f"{manager} service {name} on {service.get('host', 'its host')} is not restarted when it "
                       f"crashes ({service.get('setting', 'no restart setting')}): until someone starts it, "
                       "nginx answers 502",
-                      setting)  # fmt: skip
+                      setting, {"service": name, "host": str(service.get("host", ""))})  # fmt: skip
