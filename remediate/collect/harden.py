@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import posixpath
 import re
 from typing import Any
 
@@ -180,6 +181,8 @@ def _fix_targets(ctx: Context, findings: list[Any]) -> dict[str, Any]:
         "resolver_servers": bottom_up(without_resolver(of("variable-pass-without-resolver", "server"))),
         "error_page_servers": bottom_up(of("no-custom-502-page", "server")),
         "http": http.where if http is not None else None,
+        # A log of its own beside the access log: the access log's format (and whatever parses it) stays.
+        "timing_log": posixpath.join(posixpath.dirname(str(ctx.host["nginx_access_log"])), "upstream_timing.log"),
         "restart": [dict(f.at) for f in findings if f.rule == "upstream-service-no-restart" and f.at.get("host")],
         "nofile": next(iter(of("worker-sizing", "nofile")), None),
     }
