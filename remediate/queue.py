@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["SERVE_TASK", "TASK", "Queue", "ServiceQueue", "init", "queue_of", "run_worker"]
 
 _log = logging.getLogger("remediate.worker")
+_service_log = logging.getLogger("remediate.queue")  # ServiceQueue, in `remediate serve`
 #: A fleet job (``run|diagnose --limit --queue``): one host, one verb.
 TASK = "remediate.host"
 #: A job of `remediate serve` (a ledger job: its id is the only argument).
@@ -331,7 +332,8 @@ class ServiceQueue:
         try:
             self.queue._defer(SERVE_TASK, host, dedupe or f"job:{job_id}", self.queue_of(host), {"job": job_id})
         except Exception as exc:
-            _log.warning("job %s for %s is recorded but not queued yet (%s); the sweep queues it", job_id, host, exc)
+            said = "job %s for %s is recorded but not queued yet (%s); the sweep queues it"
+            _service_log.warning(said, job_id, host, exc)
 
     def sweep(self) -> int:
         """Defer the pending ledger jobs that have no queue job; how many."""
@@ -341,7 +343,7 @@ class ServiceQueue:
             (time.time() - self.ORPHAN_AFTER, SERVE_TASK),
         )
         for job_id, host, dedupe in rows:
-            _log.warning("job %s for %s was recorded but never queued; queueing it now", job_id, host)
+            _service_log.warning("job %s for %s was recorded but never queued; queueing it now", job_id, host)
             self.submitted(job_id, host, dedupe)
         return len(rows)
 
@@ -355,7 +357,7 @@ class ServiceQueue:
             try:
                 self.sweep()
             except Exception as exc:  # the database away: the next sweep tries again
-                _log.warning("sweep failed: %s", exc)
+                _service_log.warning("sweep failed: %s", exc)
             finally:
                 self._sweeping.release()
 

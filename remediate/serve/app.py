@@ -5,13 +5,15 @@ Routes::
     POST /alertmanager   Alertmanager's webhook (v4), bearer token; 200 once every job is durably
                          recorded, 503 when it cannot be (Alertmanager retries), 4xx for bad input
     POST /slack/events   /remediate and the Approve / Deny buttons (slack-bolt), after the Gate
-    GET  /healthz        200 while the workers run
+    GET  /healthz        200 while the workers run (on the queue: while its database answers)
     GET  /metrics        Prometheus text: jobs by trigger and outcome, queue depth, run seconds
-    GET  /api/jobs[/ID]  the ledger as JSON, bearer token (api_token_file)
+    GET  /api/jobs[/ID]  the ledger as JSON (on the queue, with each job's queue state), bearer token
 
 Nothing a request carries is trusted before it is checked, and no bad request is a 500: every
-handler turns bad input into a 4xx with a one-line reason. SQLite work runs on a small thread
-pool, so the event loop only parses, checks and answers.
+handler turns bad input into a 4xx with a one-line reason. Store work (SQLite, or PostgreSQL with
+``queue:``) runs on a small thread pool, so the event loop only parses, checks and answers. Who
+runs the jobs is the :class:`Dispatcher`: the worker process beside this one, or, with ``queue:``,
+`remediate worker --config` processes anywhere (remediate.queue.ServiceQueue).
 """
 
 from __future__ import annotations
