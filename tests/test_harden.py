@@ -238,7 +238,7 @@ def test_harden_file_table_exit_codes_and_skip(weak_conf: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "says"),
     [
-        (["harden"], EXIT_USAGE, "give --file FILE"),
+        (["harden"], EXIT_USAGE, "give --host NAME, --limit PATTERN or --file FILE"),
         (["harden", "--file", "/nonexistent/nginx.conf"], EXIT_INPUT, "no such file"),
         (["harden", "--file", "{broken}", "--skip", "no-such-rule"], EXIT_USAGE, "no-such-rule: no such rule"),
     ],
