@@ -330,7 +330,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "  remediate harden -i inventory.yml --host web01\n"
             "  remediate harden -i inventory.yml --limit web --json\n"
             "  remediate harden -i inventory.yml --host web01 --fix upstream-no-passive-health --check\n"
-            "  remediate harden -i inventory.yml --host web01 --fix no-custom-502-page --fix worker-sizing --yes\n"
+            "  remediate harden -i inventory.yml --host web01 --fix no-custom-502-page worker-sizing --yes\n"
             "  remediate harden --file /etc/nginx/nginx.conf\n"
             "  nginx -T > dump.txt && remediate harden --file dump.txt --sarif > harden.sarif\n"
             "  remediate harden --list-rules\n\n"
@@ -352,8 +352,8 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default="warning",
         help="exit 3 when a finding is at or above this severity (default: warning)",
     )
-    hd.add_argument("--skip", action="append", default=[], metavar="RULE", help="switch a rule off (repeatable)")
-    hd.add_argument("--fix", action="append", default=[], metavar="RULE", help="fix this rule's findings (repeatable)")
+    hd.add_argument("--skip", action="extend", nargs="+", default=[], metavar="RULE", help="switch rules off")
+    hd.add_argument("--fix", action="extend", nargs="+", default=[], metavar="RULE", help="fix these rules' findings")
     hd_mode = hd.add_mutually_exclusive_group()
     hd_mode.add_argument("--check", action="store_true", help="with --fix: show the diff, write nothing")
     hd_mode.add_argument("--yes", action="store_true", help="with --fix: apply without asking")

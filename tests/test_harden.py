@@ -177,8 +177,16 @@ def test_upstream_services_restart_on_failure() -> None:
     assert not _rules(_audit(""), "upstream-service-no-restart")
 
 
-def test_stub_status() -> None:
+def test_stub_status_that_localhost_may_read() -> None:
+    """No stub_status, or one that denies 127.0.0.1 (deny all first, or a server-level deny all that the
+    location inherits), is informational; allow 127.0.0.1 (or a /8) before deny all is not."""
     assert _rules(_audit("server { listen 80; }"), "no-stub-status") == [("info", 3)]
+    denied = _audit("server { listen 80; location = /s { stub_status; deny all; allow 127.0.0.1; } }")
+    assert _rules(denied, "no-stub-status") == [("info", 3)]
+    inherited = _audit("server { listen 80; deny all; location = /s { stub_status; } }")
+    assert _rules(inherited, "no-stub-status") == [("info", 3)]
+    network = _audit("server { listen 80; deny all; location = /s { stub_status; allow 127.0.0.0/8; deny all; } }")
+    assert not _rules(network, "no-stub-status")
     assert not _rules(
         _audit("server { listen 80; location = /s { stub_status; allow 127.0.0.1; deny all; } }"), "no-stub-status"
     )
@@ -227,7 +235,7 @@ def test_harden_file_table_exit_codes_and_skip(weak_conf: Path) -> None:
     assert "include missing.conf: no such file" in done.stdout and "finding(s)" in done.stdout
     assert remediate_cli("harden", "--file", str(weak_conf), "--fail-on", "error").returncode == EXIT_OK
     skipped = remediate_cli("harden", "--file", str(weak_conf), "--json", "--skip", "variable-pass-without-resolver",
-                            "--skip", "no-upstream-timing-log", "--fail-on", "warning")  # fmt: skip
+                            "no-upstream-timing-log", "--fail-on", "warning")  # fmt: skip
     data = json.loads(skipped.stdout)
     assert skipped.returncode == EXIT_OK and {f["rule"] for f in data["findings"]} == {
         "no-custom-502-page",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 from remediate.harden.model import Finding, Subject, rule
+from remediate.nginx.parser import Directive
 
 TIMING = "no-upstream-timing-log"
 STUB = "no-stub-status"
+LOCAL = ipaddress.ip_address("127.0.0.1")
 NEEDED = ("$upstream_addr", "$upstream_status", "$upstream_response_time")
 #: nginx's built-in format (ngx_http_log_module): no upstream variables.
 BUILTIN = {"combined": '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'}
@@ -53,13 +56,31 @@ def upstream_timing(subject: Subject) -> Iterator[Finding]:
                   {"http": http.where} if http is not None else {})  # fmt: skip
 
 
-@rule(STUB, "info", "Prevention: Size worker_connections", "no stub_status to watch connections")
+@rule(STUB, "info", "Prevention: Size worker_connections", "no stub_status that localhost may read")
 def stub_status(subject: Subject) -> Iterator[Finding]:
     """Monitor Nginx stub status continuously and alert before the pool saturates."""
-    if any(d.name == "stub_status" for d, _ in subject.walk()):
+    if any(d.name == "stub_status" and _local_may_read(subject, ctx) for d, ctx in subject.walk()):
         return
     file, line = subject.main_line(None)
     yield Finding(STUB, "info", file, line,
                   "no stub_status location: active connections cannot be watched before worker_connections "
                   "runs out",
                   "location = /nginx_status { stub_status; allow 127.0.0.1; deny all; }")  # fmt: skip
+
+
+def _local_may_read(subject: Subject, ctx: tuple[Directive, ...]) -> bool:
+    """nginx's access module for 127.0.0.1 where stub_status is: the first allow/deny that matches decides;
+    the innermost block that has any is the one in effect (they are not merged); none at all allows."""
+    for block in reversed(ctx):
+        rules = [d for d in subject.config.children(block) if d.name in ("allow", "deny") and d.args]
+        if not rules:
+            continue
+        for d in rules:
+            try:
+                hit = d.args[0] == "all" or LOCAL in ipaddress.ip_network(d.args[0], strict=False)
+            except ValueError:
+                continue  # unix: or a name; not 127.0.0.1
+            if hit:
+                return d.name == "allow"
+        return True
+    return True
