@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "==> ruff"
-.venv/bin/ruff check remediate tests bench
+.venv/bin/ruff check remediate tests bench ansible_collections
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
