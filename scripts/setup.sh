@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES=(nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils iproute2 procps util-linux curl sudo
-  prometheus-alertmanager postgresql)
+  prometheus-alertmanager postgresql openjdk-17-jre-headless)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

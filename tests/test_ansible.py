@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,71 @@ def test_a_refusal_fails_the_task_with_remediates_reason(ansible_env: dict[str, 
     )
     assert done.returncode != 0 and _recap(done.stdout)["failed"] == 1, done.stdout
     assert "remediate: refused:" in done.stdout or "remediate: " in done.stdout
+
+
+def test_an_eda_rulebook_takes_a_real_alertmanager_alert_to_a_fix(
+    ansible_env: dict[str, str], lab: Lab, lab_cfg: LabConfig, tmp_path: Path
+) -> None:
+    """examples/rulebook.yml under a real ansible-rulebook (Java 17, Drools): Alertmanager's webhook, with the
+    bearer token, reaches eda.builtin.webhook; the rule runs examples/fix-one.yml for the alert's instance and
+    the lab answers 200 again. A request with the wrong token is refused (401) and starts nothing."""
+    from serving import Alertmanager, free_port, http, write_secret
+
+    port = free_port()
+    examples = SOURCE / "examples"
+    rulebook = tmp_path / "rulebook.yml"
+    rulebook.write_text(
+        (examples / "rulebook.yml").read_text()
+        .replace("host: 0.0.0.0", "host: 127.0.0.1")
+        .replace("port: 5000", f"port: {port}")
+        .replace("examples/fix-one.yml", str(examples / "fix-one.yml"))
+    )  # fmt: skip
+    token = "eda-token-for-the-tests-0123456789"
+    (tmp_path / "vars.yml").write_text(f"REMEDIATE_EDA_TOKEN: {token}\n")
+    lab.break_("socket", "missing")
+    assert lab.probe(lab_cfg, PROBES["php"]) == 502
+    env = {**ansible_env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # it runs ansible-galaxy, ansible-playbook
+    log = (tmp_path / "eda.log").open("wb")
+    eda = subprocess.Popen(
+        [str(BIN / "ansible-rulebook"), "--rulebook", str(rulebook), "-i", str(lab.inventory),
+         "--vars", str(tmp_path / "vars.yml")],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    am = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _listening(port):
+            assert eda.poll() is None, (tmp_path / "eda.log").read_text()[-3000:]
+            time.sleep(0.5)
+        forged = http("POST", url + "/alertmanager", "{}", {"Authorization": "Bearer wrong-token"})
+        assert forged[0] == 401 and lab.probe(lab_cfg, PROBES["php"]) == 502
+
+        am = Alertmanager(tmp_path / "am", url, write_secret(tmp_path / "eda.token", token)).start()
+        am.add("alertname=Nginx502", "instance=web01:9113")
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and lab.probe(lab_cfg, PROBES["php"]) != 200:
+            time.sleep(1)
+        said = (tmp_path / "eda.log").read_text(errors="replace")
+        assert lab.probe(lab_cfg, PROBES["php"]) == 200, said[-3000:]
+        assert "remediate.nginx.fix" in said and "changed=1" in said
+    finally:
+        if am is not None:
+            am.stop()
+        eda.terminate()
+        try:
+            eda.wait(30)
+        except subprocess.TimeoutExpired:
+            eda.kill()
+            eda.wait()
+        lab.reset()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
