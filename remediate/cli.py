@@ -610,7 +610,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from remediate.diagnose import parse_since
     from remediate.errors import Refused
     from remediate.inventory import load_inventory
-    from remediate.run import Report
 
     try:
         since = parse_since(args.since)
@@ -625,20 +624,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise Refused("a fleet run asks nothing host by host: give --yes to apply, or --check to look")
         return _fleet(args, inventory, "run", since)
     host = inventory.host(args.host)
-    interactive = sys.stdin.isatty() and not args.json
-    if not (args.check or args.yes or interactive):
-        raise Refused("not on a terminal and --yes not given: refusing to change anything (use --check to look)")
-
-    def show(report: Report) -> None:
-        if not args.json:
-            _print_head(report)
-            print(report.plan.diff() or "(no file changes)\n", end="")
-            for action in report.plan.actions:
-                print(f"  then: {action.describe()}")
-
-    def confirm(report: Report) -> bool:
-        answer = input(f"apply this to {report.host}? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
+    show, confirm = _prompting(args)
 
     def show_diagnosis(diagnosis: Any) -> None:
         if not args.json:
@@ -807,6 +793,28 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         )
         queue.run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name, serve=serve)
     return EXIT_OK
+
+
+def _prompting(args: argparse.Namespace) -> tuple[Callable[[Any], None], Callable[[Any], bool]]:
+    """A single-host fix at a terminal: refused with neither a terminal nor --yes/--check; then how to show
+    the plan (head, diff, service actions) and ask before it is applied."""
+    from remediate.errors import Refused
+
+    interactive = sys.stdin.isatty() and not args.json
+    if not (args.check or args.yes or interactive):
+        raise Refused("not on a terminal and --yes not given: refusing to change anything (use --check to look)")
+
+    def show(report: Any) -> None:
+        if not args.json:
+            _print_head(report)
+            print(report.plan.diff() or "(no file changes)\n", end="")
+            for action in report.plan.actions:
+                print(f"  then: {action.describe()}")
+
+    def confirm(report: Any) -> bool:
+        return input(f"apply this to {report.host}? [y/N] ").strip().lower() in ("y", "yes")
+
+    return show, confirm
 
 
 def _print_head(report: Any) -> None:
@@ -1005,23 +1013,9 @@ def _harden_show(
 def _harden_fix(args: argparse.Namespace, rem: Any, host: Any) -> int:
     """Each --fix RULE in the rules' order, one guarded run each; then what harden finds now."""
     from remediate import harden
-    from remediate.errors import Refused
     from remediate.fleet import worst_exit
-    from remediate.run import Report
 
-    interactive = sys.stdin.isatty() and not args.json
-    if not (args.check or args.yes or interactive):
-        raise Refused("not on a terminal and --yes not given: refusing to change anything (use --check to look)")
-
-    def show(report: Report) -> None:
-        if not args.json:
-            _print_head(report)
-            print(report.plan.diff() or "(no file changes)\n", end="")
-            for action in report.plan.actions:
-                print(f"  then: {action.describe()}")
-
-    def confirm(report: Report) -> bool:
-        return input(f"apply this to {report.host}? [y/N] ").strip().lower() in ("y", "yes")
+    show, confirm = _prompting(args)
 
     reports = []
     for rule in [r for r in harden.FIXABLE if r in args.fix]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,43 @@ def text_context(tmp_path: Path, site: bytes) -> Context:
     context = Context(load_inventory(inv).host("w"))
     context.config = NginxConfig({"/n.conf": parse(site, "/n.conf")}, "/n.conf")
     return context
+
+
+class WorkerProcesses:
+    """`remediate worker` processes, each in its own session (killable as a group), logging to ``logs/NAME``."""
+
+    def __init__(self, logs: Path, state: Path, prefix: str = "") -> None:
+        self.logs, self.state, self.prefix = logs, state, prefix
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, *argv: str) -> None:
+        """``remediate worker ARGV --name NAME``, with this pool's state directory."""
+        log = (self.logs / f"{self.prefix}{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            cli_argv("worker", *argv, "--name", name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "REMEDIATE_STATE_DIR": str(self.state)},
+            start_new_session=True,
+        )
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{self.prefix}{name}.log").read_text(errors="replace")
 
 
 def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[str]:

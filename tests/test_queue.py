@@ -11,15 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import cli_argv, remediate_cli
+from conftest import WorkerProcesses, remediate_cli
 from pg import Postgres
 
 from remediate import queue
@@ -38,40 +36,15 @@ def db(postgres: Postgres) -> str:
     return postgres.url
 
 
-class Workers:
-    """`remediate worker` processes on the fleet lab's inventory, each its own session (killable as a group)."""
+class Workers(WorkerProcesses):
+    """`remediate worker` processes on the fleet lab's inventory."""
 
     def __init__(self, lab: Lab, url: str, state: Path) -> None:
-        self.lab, self.url, self.state = lab, url, state
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(state, state)
+        self.lab, self.url = lab, url
 
     def start(self, name: str, *extra: str, inventory: Path | None = None) -> None:
-        log = (self.state / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            cli_argv("worker", "-i", str(inventory or self.lab.inventory), "--queue", self.url, "--name", name, *extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "REMEDIATE_STATE_DIR": str(self.state)},
-            start_new_session=True,
-        )
-
-    def kill(self, name: str) -> None:
-        os.killpg(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def log(self, name: str) -> str:
-        return (self.state / f"{name}.log").read_text(errors="replace")
+        self.spawn(name, "-i", str(inventory or self.lab.inventory), "--queue", self.url, *extra)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import cli_argv, remediate_cli
+from conftest import WorkerProcesses, remediate_cli
 from pg import Postgres
 from serving import Alertmanager, FakeSlack, Service, alert, alert_payload, click_body, http, slash_body
 from test_serve import _answers, _break, _children, _plan_post, _thread_says
@@ -40,36 +40,15 @@ def queue_url(postgres: Postgres) -> str:
     return postgres.url
 
 
-class Workers:
-    """`remediate worker --config serve.yml` processes, each in its own session (killable as a group)."""
+class Workers(WorkerProcesses):
+    """`remediate worker --config serve.yml` processes for ``service``."""
 
     def __init__(self, service: Service) -> None:
+        super().__init__(service.dir, service.dir / "journal", prefix="worker-")
         self.service = service
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *extra: str) -> None:
-        log = (self.service.dir / f"worker-{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            cli_argv("worker", "--config", str(self.service.config_path), "--name", name, *extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "REMEDIATE_STATE_DIR": str(self.service.dir / "journal")},
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def log(self, name: str) -> str:
-        return (self.service.dir / f"worker-{name}.log").read_text(errors="replace")
+        self.spawn(name, "--config", str(self.service.config_path), *extra)
 
 
 @pytest.fixture

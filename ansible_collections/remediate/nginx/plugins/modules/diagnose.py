@@ -16,17 +16,8 @@ options:
     description: How far back the error log is read (C(15m), C(2h)).
     type: str
     default: 15m
-  inventory:
-    description: The inventory remediate reads; default the play's own inventory file (C(inventory_file)).
-    type: path
-  playbooks:
-    description: Directories of playbooks that add causes or override the shipped ones.
-    type: list
-    elements: path
-  accept_new_host_key:
-    description: Trust a host key seen for the first time (a changed key is always refused).
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - remediate.nginx.remediate
 attributes:
   check_mode:
     support: full

@@ -27,23 +27,12 @@ options:
   since:
     description: How far back the error log is read (C(15m), C(2h)); default the playbook's (15 minutes).
     type: str
-  inventory:
-    description:
-      - The inventory remediate reads (the same YAML format). Default the play's own inventory file
-        (C(inventory_file)).
-    type: path
-  playbooks:
-    description: Directories of playbooks that add causes or override the shipped ones.
-    type: list
-    elements: path
-  accept_new_host_key:
-    description: Trust a host key seen for the first time (a changed key is always refused).
-    type: bool
-    default: false
   insecure_tls:
     description: Let the invalid-response fix turn C(proxy_ssl_verify) off when no CA can be trusted.
     type: bool
     default: false
+extends_documentation_fragment:
+  - remediate.nginx.remediate
 attributes:
   check_mode:
     support: full
