@@ -650,8 +650,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_json())
         return report.exit_code
-    if report.cause == "auto":  # the diagnosis named no cause it may fix
-        print(f"refused: {report.message}", file=sys.stderr)
+    if report.cause == "auto":  # the diagnosis named no cause it may fix (refused), or none at all (healthy)
+        print(f"{report.outcome}: {report.message}", file=sys.stderr if report.exit_code else sys.stdout)
         return report.exit_code
     if report.plan.empty:
         _print_head(report)

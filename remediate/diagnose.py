@@ -382,9 +382,9 @@ def _verdict(diagnosis: Diagnosis) -> None:
         diagnosis.reason = f"several causes need different fixes: {names}"
     elif len({f.cause for f in confirmed}) == 1:
         diagnosis.verdict = confirmed[0].cause
-        diagnosis.reason = (
-            f"{confirmed[0].cause} is confirmed, but remediate cannot fix it: {confirmed[0].facts[-1]['reason']}"
-        )
+        # The reason is the confirmed cause's own playbook's, not whichever playbook was asked last.
+        own = [f for f in confirmed[0].facts if f["playbook"] == confirmed[0].cause] or confirmed[0].facts
+        diagnosis.reason = f"{confirmed[0].cause} is confirmed, but remediate cannot fix it: {own[0]['reason']}"
     elif confirmed:
         diagnosis.verdict = "ambiguous"
         diagnosis.reason = "several causes are confirmed and none can be fixed here"

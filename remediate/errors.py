@@ -17,7 +17,9 @@ The tree is shallow on purpose; callers catch the branch they can act on::
     │   └── CommandFailed                    a command exited non-zero (carries its Result)
     └── LabError                    exit 1   the local lab could not be built or driven
 
-Exit code 4 is reserved for "rolled back" (a change was made, failed its checks and was undone).
+Exit code 4 is reserved for "rolled back" (a change was made, failed its checks and was undone), and
+7 for "applied, unverified" (a change was made and committed, but no failing request or probe URL
+could be asked afterwards, so nothing shows it worked: never reported as fixed).
 Lower-level exceptions (paramiko, socket, ruamel) are translated at the edge that meets them,
 so nothing above the transport or the inventory loader ever sees them.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_ROLLED_BACK",
     "EXIT_TRANSPORT",
+    "EXIT_UNVERIFIED",
     "EXIT_USAGE",
     "AuthFailed",
     "CommandFailed",
@@ -60,6 +63,7 @@ EXIT_REFUSED = 3
 EXIT_ROLLED_BACK = 4
 EXIT_INPUT = 5
 EXIT_TRANSPORT = 6
+EXIT_UNVERIFIED = 7
 
 
 class RemediateError(Exception):

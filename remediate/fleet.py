@@ -12,7 +12,7 @@ failed. The hosts of the batches not started are reported as ``not-attempted``. 
 when its exit code is not 0: refused, rolled back, unreachable or failed all count.
 
 The exit code of a rollout is its worst host's: failed (1) > unreachable (6) > bad input (5) >
-rolled back (4) > refused (3) > ok (0).
+rolled back (4) > refused (3) > applied, unverified (7) > ok (0).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
 
 NOT_ATTEMPTED = "not-attempted"
 # Worst first: the exit code of a rollout is the worst of its hosts'.
-_SEVERITY = (EXIT_FAILED, 6, 5, 4, 3, 2, EXIT_OK)
+_SEVERITY = (EXIT_FAILED, 6, 5, 4, 3, 7, 2, EXIT_OK)
 
 
 @dataclass

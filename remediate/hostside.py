@@ -167,6 +167,15 @@ def write_atomic(path, data, like=None, mode=0o644):
         raise
 
 
+def missing_dirs(directory):
+    """The directories from the first missing ancestor of ``directory`` down to it, in order to make."""
+    todo = []
+    while directory and directory != "/" and not os.path.isdir(directory):
+        todo.append(directory)
+        directory = os.path.dirname(directory)
+    return list(reversed(todo))
+
+
 def log_tail(path, max_bytes):
     try:
         with open(path, "rb") as fh:
@@ -499,12 +508,34 @@ def lock_holder(root):
 
 # -- nginx facts -----------------------------------------------------------------------
 
-_UNIX = re.compile(r"^\s*(fastcgi|uwsgi|scgi|grpc|proxy|memcached|tunnel)_pass\s+(?:[a-z]+://)?unix:([^\s;:]+)", re.M)
+# Every ``unix:PATH`` the dump names, wherever it stands (a *_pass, an upstream's server, a split
+# line): the controller keeps those its parsed config model says nginx passes to, so how a site is
+# laid out never hides a socket.
+_UNIX = re.compile(r"unix:([^\s;:\"'{}]+)")
 _USER = re.compile(r"^\s*user\s+([^\s;]+)(?:\s+([^\s;]+))?\s*;", re.M)
 
 
+def socket_accepts(path):
+    """Does anything accept on the unix socket ``path``? (True, "") or (False, "errno: why").
+
+    A socket file whose listener died (a SIGKILLed php-fpm master, the OOM killer) stays on disk:
+    only a connect tells it from a live one. Connecting as root says nothing of nginx's
+    permission (that is the stat's job); a full listen queue answers EAGAIN."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(path)
+        return True, ""
+    except OSError as exc:
+        if exc.errno == errno.EINPROGRESS:
+            return True, ""
+        return False, "%d: %s" % (exc.errno or 0, exc.strerror or exc)
+    finally:
+        s.close()
+
+
 def nginx_facts(dump_text):
-    """The unix sockets nginx passes to, and the worker user with its groups (what initgroups gives it)."""
+    """The unix sockets the dump names, and the worker user with its groups (what initgroups gives it)."""
     found = _USER.search(dump_text)
     user, group = (found.group(1), found.group(2) or found.group(1)) if found else ("nobody", "nogroup")
     ids = run(["id", "-Gn", "--", user], 10)  # the name comes from the config: never an option
@@ -512,9 +543,16 @@ def nginx_facts(dump_text):
     if group not in groups:
         groups.append(group)
     sockets = []
-    for kind, path in sorted(set(_UNIX.findall(dump_text)), key=lambda m: m[1]):
+    for path in sorted(set(_UNIX.findall(dump_text))):
+        if not path.startswith("/"):
+            continue
         st = stat_of(path)
-        entry = {"path": path, "pass": kind + "_pass", "stat": st, "exists": bool(st and st.get("kind") == "socket")}
+        entry = {
+            "path": path,
+            "realpath": os.path.realpath(path),
+            "stat": st,
+            "exists": bool(st and st.get("kind") == "socket"),
+        }
         if entry["exists"]:
             mode = st["mode"]
             entry["nginx_may_connect"] = bool(
@@ -523,8 +561,10 @@ def nginx_facts(dump_text):
                 or (st["group"] in groups and mode & 0o020)
                 or mode & 0o002
             )
+            entry["accepting"], entry["connect_error"] = socket_accepts(path)
         else:
             entry["nginx_may_connect"] = False
+            entry["accepting"], entry["connect_error"] = False, "2: No such file or directory"
         sockets.append(entry)
     return {"user": user, "group": group, "groups": groups, "unix_sockets": sockets}
 
@@ -558,6 +598,8 @@ def op_collect(req):
     if req.get("window"):
         w = req["window"]
         out["window"] = log_window(w["path"], w["since"], w.get("max_bytes", 64 << 20))
+    if req.get("systemd_units"):
+        out["systemd_units"] = systemd_units_on_port(req["systemd_units"]["port"])
     if req.get("nofile_pid_file"):
         out["nofile"] = nofile_limits(req["nofile_pid_file"])
     dump = out["commands"].get("nginx_T")
@@ -635,6 +677,9 @@ def restore_files(journal, meta, force):
             current = None
         current_sha = sha(current) if current is not None else None
         if current_sha == change["before_sha"]:
+            for directory in reversed(change.get("made_dirs", []) if current is None else []):
+                with contextlib.suppress(OSError):  # made before a crash, the file never written
+                    os.rmdir(directory)
             continue
         if current_sha != change["after_sha"] and not force:
             problems.append("%s was changed since run %s; left as it is" % (path, meta["run_id"]))
@@ -664,6 +709,9 @@ def restore_files(journal, meta, force):
         try:
             if original is None:
                 os.unlink(change["path"])
+                for directory in reversed(change.get("made_dirs", [])):
+                    with contextlib.suppress(OSError):  # not empty: someone else's files are in it now
+                        os.rmdir(directory)
             else:
                 write_atomic(change["path"], original, like=change["stat"])
             restored.append(change["path"])
@@ -901,6 +949,47 @@ def tls_facts(host, port, spec, timeout):
     return facts
 
 
+def systemd_units_on_port(port):
+    """The stopped or failed service units whose command line names ``port``, with their last journal lines.
+
+    How a backend that nobody mapped to its port is found on a systemd host: it is down, so no
+    socket names it; but its unit's ExecStart usually says where it listens."""
+    listed = run(
+        [
+            "systemctl",
+            "list-units",
+            "--type=service",
+            "--all",
+            "--state=failed,inactive",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+        ],
+        20,
+    )
+    if listed["exit"] != 0:
+        return {"error": tail(listed), "units": []}
+    names = [f[0] for f in (ln.split() for ln in listed["stdout"].splitlines()) if f and f[0].endswith(".service")]
+    found = []
+    if names:
+        shown = run(
+            ["systemctl", "show", "--no-pager", "-p", "Id,ActiveState,SubState,Result,ExecStart", "--"] + names[:300],
+            20,
+        )
+        pattern = re.compile(r"(?<![0-9])%d(?![0-9])" % int(port))
+        for block in shown["stdout"].split("\n\n"):
+            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            argv = re.search(r"argv\[\]=(.*?) ;", props.get("ExecStart", ""))
+            command = argv.group(1) if argv else ""
+            if props.get("Id") and pattern.search(command):
+                props["command"] = command
+                found.append(props)
+    for unit in found[:3]:
+        logs = run(["journalctl", "-u", unit["Id"], "-n", "5", "--no-pager", "-o", "short-iso"], 10)
+        unit["journal"] = [ln for ln in logs["stdout"].splitlines() if ln.strip()][-5:]
+    return {"units": found}
+
+
 def nofile_limits(pid_file):
     """The open-files limit nginx's master and workers really run with, and the kernel ceiling."""
     out = {"master": None, "pid": None, "workers": {}, "nr_open": None}
@@ -958,22 +1047,46 @@ def wait_port(address, timeout):
 
 
 def probe(urls, budget, bad):
-    """GET each URL until none answers a bad status, within the budget."""
+    """Ask each URL until none answers a bad status, within the budget.
+
+    An entry is a URL, or {"url", "host", "method"}: a failing request replayed through nginx with
+    the Host header it came with. Returns {name: status or why there was none}."""
     deadline = now() + budget
     last = {}
     while True:
         last = {}
-        for url in urls:
+        for spec in urls:
+            if isinstance(spec, dict):
+                name = "%s %s%s" % (
+                    spec.get("method", "GET"),
+                    spec["url"],
+                    " (Host: %s)" % spec["host"] if spec.get("host") else "",
+                )
+                request = urllib.request.Request(spec["url"], method=spec.get("method", "GET"))
+                if spec.get("host"):
+                    request.add_header("Host", spec["host"])
+            else:
+                name, request = spec, spec
             try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    last[url] = resp.status
+                with _NO_REDIRECTS.open(request, timeout=max(5, min(30, budget))) as resp:
+                    last[name] = resp.status
             except urllib.error.HTTPError as exc:
-                last[url] = exc.code
+                last[name] = exc.code
             except (OSError, ValueError) as exc:
-                last[url] = str(getattr(exc, "reason", exc))
+                last[name] = str(getattr(exc, "reason", exc))
         if all(isinstance(s, int) and s not in bad for s in last.values()) or now() > deadline:
             return last
         time.sleep(0.1)
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is nginx answering: its status is the answer, never a request elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_KeepRedirects, urllib.request.ProxyHandler({}))
 
 
 # The child that validates candidates: it runs in a private mount namespace (unshare), where it
@@ -1245,6 +1358,15 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
     try:
         for index, change in enumerate(changes):
             what = change["path"]
+            if meta["changes"][index].get("created"):
+                # A new file (a systemd drop-in) may need its directory: made here, recorded first,
+                # removed again by a restore when it is still empty.
+                made = missing_dirs(os.path.dirname(change["path"]))
+                if made:
+                    meta["changes"][index]["made_dirs"] = made
+                    journal.save(meta)
+                    for directory in made:
+                        os.mkdir(directory, 0o755)
             write_atomic(change["path"], base64.b64decode(change["after_b64"]), like=meta["changes"][index]["stat"])
             meta["changes"][index]["written"] = True
         what = "write"

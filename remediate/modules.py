@@ -70,8 +70,9 @@ _KEY_LINE = re.compile(
 def ini_set(ctx: Context, args: dict[str, Any]) -> Plan:
     """Set ``key = value`` lines in one ``[section]`` of a flat ini file (php-fpm pools).
 
-    A key that is set is updated in place (only its value changes); a missing key
-    is added at the end of the section, marked. Line edits are right here: these
+    A key that is set is updated in place (only its value changes); a key that is only there
+    commented out is set on that line; any other missing key is added at the end of the
+    section. Lines remediate writes are marked. Line edits are right here: these
     files are flat ``key = value``, not nested blocks.
     """
     path = str(args["path"])
@@ -104,6 +105,14 @@ def ini_set(ctx: Context, args: dict[str, Any]) -> Plan:
         if m.group("value").strip().strip("\"'") != wanted:
             ending = lines[index][len(body) :]
             lines[index] = f"{m.group('lead')}{m.group('key')}{m.group('eq')}{wanted}{m.group('tail')}{ending}"
+    for key in list(pending):
+        # A key the file documents but leaves commented (Debian's ``;listen.mode = 0660`` beside
+        # listen.owner) is set right there, where a reader of the file looks for it.
+        commented = re.compile(r"^\s*[;#]\s*" + re.escape(key) + r"\s*=")
+        spot = next((i for i in range(end - 1, start - 1, -1) if commented.match(lines[i])), None)
+        if spot is not None:
+            ending = lines[spot][len(lines[spot].rstrip("\r\n")) :] or newline
+            lines[spot] = f"{key} = {pending.pop(key)} {INI_MARKER}{ending}"
     if pending:
         insert_at = end
         while insert_at > start and not lines[insert_at - 1].strip():

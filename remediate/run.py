@@ -31,17 +31,19 @@ from remediate.errors import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_ROLLED_BACK,
+    EXIT_UNVERIFIED,
     Refused,
     RemediateError,
     TransportError,
     UsageError,
 )
-from remediate.evidence import COLLECTORS, Context, build_request, interpret, to_json
+from remediate.evidence import COLLECTORS, Context, build_request, error_log_of, interpret, to_json
 from remediate.inventory import Host, Inventory
 from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, evaluate, find_playbook, render
+from remediate.replay import replays
 from remediate.transport.base import Transport
 
 __all__ = [
@@ -61,6 +63,9 @@ __all__ = [
 
 OUTCOME_EXIT = {
     "fixed": EXIT_OK,
+    # Applied and committed, but nothing could be asked afterwards: no failing request in the window
+    # to replay (none was GET/HEAD, or none named a plain-HTTP server) and no probe_urls through it.
+    "applied-unverified": EXIT_UNVERIFIED,
     "nothing-to-do": EXIT_OK,
     "planned": EXIT_OK,
     "refused": EXIT_REFUSED,
@@ -413,6 +418,16 @@ def _run(
         report.diagnosis = diagnosis.to_json()
         if show_diagnosis is not None:
             show_diagnosis(diagnosis)
+        if diagnosis.verdict == "unknown" and all(f.confidence == "over" for f in diagnosis.findings):
+            # A healthy host: no line of any cause in the window, or each cause's evidence says it has
+            # passed. A script driven by alerts needs "nothing to do" (exit 0) here, not a refusal.
+            report.outcome = "nothing-to-do"
+            report.message = (
+                f"no cause to fix: {diagnosis.reason}"
+                if diagnosis.findings
+                else f"the error log's window has no line of any 502 cause ({diagnosis.reason})"
+            )
+            return
         report.cause = choose_cause(diagnosis)
         book = find_playbook(report.cause, playbook_dirs)
         ctx = contexts[report.cause]
@@ -464,11 +479,14 @@ def _run(
         raise Refused(f"{host.name}: not confirmed; nothing was changed")
 
     # 4. guarded apply, in one round trip
-    probes: list[str] = []
+    probes: list[Any] = []
     for item in book.verify:
         if "probe" in item:
             value = render(item["probe"], ctx)
             probes += [value] if isinstance(value, str) else list(value)
+    # The requests that failed, replayed through nginx: "fixed" means they succeed now.
+    log_now = error_log_of(ctx)
+    probes += replays(ctx.config, log_now.classified if log_now else [], report.cause)
     # Other hosts first (restart the backend), each its own guarded transaction; then the web host
     # (its changes, reload, and the probes through nginx).
     named = [c.host for c in plan.changes] + [a.host for a in plan.actions]
@@ -510,6 +528,13 @@ def _run(
         raise _after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
     _finish(report, answer, reason, log)
+    if report.outcome == "fixed" and not probes:
+        report.outcome = "applied-unverified"
+        report.message = (
+            f"{reason}; applied, but NOT VERIFIED: no failing GET/HEAD request in the error log's window to"
+            " replay and no probe_urls through it, so nothing was asked after the fix; check the site, or add"
+            " probe_urls to the inventory"
+        )
 
 
 def plan_fix(book: Playbook, fix: str, ctx: Context) -> Plan:
@@ -573,7 +598,7 @@ def apply_plan(
     *,
     run_id: str,
     cause: str,
-    probes: list[str],
+    probes: list[Any],
     config: NginxConfig | None = None,
     pause: float | None = None,
     session: HelperSession | None = None,
@@ -588,7 +613,8 @@ def apply_plan(
     steps, written, restored, problems.
     """
     request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
-    request.update(probes=list(dict.fromkeys(probes)), probe_budget=host["probe_budget"])
+    unique = list({json.dumps(p, sort_keys=True): p for p in probes}.values())
+    request.update(probes=unique, probe_budget=host["probe_budget"])
     if who is not None:  # the host's journal records who asked, and why
         request.update(requested_by=who.requested_by, trigger=who.trigger)
     if pause:

@@ -95,6 +95,8 @@ def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] 
     service = service_on_port(host, latest["port"])
     if service:
         req["commands"]["status"] = status_argv(host, service)
+    elif host["service_manager"] == "systemd":
+        req["systemd_units"] = {"port": latest["port"]}  # which stopped unit's command line names the port
     # Ask each of the host's services, directly, for the URI nginx failed on: which of them serves it?
     for name, spec in host["services"].items():
         if spec.get("port"):
@@ -131,9 +133,29 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
         )
     status = resp["commands"].get("status")
     state = " ".join((status["stdout"] or status["stderr"]).split()) if status else "unknown"
+    found_by, units = "the inventory's `services`", []
+    if service is None:
+        # Not mapped: on a systemd host the stopped unit whose command line names the port owns it.
+        units = (resp.get("systemd_units") or {}).get("units", [])
+        if len(units) == 1:
+            unit = units[0]
+            service = unit["Id"].removesuffix(".service")
+            state = f"{unit.get('ActiveState', '?')} ({unit.get('Result', '?')})"
+            found_by = f"systemd: {unit['Id']} is {state} and its command line names port {latest['port']}"
     return {
         "host": host.name,
         "service": service,
+        "found_by": found_by,
+        "units": [
+            {
+                "unit": u["Id"],
+                "state": u.get("ActiveState"),
+                "result": u.get("Result"),
+                "command": u.get("command"),
+                "journal": u.get("journal", []),
+            }
+            for u in units
+        ],
         "restartable": bool(service and service in host["restartable_services"]),
         "listening": listener is not None,
         "listener": listener,

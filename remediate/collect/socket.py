@@ -9,6 +9,7 @@ from typing import Any
 from remediate.collect.nginx import ask_nginx, probes_for
 from remediate.evidence import Collector, Context, Request
 from remediate.inventory import Host
+from remediate.nginx import NginxConfig
 
 # -- php_fpm_pools ---------------------------------------------------------------------
 
@@ -55,18 +56,56 @@ def _read_pools(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any
 
 
 def _ask_sockets(host: Host, args: dict[str, Any], req: Request) -> None:
-    ask_nginx(host, args, req)  # the helper finds the sockets in nginx -T and stats them
+    ask_nginx(host, args, req)  # the helper stats (and connects to) every unix: path in nginx -T
+
+
+def _unix_path(target: str) -> str | None:
+    """``unix:/run/x.sock`` (``http://unix:/run/x.sock:/uri`` in proxy_pass) → ``/run/x.sock``."""
+    bare = re.sub(r"^[a-z]+://", "", target)
+    if not bare.startswith("unix:"):
+        return None
+    return bare[len("unix:") :].split(":", 1)[0] or None
+
+
+def passed_sockets(config: NginxConfig) -> dict[str, str]:
+    """Every unix socket nginx passes to, from the parsed config: path → the directive that names it.
+
+    A *_pass naming the socket itself, or an upstream block whose servers are sockets; however the
+    files are laid out (one line or several, an include, a snippet)."""
+    upstreams = config.upstreams()
+    found: dict[str, str] = {}
+    for p in config.passes():
+        path = _unix_path(p.target)
+        if path:
+            found.setdefault(path, p.kind)
+            continue
+        block = upstreams.get(re.sub(r"^[a-z]+://", "", p.target).split("/")[0])
+        for server in config.find("server", block) if block is not None else []:
+            path = _unix_path(server.args[0]) if server.args else None
+            if path:
+                found.setdefault(path, p.kind)
+    return found
 
 
 def _read_sockets(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     pools = ctx.by_collector.get("php_fpm_pools") or []
+    used = passed_sockets(ctx.config) if ctx.config is not None else {}
     sockets = []
     for raw in resp.get("nginx", {}).get("unix_sockets", []):
-        pool = next((p for p in pools if p["listen"] == raw["path"]), None)
-        sockets.append({**raw, "pool": pool, "probes": probes_for(ctx, "unix:" + raw["path"])})
+        if raw["path"] not in used:
+            continue
+        names = (raw["path"], raw.get("realpath") or raw["path"])
+        pool = next((p for p in pools if p["listen"] in names), None)
+        sockets.append(
+            {**raw, "pass": used[raw["path"]], "pool": pool, "probes": probes_for(ctx, "unix:" + raw["path"])}
+        )
     return {
         "all": sockets,
         "missing": [s for s in sockets if not s["exists"]],
+        # The file is there but nothing listens: its master died (SIGKILL, the OOM killer) without removing it.
+        "dead": [
+            s for s in sockets if s["exists"] and not s.get("accepting", True) and "111:" in s.get("connect_error", "")
+        ],
         "denied": [s for s in sockets if s["exists"] and not s["nginx_may_connect"]],
     }
 

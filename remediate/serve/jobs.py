@@ -344,7 +344,7 @@ def _patiently(write: Callable[[], T]) -> T:
 
 def _applied(report: Any) -> bool:
     """Did the run get as far as changing the host (so it is a run: in the ledger, under the hourly cap)?"""
-    return report.outcome in {"fixed", "rolled-back", "failed", "restored"}
+    return report.outcome in {"fixed", "applied-unverified", "rolled-back", "failed", "restored"}
 
 
 def _ago(ended: float | None) -> str:

@@ -102,6 +102,6 @@ def outcome_text(report: Any) -> str:
     text = f"{icon} *{report.host}* {report.cause}: *{report.outcome}*"  # a rollback's cause is "rollback RUN_ID"
     if report.message:
         text += f"; {report.message}"
-    if report.outcome in {"fixed", "rolled-back", "failed"}:
+    if report.outcome in {"fixed", "applied-unverified", "rolled-back", "failed"}:
         text += f"\nrun `{report.run_id}` (`/remediate rollback {report.host} {report.run_id}`)"
     return text

@@ -108,7 +108,8 @@ class SSHTransport(Transport):
             # The inventory is the whole truth about how to reach a host.
             config=Config(overrides={"load_ssh_configs": False}),
             connect_kwargs={
-                "key_filename": os.path.expanduser(t.key_file) if t.key_file else None,
+                # No key file: the agent and ~/.ssh/id_* (fabric rejects key_filename=None outright).
+                **({"key_filename": os.path.expanduser(t.key_file)} if t.key_file else {}),
                 "look_for_keys": t.key_file is None,
                 "allow_agent": t.key_file is None,
                 "banner_timeout": t.connect_timeout,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 #: Outcomes that mean remediate changed files or services on the host.
-CHANGED = ("fixed",)
+CHANGED = ("fixed", "applied-unverified")
 #: Outcomes that fail the task.
-FAILED = ("rolled-back", "failed", "refused")
+FAILED = ("rolled-back", "failed", "refused", "applied-unverified")
 
 
 def open_remediate(task_vars: dict[str, Any], args: dict[str, Any]) -> Any:

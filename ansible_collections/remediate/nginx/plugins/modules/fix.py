@@ -76,7 +76,7 @@ outcome:
   returned: always
   type: str
   sample: fixed
-  choices: [fixed, nothing-to-do, planned, refused, rolled-back, failed]
+  choices: [fixed, applied-unverified, nothing-to-do, planned, refused, rolled-back, failed]
 cause:
   description: The cause fixed (the diagnosed one for C(auto)).
   returned: always

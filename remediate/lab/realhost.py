@@ -1,0 +1,579 @@
+"""The second lab kind: a stock Debian bookworm host, booted with systemd as PID 1.
+
+The loopback lab proves the logic; this host is the reference. It is what people run:
+
+* a root file system made by ``debootstrap`` from Debian's own packages (the mirror apt already
+  uses): systemd, openssh-server, nginx 1.22, php8.2-fpm with its stock ``www`` pool, journald,
+  and a small backend under its own systemd unit (``backend.service``, no ``Restart=``, as units
+  people write usually are). Built once into a cache directory, rebuilt when missing or when its
+  recipe changes (``RECIPE``);
+* booted with ``systemd-nspawn -b`` on a throwaway overlay (``--volatile=overlay``), so every
+  ``up`` starts from a stock host and nothing a test does reaches the cached tree. Machines here
+  have no systemd as PID 1 and no D-Bus, so nspawn runs with ``--register=no --keep-unit
+  --console=read-only``;
+* in its own network namespace (``--network-veth``): the guest's default binds (nginx on :80,
+  sshd on :22) never meet another lab's. The host side of the veth is configured here, by hand.
+  Test traffic goes only to the guest's address inside that namespace.
+
+Breaks are made the way they happen on such a host: ``systemctl kill -s KILL``, ``systemctl
+stop``, pool edits followed by a restart, unit files, ``error_log syslog:``.
+
+The lab drives the guest with ``nsenter`` into its namespaces (no SSH needed for the lab's own
+work); remediate itself reaches it over SSH as a user would, with a key the lab makes at ``up``
+and the host keys the image was built with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remediate.errors import LabError, UsageError
+from remediate.lab import procs
+
+__all__ = ["CACHE", "PACKAGES", "REAL_BREAKS", "RealBreak", "RealHost", "RealHostConfig", "build_rootfs"]
+
+#: Where the root file system is cached (outside any clone, so CI and later runs reuse it).
+CACHE = Path(os.environ.get("REMEDIATE_ROOTFS_CACHE", "/var/cache/remediate/debian-bookworm"))
+
+#: Debian's packages on the host, as a user installs them (``apt-get install nginx php8.2-fpm``).
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "nginx",
+    "php8.2-fpm",
+    "python3",
+    "iproute2",
+    "procps",
+    "curl",
+    "dnsutils",
+    "sudo",
+    "ca-certificates",
+    "less",
+)
+
+_BACKEND = Path(__file__).with_name("backend.py")
+
+# The site a Debian administrator writes for PHP and an API behind nginx: Debian's default server
+# with PHP switched on (snippets/fastcgi-php.conf and the versioned socket, as the comments in
+# Debian's own default site show) and a location proxying to a local backend.
+_SITE = """\
+server {
+\tlisten 80 default_server;
+\tlisten [::]:80 default_server;
+
+\troot /var/www/html;
+\tindex index.php index.html index.htm index.nginx-debian.html;
+
+\tserver_name _;
+
+\tlocation / {
+\t\ttry_files $uri $uri/ =404;
+\t}
+
+\tlocation /api/ {
+\t\tproxy_pass http://127.0.0.1:8001;
+\t}
+
+\tlocation /reports/ {
+\t\tproxy_pass http://127.0.0.1:8001;
+\t}
+
+\tlocation ~ \\.php$ {
+\t\tinclude snippets/fastcgi-php.conf;
+\t\tfastcgi_pass unix:/run/php/php8.2-fpm.sock;
+\t}
+}
+"""
+
+_UNIT = """\
+[Unit]
+Description=Example backend (the API nginx proxies /api/ to)
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/python3 /usr/local/lib/lab-backend/backend.py serve --role app --name backend \
+--listen 127.0.0.1:8001 --state /var/lib/lab-backend
+StateDirectory=lab-backend
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_PHP_INDEX = "<?php\nheader('Content-Type: text/plain');\necho \"php ok\\n\";\n"
+
+#: Changes to the image that are not packages; part of the recipe, so editing them rebuilds.
+_CUSTOM = {
+    "etc/nginx/sites-available/default": _SITE,
+    "etc/systemd/system/backend.service": _UNIT,
+    "var/www/html/index.php": _PHP_INDEX,
+    "etc/hostname": "debian-web\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tdebian-web\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}
+_ENABLED = {"etc/systemd/system/multi-user.target.wants/backend.service": "/etc/systemd/system/backend.service"}
+
+RECIPE = hashlib.sha256(
+    json.dumps(
+        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 1},
+        sort_keys=True,
+    ).encode()
+    + _BACKEND.read_bytes()
+).hexdigest()[:16]
+
+#: path → what the lab probes through nginx on the host, and what each must answer when healthy.
+PROBES: dict[str, str] = {"php": "/index.php", "api": "/api/users", "static": "/"}
+
+
+def _mirror() -> str:
+    """The Debian mirror apt on this machine already uses (deb822 or one-line sources)."""
+    for path in [*sorted(Path("/etc/apt/sources.list.d").glob("*.sources")), Path("/etc/apt/sources.list")]:
+        with contextlib.suppress(OSError):
+            text = path.read_text()
+            if m := re.search(r"^URIs:\s*(\S+/debian)/?\s*$", text, re.M):
+                return m.group(1)
+            if m := re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s+bookworm\b", text, re.M):
+                return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def _need(program: str, package: str) -> str:
+    found = shutil.which(program)
+    if not found:
+        raise LabError(f"`{program}` is not installed; apt-get install {package} (scripts/setup.sh does)")
+    return found
+
+
+def build_rootfs(cache: Path = CACHE, *, log: Path | None = None, say: Any = print) -> Path:
+    """The cached root file system, built when missing or when the recipe changed; returns its path."""
+    rootfs = cache / "rootfs"
+    stamp = cache / "recipe"
+    if rootfs.is_dir() and stamp.is_file() and stamp.read_text().strip() == RECIPE:
+        return rootfs
+    debootstrap = _need("debootstrap", "debootstrap")
+    cache.mkdir(parents=True, exist_ok=True)
+    new = cache / "rootfs.new"
+    shutil.rmtree(new, ignore_errors=True)
+    log = log or cache / "build.log"
+    say(f"building the Debian bookworm host in {rootfs} (once; a few minutes; log: {log})")
+    started = time.monotonic()
+    argv = [
+        debootstrap,
+        "--variant=minbase",
+        "--include=" + ",".join(PACKAGES),
+        "bookworm",
+        str(new),
+        _mirror(),
+    ]
+    with log.open("wb") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise LabError(f"debootstrap failed ({done.returncode}): {' | '.join(tail)}; see {log}")
+    for rel, text in _CUSTOM.items():
+        path = new / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for rel, target in _ENABLED.items():
+        link = new / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to(target)
+    (new / "usr/local/lib/lab-backend").mkdir(parents=True, exist_ok=True)
+    shutil.copy(_BACKEND, new / "usr/local/lib/lab-backend/backend.py")
+    # apt's caches are not part of a stock host's state and only make the tree bigger.
+    shutil.rmtree(new / "var/cache/apt/archives", ignore_errors=True)
+    (new / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(rootfs, ignore_errors=True)
+    new.rename(rootfs)
+    stamp.write_text(RECIPE + "\n")
+    say(f"built in {time.monotonic() - started:.0f}s")
+    return rootfs
+
+
+@dataclass(frozen=True)
+class RealBreak:
+    cause: str
+    variant: str
+    probe: str  # which probe now fails
+    status: int  # what nginx answers
+    signature: str  # regex over what the error log gains
+    summary: str
+
+
+REAL_BREAKS: tuple[RealBreak, ...] = (
+    RealBreak(
+        "socket",
+        "killed",
+        "php",
+        502,
+        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(111: Connection refused\)",
+        "php-fpm's master SIGKILLed (systemctl kill -s KILL, as the OOM killer does): the socket file stays",
+    ),
+    RealBreak(
+        "socket",
+        "missing",
+        "php",
+        502,
+        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(2: No such file or directory\)",
+        "php8.2-fpm stopped (systemctl stop): the socket is gone",
+    ),
+    RealBreak(
+        "socket",
+        "permission",
+        "php",
+        502,
+        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(13: Permission denied\)",
+        "the www pool hands its socket to root:root (listen.owner/group), so www-data may not connect",
+    ),
+    RealBreak(
+        "down",
+        "crash",
+        "api",
+        502,
+        r"connect\(\) failed \(111: Connection refused\) while connecting to upstream",
+        "backend.service SIGKILLed (systemctl kill -s KILL): the unit is failed, nothing on :8001",
+    ),
+)
+CAUSES = tuple(dict.fromkeys(b.cause for b in REAL_BREAKS))
+
+
+def find_real_break(cause: str, variant: str | None) -> RealBreak:
+    matches = [b for b in REAL_BREAKS if b.cause == cause and (variant is None or b.variant == variant)]
+    if not matches:
+        known = ", ".join(f"{b.cause}/{b.variant}" for b in REAL_BREAKS)
+        raise UsageError(f"the Debian host has no break {cause}/{variant or '*'} (it has: {known})")
+    return matches[0]
+
+
+@dataclass
+class RealHostConfig:
+    dir: str
+    name: str = "rmd-deb"  # the machine's name; the host side of the veth is ve-<name>
+    subnet: int = 1  # the veth pair's /30: 10.231.<subnet>.0
+    nspawn_pid: int = 0
+    leader_pid: int = 0
+    broken: list[str] = field(default_factory=list)
+
+    @property
+    def guest_address(self) -> str:
+        return f"10.231.{self.subnet}.2"
+
+    @property
+    def host_address(self) -> str:
+        return f"10.231.{self.subnet}.1"
+
+    @property
+    def veth(self) -> str:
+        return ("ve-" + self.name)[:15]
+
+
+class RealHost:
+    """One Debian host under systemd: up, run in it, break, status, down."""
+
+    hostname = "debian-web"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory).resolve()
+        self.state_file = self.dir / "realhost.json"
+
+    # -- state ---------------------------------------------------------------------
+
+    def load(self) -> RealHostConfig:
+        try:
+            return RealHostConfig(**json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            raise LabError(f"no Debian host is up in {self.dir}; run `remediate lab up --os debian`") from None
+
+    def save(self, cfg: RealHostConfig) -> None:
+        self.state_file.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.yml"
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def up(self, *, subnet: int = 1, name: str = "rmd-deb", say: Any = print, timeout: float = 90.0) -> RealHostConfig:
+        if os.geteuid() != 0:
+            raise LabError("the Debian host needs root (systemd-nspawn, a network namespace)")
+        nspawn = _need("systemd-nspawn", "systemd-container")
+        with contextlib.suppress(LabError):
+            if procs.alive(self.load().nspawn_pid):
+                raise LabError(f"a Debian host is already up in {self.dir}; `remediate lab down --os debian` first")
+        rootfs = build_rootfs(say=say)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = RealHostConfig(dir=str(self.dir), name=name, subnet=subnet)
+        self._write_access(rootfs)
+        argv = [
+            nspawn,
+            "--boot",
+            f"--directory={rootfs}",
+            "--volatile=overlay",
+            "--register=no",
+            "--keep-unit",
+            "--console=read-only",
+            f"--machine={name}",
+            "--network-veth",
+            f"--bind-ro={self.dir / 'authorized_keys'}:/root/.ssh/authorized_keys",
+        ]
+        log = self.dir / "console.log"
+        log.write_bytes(b"")
+        cfg.nspawn_pid = procs.spawn(self.dir, argv, log)
+        self.save(cfg)
+        try:
+            cfg.leader_pid = self._leader(cfg, log, timeout)
+            self.save(cfg)
+            self._network(cfg)
+            self._wait_booted(cfg, log, timeout)
+            self._write_inventory(cfg)
+            self.wait_healthy(cfg)
+        except BaseException:
+            self.down()
+            raise
+        return cfg
+
+    def down(self) -> None:
+        try:
+            cfg = self.load()
+        except LabError:
+            return
+        if procs.alive(cfg.nspawn_pid):
+            # nspawn turns SIGTERM into an orderly poweroff of the guest's systemd.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(cfg.nspawn_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while procs.alive(cfg.nspawn_pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if procs.alive(cfg.nspawn_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(cfg.nspawn_pid, signal.SIGKILL)
+                    os.kill(cfg.nspawn_pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+
+    def _leader(self, cfg: RealHostConfig, log: Path, timeout: float) -> int:
+        """The guest's PID 1 (systemd), as this machine's pid: nspawn's descendant named systemd."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not procs.alive(cfg.nspawn_pid):
+                raise LabError(f"systemd-nspawn exited while booting: {self._tail(log)}")
+            todo = [cfg.nspawn_pid]
+            while todo:
+                pid = todo.pop()
+                for child in procs.children(pid):
+                    with contextlib.suppress(OSError):
+                        if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                            return child
+                    todo.append(child)
+            time.sleep(0.05)
+        raise LabError(f"the guest's systemd did not start within {timeout:g}s: {self._tail(log)}")
+
+    def _network(self, cfg: RealHostConfig) -> None:
+        """Address both ends of the veth pair: this side by hand, the guest's host0 from inside."""
+        ip = _need("ip", "iproute2")
+        deadline = time.monotonic() + 10
+        while not Path(f"/sys/class/net/{cfg.veth}").exists():
+            if time.monotonic() > deadline:
+                raise LabError(f"nspawn made no {cfg.veth} interface")
+            time.sleep(0.05)
+        for argv in (
+            [ip, "addr", "replace", f"{cfg.host_address}/30", "dev", cfg.veth],
+            [ip, "link", "set", cfg.veth, "up"],
+        ):
+            _run(argv)
+        self.sh(cfg, ["ip", "addr", "replace", f"{cfg.guest_address}/30", "dev", "host0"])
+        self.sh(cfg, ["ip", "link", "set", "host0", "up"])
+
+    def _wait_booted(self, cfg: RealHostConfig, log: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            if not procs.alive(cfg.nspawn_pid):
+                raise LabError(f"systemd-nspawn exited while booting: {self._tail(log)}")
+            res = self.sh(cfg, ["systemctl", "is-system-running"], check=False)
+            state = res.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.2)
+        else:
+            raise LabError(f"the guest did not finish booting within {timeout:g}s (systemd says {state!r})")
+        if state == "degraded":
+            failed = self.sh(cfg, ["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout.strip()
+            raise LabError(f"the guest booted degraded; failed units: {failed}")
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection((cfg.guest_address, 22), timeout=1).close()
+                return
+            time.sleep(0.1)
+        raise LabError(f"sshd on {cfg.guest_address}:22 does not answer")
+
+    @staticmethod
+    def _tail(log: Path) -> str:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        return " | ".join(lines[-3:])
+
+    def _write_access(self, rootfs: Path) -> None:
+        """A fresh key for this boot, and known_hosts from the image's host keys (verified, never trusted)."""
+        for path in (self.key, self.key.with_suffix(".pub")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        _run(
+            [
+                _need("ssh-keygen", "openssh-client"),
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "remediate-lab",
+                "-f",
+                str(self.key),
+            ]
+        )
+        auth = self.dir / "authorized_keys"
+        auth.write_text(self.key.with_suffix(".pub").read_text())
+        auth.chmod(0o600)
+        self._host_keys = [
+            (rootfs / "etc/ssh" / n).read_text().split()[:2]
+            for n in ("ssh_host_ed25519_key.pub", "ssh_host_rsa_key.pub", "ssh_host_ecdsa_key.pub")
+            if (rootfs / "etc/ssh" / n).exists()
+        ]
+
+    def _write_inventory(self, cfg: RealHostConfig) -> None:
+        known = self.dir / "known_hosts"
+        known.write_text("".join(f"{cfg.guest_address} {kind} {b64}\n" for kind, b64 in self._host_keys))
+        # What a user writes for such a host: its address, how to log in, what may be restarted.
+        self.inventory.write_text(
+            "# The Debian host of `remediate lab up --os debian`: only what a user knows about it.\n"
+            "all:\n"
+            "  hosts:\n"
+            f"    {self.hostname}:\n"
+            f"      ansible_host: {cfg.guest_address}\n"
+            "      ansible_user: root\n"
+            f"      ansible_ssh_private_key_file: {self.key}\n"
+            f"      known_hosts: {known}\n"
+            "      restartable_services: [php8.2-fpm, nginx, backend]\n"
+        )
+
+    # -- inside the guest ----------------------------------------------------------
+
+    def sh(
+        self,
+        cfg: RealHostConfig,
+        argv: list[str],
+        *,
+        check: bool = True,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the guest (all its namespaces), as root."""
+        nsenter = _need("nsenter", "util-linux")
+        full = [nsenter, "-t", str(cfg.leader_pid), "-m", "-u", "-i", "-n", "-p", "--", *argv]
+        try:
+            done = subprocess.run(  # noqa: S603 - argv list, no shell
+                full,
+                input=stdin.decode() if stdin else None,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise LabError(f"`{' '.join(argv)}` in the guest ran longer than {timeout:g}s") from None
+        if check and done.returncode != 0:
+            raise LabError(f"`{' '.join(argv)}` in the guest exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        return done
+
+    def read(self, cfg: RealHostConfig, path: str) -> bytes:
+        return (Path(f"/proc/{cfg.leader_pid}/root") / path.lstrip("/")).read_bytes()
+
+    def write(self, cfg: RealHostConfig, path: str, data: str) -> None:
+        self.sh(cfg, ["tee", path], stdin=data.encode())
+
+    def probe(self, cfg: RealHostConfig, path: str, timeout: float = 8.0) -> int | str:
+        from remediate.lab.probes import probe
+
+        return probe(cfg.guest_address, 80, path, self.hostname, timeout)
+
+    def status(self, cfg: RealHostConfig | None = None) -> dict[str, int | str]:
+        cfg = cfg or self.load()
+        return {name: self.probe(cfg, path) for name, path in PROBES.items()}
+
+    def wait_healthy(self, cfg: RealHostConfig | None = None, timeout: float = 30.0) -> None:
+        cfg = cfg or self.load()
+        deadline = time.monotonic() + timeout
+        bad: dict[str, int | str] = {}
+        while time.monotonic() < deadline:
+            bad = {k: v for k, v in self.status(cfg).items() if v != 200}
+            if not bad:
+                return
+            time.sleep(0.2)
+        raise LabError(f"the Debian host is not healthy after {timeout:g}s: {bad}")
+
+    # -- breaks --------------------------------------------------------------------
+
+    def error_log_size(self, cfg: RealHostConfig) -> int:
+        with contextlib.suppress(OSError):
+            return len(self.read(cfg, "/var/log/nginx/error.log"))
+        return 0
+
+    def break_(self, cause: str, variant: str | None = None) -> RealBreak:
+        """Make one break the way it happens on such a host; returns it once nginx answers as it says."""
+        cfg = self.load()
+        brk = find_real_break(cause, variant)
+        before = self.error_log_size(cfg)
+        getattr(self, "_break_" + f"{brk.cause}_{brk.variant}".replace("-", "_"))(cfg)
+        cfg.broken.append(f"{brk.cause}/{brk.variant}")
+        self.save(cfg)
+        deadline = time.monotonic() + 20
+        status: int | str = ""
+        while time.monotonic() < deadline:
+            status = self.probe(cfg, PROBES[brk.probe])
+            if status == brk.status:
+                text = self.read(cfg, "/var/log/nginx/error.log")[before:].decode(errors="replace")
+                if re.search(brk.signature, text):
+                    return brk
+            time.sleep(0.2)
+        raise LabError(f"break {brk.cause}/{brk.variant} did not take: {brk.probe} answers {status}")
+
+    def _break_socket_killed(self, cfg: RealHostConfig) -> None:
+        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"])
+
+    def _break_socket_missing(self, cfg: RealHostConfig) -> None:
+        self.sh(cfg, ["systemctl", "stop", "php8.2-fpm"])
+
+    def _break_socket_permission(self, cfg: RealHostConfig) -> None:
+        pool = "/etc/php/8.2/fpm/pool.d/www.conf"
+        text = self.read(cfg, pool).decode()
+        text = re.sub(r"(?m)^listen\.owner = .*$", "listen.owner = root", text)
+        text = re.sub(r"(?m)^listen\.group = .*$", "listen.group = root", text)
+        self.write(cfg, pool, text)
+        self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
+
+    def _break_down_crash(self, cfg: RealHostConfig) -> None:
+        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"])
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - argv list
+    if done.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr.strip()[-300:]}")
