@@ -973,7 +973,7 @@ def systemd_units_on_port(port):
     found = []
     if names:
         shown = run(
-            ["systemctl", "show", "--no-pager", "-p", "Id,ActiveState,SubState,Result,ExecStart", "--"] + names[:300],
+            ["systemctl", "show", "--no-pager", "-p", "Id,ActiveState,SubState,Result,ExecStart", "--", *names[:300]],
             20,
         )
         pattern = re.compile(r"(?<![0-9])%d(?![0-9])" % int(port))

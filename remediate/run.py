@@ -43,7 +43,7 @@ from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, evaluate, find_playbook, render
-from remediate.replay import replays
+from remediate.replay import CAUSE_LABELS, replays
 from remediate.transport.base import Transport
 
 __all__ = [
@@ -528,7 +528,8 @@ def _run(
         raise _after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
     _finish(report, answer, reason, log)
-    if report.outcome == "fixed" and not probes:
+    if report.outcome == "fixed" and not probes and report.cause in CAUSE_LABELS:
+        # (a harden fix prevents a failure that is not happening: its check is the audit run again)
         report.outcome = "applied-unverified"
         report.message = (
             f"{reason}; applied, but NOT VERIFIED: no failing GET/HEAD request in the error log's window to"

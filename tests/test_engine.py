@@ -109,7 +109,9 @@ listen = /run/php/other.sock\r
 
 
 def test_ini_set_edits_only_values_and_adds_marked_lines(ctx: Context) -> None:
-    """Existing keys change only their value; missing keys are added, marked, in the file's CRLF; nothing else moves."""
+    """Existing keys change only their value; a key only there commented is set on that line (Debian's
+    ``;listen.mode = 0660`` beside listen.owner); other missing keys are added, marked, in the file's CRLF;
+    nothing else moves."""
     ctx.files["/etc/php/www.conf"] = POOL
     plan = ini_set(
         ctx,
@@ -124,8 +126,7 @@ def test_ini_set_edits_only_values_and_adds_marked_lines(ctx: Context) -> None:
         b"listen.owner = nobody   ; who owns", b"listen.owner = www-data   ; who owns"
     ).replace(
         b";listen.group = www-data\r\n",
-        b";listen.group = www-data\r\n"
-        + f"listen.group = www-data {INI_MARKER}\r\nlisten.mode = 0660 {INI_MARKER}\r\n".encode(),
+        f"listen.group = www-data {INI_MARKER}\r\nlisten.mode = 0660 {INI_MARKER}\r\n".encode(),
     )
     assert parse_ini_sections(after.decode())["www"]["listen.owner"] == "www-data"
     assert parse_ini_sections(after.decode())["other"] == {"listen": "/run/php/other.sock"}

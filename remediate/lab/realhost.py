@@ -336,7 +336,7 @@ class RealHost:
         ]
         log = self.dir / "console.log"
         log.write_bytes(b"")
-        cfg.nspawn_pid = procs.spawn(self.dir, argv, log)
+        cfg.nspawn_pid = _spawn_in_cgroup(self.dir, argv, log, _own_cgroups(name))
         self.save(cfg)
         try:
             cfg.leader_pid = self._leader(cfg, log, timeout)
@@ -368,6 +368,8 @@ class RealHost:
                     os.kill(cfg.nspawn_pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+        for group in _own_cgroups(cfg.name, create=False):
+            _remove_cgroup(group)
 
     def _leader(self, cfg: RealHostConfig, log: Path, timeout: float) -> int:
         """The guest's PID 1 (systemd), as this machine's pid: nspawn's descendant named systemd."""
@@ -556,7 +558,8 @@ class RealHost:
         raise LabError(f"break {brk.cause}/{brk.variant} did not take: {brk.probe} answers {status}")
 
     def _break_socket_killed(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"])
+        # systemd 252 may report EIO for workers that died with their master; the probe says if it took.
+        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"], check=False)
 
     def _break_socket_missing(self, cfg: RealHostConfig) -> None:
         self.sh(cfg, ["systemctl", "stop", "php8.2-fpm"])
@@ -570,7 +573,70 @@ class RealHost:
         self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
 
     def _break_down_crash(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"])
+        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"], check=False)
+
+
+# -- cgroups --------------------------------------------------------------------------
+#
+# With --keep-unit and no systemd on this machine, nspawn puts the guest's systemd under the
+# caller's own cgroup ("…/payload"). Two guests started from the same cgroup would then share one
+# tree, and each guest's systemd would manage (and kill) the other's services. Each guest gets a
+# cgroup of its own, in every hierarchy systemd uses (name=systemd v1, and the unified v2 one).
+
+
+def _own_cgroups(name: str, create: bool = True) -> list[Path]:
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            sep = fields.index("-")
+            kind, options = fields[sep + 1], fields[sep + 3] if len(fields) > sep + 3 else ""
+            if kind == "cgroup2" or (kind == "cgroup" and "name=systemd" in options.split(",")):
+                found.append(Path(fields[4]) / "remediate-lab" / name)
+    groups = []
+    for group in found:
+        if create:
+            try:
+                group.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LabError(f"cannot make the guest's cgroup {group}: {exc.strerror}") from None
+        if group.is_dir():
+            groups.append(group)
+    return groups
+
+
+def _remove_cgroup(group: Path) -> None:
+    """Remove a cgroup and everything the guest's systemd made under it (deepest first); leave busy ones."""
+    for sub in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        group.rmdir()
+
+
+def _spawn_in_cgroup(lab_dir: Path, argv: list[str], log: Path, groups: list[Path]) -> int:
+    """``procs.spawn``, but the child enters ``groups`` before it execs nspawn."""
+
+    def enter() -> None:
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    env = {**os.environ, procs.ENV_MARK: str(lab_dir)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=str(lab_dir),
+            preexec_fn=enter,
+        )
+    time.sleep(0.05)
+    if proc.poll() is not None:
+        raise LabError(f"`{argv[0]}` exited at once ({proc.returncode}): {RealHost._tail(log)}")
+    return proc.pid
 
 
 def _run(argv: list[str]) -> None:

@@ -1,0 +1,146 @@
+"""remediate against a stock Debian bookworm host booted with systemd as PID 1 (the reference).
+
+Each test boots its own host from the cached root file system on a throwaway overlay, so every
+test starts from a stock server: Debian's nginx, php8.2-fpm with its www pool, journald, sshd,
+and a backend under its own unit. The inventory names only what a user knows (address, user,
+key, restartable_services): no probe_urls, no services, no pools.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import make_lab_dir, remediate_cli
+
+from remediate.lab.realhost import PROBES, REAL_BREAKS, RealBreak, RealHost, RealHostConfig
+
+pytestmark = [pytest.mark.realhost, pytest.mark.usefixtures("state_dir")]
+
+
+@pytest.fixture
+def debian() -> Iterator[tuple[RealHost, RealHostConfig]]:
+    if not shutil.which("systemd-nspawn") or not shutil.which("debootstrap"):
+        pytest.fail("the real-host tests need systemd-container and debootstrap (scripts/setup.sh)", pytrace=False)
+    directory = make_lab_dir("remediate-test-debian-")
+    host = RealHost(directory)
+    cfg = host.up(subnet=2, name="rmd-test", say=lambda *_: None)
+    try:
+        yield host, cfg
+    finally:
+        host.down()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run(host: RealHost, *args: str, **kwargs: object) -> tuple[int, dict[str, object]]:
+    done = remediate_cli(*args, "-i", str(host.inventory), "--host", RealHost.hostname, "--json", **kwargs)
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_stock_host_answers_and_auto_has_nothing_to_do(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """A healthy stock host: every probe 200, and `run --cause auto` says nothing-to-do with exit 0 (not refused)."""
+    host, cfg = debian
+    assert host.status(cfg) == {name: 200 for name in PROBES}
+    code, report = _run(host, "run", "--cause", "auto", "--yes")
+    assert (code, report["outcome"]) == (0, "nothing-to-do"), report["message"]
+
+
+@pytest.mark.parametrize("brk", REAL_BREAKS, ids=lambda b: f"{b.cause}-{b.variant}")
+def test_each_break_is_fixed_by_one_auto_run(debian: tuple[RealHost, RealHostConfig], brk: RealBreak) -> None:
+    """Each break, made as it happens on a systemd host, is fixed by one `run --cause auto --yes`; "fixed" only
+    after the failing request itself was replayed through nginx and answered."""
+    host, cfg = debian
+    host.break_(brk.cause, brk.variant)
+    assert host.probe(cfg, PROBES[brk.probe]) == brk.status
+    code, report = _run(host, "run", "--cause", "auto", "--yes")
+    assert (code, report["outcome"], report["cause"]) == (0, "fixed", brk.cause), report["message"]
+    probe = next(s for s in report["steps"] if s["step"] == "probe")  # type: ignore[attr-defined]
+    assert f"{PROBES[brk.probe]} (Host: {RealHost.hostname}) -> 200" in probe["detail"]
+    assert host.status(cfg) == {name: 200 for name in PROBES}
+    code, again = _run(host, "run", "--cause", brk.cause, "--yes")
+    assert (code, again["outcome"]) == (0, "nothing-to-do"), again["message"]
+
+
+def test_killed_php_fpm_master_is_named_and_restarted(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """A SIGKILLed php-fpm master leaves its socket file: diagnose names socket from a connect, not a stat."""
+    host, cfg = debian
+    host.break_("socket", "killed")
+    assert host.read(cfg, "/proc/1/comm")  # the guest is up
+    done = remediate_cli("diagnose", "-i", str(host.inventory), "--host", RealHost.hostname, "--json")
+    diagnosis = json.loads(done.stdout)
+    assert diagnosis["verdict"] == "socket", diagnosis["reason"]
+    code, report = _run(host, "run", "--cause", "socket", "--yes")
+    assert report["decision"]["name"] == "socket-dead"  # type: ignore[index]
+    assert "111: Connection refused" in report["decision"]["reason"]  # type: ignore[index]
+    assert code == 0
+
+
+def test_stopped_backend_unit_is_found_from_systemd(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """No `services:` in the inventory: the failed unit whose command line names the port is found and said so."""
+    host, _cfg = debian
+    host.break_("down", "crash")
+    code, report = _run(host, "run", "--cause", "down", "--check")
+    assert code == 0
+    reason = report["decision"]["reason"]  # type: ignore[index]
+    assert "backend.service is failed" in reason and "names port 8001" in reason
+
+
+def test_nothing_replayable_is_applied_unverified_not_fixed(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """When no failing request can be replayed (only a POST failed) and no probe_urls exist, the outcome is
+    applied-unverified with exit 7, never fixed."""
+    host, cfg = debian
+    host.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"], check=False)
+    time.sleep(0.5)
+    conn = http.client.HTTPConnection(cfg.guest_address, 80, timeout=5)
+    conn.request("POST", "/index.php", body=b"x=1", headers={"Host": RealHost.hostname})
+    assert conn.getresponse().status == 502
+    conn.close()
+    code, report = _run(host, "run", "--cause", "socket", "--yes")
+    assert (code, report["outcome"]) == (7, "applied-unverified"), report["message"]
+    assert "NOT VERIFIED" in str(report["message"])
+    assert not any(s["step"] == "probe" for s in report["steps"])  # type: ignore[attr-defined]
+
+
+def test_harden_restart_policy_drop_in_on_real_host(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """`harden --fix upstream-service-no-restart` writes a drop-in into a directory a stock host lacks; the
+    killed php-fpm then comes back by itself; rolling back removes the file and the directory it made."""
+    host, cfg = debian
+    drop_in = "/etc/systemd/system/php8.2-fpm.service.d"
+    assert host.sh(cfg, ["test", "-e", drop_in], check=False).returncode == 1
+    code, answer = _run(host, "harden", "--fix", "upstream-service-no-restart", "--yes")
+    report = answer["runs"][0]  # type: ignore[index]
+    assert (code, report["outcome"]) == (0, "fixed"), report.get("message")
+    shown = host.sh(cfg, ["systemctl", "show", "-p", "Restart", "php8.2-fpm"]).stdout.strip()
+    assert shown == "Restart=on-failure"
+    host.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"], check=False)
+    deadline = time.monotonic() + 20
+    while host.probe(cfg, PROBES["php"]) != 200:
+        assert time.monotonic() < deadline, "php-fpm did not come back by itself"
+        time.sleep(0.2)
+    done = remediate_cli("rollback", "-i", str(host.inventory), "--host", RealHost.hostname, str(report["run_id"]))
+    assert done.returncode == 0, done.stderr
+    assert host.sh(cfg, ["test", "-e", drop_in], check=False).returncode == 1, "rollback left the drop-in directory"
+
+
+def test_default_key_without_key_file_var(debian: tuple[RealHost, RealHostConfig], tmp_path: Path) -> None:
+    """An inventory with no ansible_ssh_private_key_file uses ~/.ssh/id_* (the documented default), no TypeError."""
+    host, _cfg = debian
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(host.key, home / ".ssh" / "id_ed25519")
+    (home / ".ssh" / "id_ed25519").chmod(0o600)
+    inventory = tmp_path / "inventory.yml"
+    text = host.inventory.read_text()
+    inventory.write_text("\n".join(ln for ln in text.splitlines() if "private_key_file" not in ln) + "\n")
+    import os
+
+    env = {**os.environ, "HOME": str(home), "SSH_AUTH_SOCK": ""}
+    done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verdict"] == "unknown"
