@@ -31,6 +31,7 @@ exit codes:
 """
 
 DEFAULT_LAB = "/tmp/remediate-lab"
+DEFAULT_DEBIAN_LAB = "/tmp/remediate-debian"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -410,16 +411,26 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "  remediate lab down\n"
             "  remediate lab up --web-hosts 10          # a fleet: web01..web10, inventory group `web`\n"
             "  remediate lab break --limit web --cause socket --variant missing\n"
-            "  remediate lab status --limit 'web:!web01'"
+            "  remediate lab status --limit 'web:!web01'\n"
+            f"  remediate lab up --os debian             # a stock Debian host under systemd: {DEFAULT_DEBIAN_LAB}\n"
+            "  remediate lab break --os debian --cause socket --variant killed"
         ),
     )
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True, parser_class=_Parser)
 
     def lab_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
+            "--os",
+            choices=("loopback", "debian"),
+            default="loopback",
+            help="loopback: the hosts on 127.0.x (default); debian: a stock Debian bookworm host booted with "
+            "systemd (systemd-nspawn), Debian's nginx and php8.2-fpm, journald: the reference",
+        )
+        p.add_argument(
             "--dir",
-            default=os.environ.get("REMEDIATE_LAB", DEFAULT_LAB),
-            help=f"the lab's directory (default: $REMEDIATE_LAB or {DEFAULT_LAB})",
+            default=None,
+            help=f"the lab's directory (default: $REMEDIATE_LAB or {DEFAULT_LAB}; with --os debian "
+            f"{DEFAULT_DEBIAN_LAB})",
         )
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -867,7 +878,11 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"diagnosis of {result.host}: {result.verdict}  ({result.reason})")
     w = result.window
-    print(f"window: since {w.get('cutoff')} in {', '.join(f['path'] for f in w.get('files', [])) or w.get('path')}")
+    files = ", ".join(f["path"] for f in w.get("files", []))
+    journal = " and journald" if "journald" in str(w.get("path")) else ""
+    print(f"window: since {w.get('cutoff')} in {files + journal or w.get('path')}")
+    for note in w.get("notes") or []:
+        print(f"note: {note}")
     if result.round_trips:
         print(f"evidence: {result.round_trips} round trip(s) to the hosts")
     if result.findings:
@@ -1162,6 +1177,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
+    if args.os == "debian":
+        return _cmd_lab_debian(args)
+    args.dir = args.dir or os.environ.get("REMEDIATE_LAB", DEFAULT_LAB)
     from remediate.lab.core import PROBES, Lab, LabConfig
 
     lab = Lab(args.dir)
@@ -1237,6 +1255,60 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"{host}:")
         for name, path in PROBES.items():
             print(f"  {probes.get(name, '-')!s:>7}  {path:<16} ({name})")
+    return EXIT_OK
+
+
+def _cmd_lab_debian(args: argparse.Namespace) -> int:
+    """``lab … --os debian``: the stock Debian host under systemd (remediate.lab.realhost)."""
+    from remediate.lab.realhost import PROBES, REAL_BREAKS, RealHost
+
+    host = RealHost(args.dir or DEFAULT_DEBIAN_LAB)
+    started = time.monotonic()
+    if args.lab_command == "up":
+        cfg = host.up(say=lambda text: None if args.json else print(text, file=sys.stderr, flush=True))
+        if args.json:
+            _print_json({"dir": str(host.dir), "inventory": str(host.inventory), "address": cfg.guest_address})
+            return EXIT_OK
+        print(f"Debian host up in {time.monotonic() - started:.1f}s: {host.dir}")
+        print(
+            f"  {RealHost.hostname}  {cfg.guest_address}  systemd as PID 1, sshd :22, nginx :80, php8.2-fpm,"
+            " backend.service :8001"
+        )
+        print(f"  inventory: {host.inventory}")
+        print("next: remediate lab break --os debian --cause socket --variant killed")
+        return EXIT_OK
+    if args.lab_command == "break":
+        if args.limit or args.keep:
+            raise UsageError("--limit and --keep are for the loopback lab; the Debian host is one host")
+        brk = host.break_(args.cause, args.variant)
+        status = host.probe(host.load(), PROBES[brk.probe])
+        if args.json:
+            _print_json({"cause": brk.cause, "variant": brk.variant, "probe": PROBES[brk.probe], "status": status})
+            return EXIT_OK
+        print(f"broke {brk.cause}/{brk.variant}: {brk.summary}")
+        print(f"  GET {PROBES[brk.probe]} through nginx now answers {status}")
+        return EXIT_OK
+    if args.lab_command == "reset":
+        raise UsageError("the Debian host resets by booting again: remediate lab down --os debian; lab up --os debian")
+    if args.lab_command == "down":
+        host.down()
+        if args.json:
+            _print_json({"dir": str(host.dir), "stopped": True})
+        else:
+            print("Debian host down (its overlay is gone with it; the cached root file system stays)")
+        return EXIT_OK
+    cfg = host.load()
+    statuses = host.status(cfg)
+    if args.json:
+        _print_json({"dir": str(host.dir), "address": cfg.guest_address, "broken": cfg.broken, "probes": statuses})
+        return EXIT_OK
+    print(
+        f"Debian host {host.dir} at {cfg.guest_address}" + (f"; broken: {', '.join(cfg.broken)}" if cfg.broken else "")
+    )
+    for name, path in PROBES.items():
+        print(f"  {statuses[name]!s:>7}  {path:<16} ({name})")
+    known = ", ".join(f"{b.cause}/{b.variant}" for b in REAL_BREAKS)
+    print(f"breaks: {known}")
     return EXIT_OK
 
 

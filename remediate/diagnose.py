@@ -202,6 +202,7 @@ def gather(
 
     ``first_call`` sends the one request to ``host`` (a run sends it through its locked session);
     ``pool`` opens the other hosts' transports (remediate.run.Transports)."""
+    from remediate.collect.logs import merge_window, window_request
     from remediate.errors import Refused
     from remediate.playbook import find_playbook
     from remediate.run import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
@@ -209,17 +210,18 @@ def gather(
     since = 900.0 if since is None else since
     books = {cause: find_playbook(cause, playbooks) for cause in CANDIDATES}
     request = evidence_request(host, list(books.values()), since=since)
-    request["window"] = {"path": host["nginx_error_log"], "since": since}
+    request["window"] = window_request(host, since)
     if host["nginx_access_log"] not in request["logs"]:
         request["logs"].append(host["nginx_access_log"])
         request["log_bytes"] = max(request.get("log_bytes", 0), 262144)
     answer = first_call(request)
-    window = answer["window"]
+    window = merge_window(answer)
     findings, other = summarize(window["text"])
     access = answer.get("logs", {}).get(host["nginx_access_log"], {}).get("text", "")
     diagnosis = Diagnosis(
-        host.name, {k: window[k] for k in ("path", "cutoff", "files", "truncated", "bytes")}, findings, other
-    )
+        host.name, {k: window.get(k) for k in ("path", "cutoff", "files", "truncated", "bytes", "notes")}, findings,
+        other,
+    )  # fmt: skip
     diagnosis.access_peers = access_peers(access)
     confirmable = [f for f in findings if f.label in PLAYBOOKS]
     if not confirmable and _ACCESS_5XX.search(access):

@@ -39,6 +39,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -237,6 +238,19 @@ def log_window(path, since, max_bytes, now_ts=None):
         "truncated": truncated,
         "bytes": len(text),
     }
+
+
+def journal_window(unit, since, max_bytes):
+    """What ``unit`` wrote to journald in the last ``since`` seconds (nginx's errors when it logs to
+    syslog or stderr), message text only, the newest ``max_bytes``."""
+    res = run(["journalctl", "--unit", unit, "--since", "@%d" % int(now() - since), "--no-pager", "--quiet",
+               "--output", "cat"], 60)  # fmt: skip
+    if res["exit"] != 0:
+        return {"unit": unit, "text": "", "error": tail(res) or "journalctl exited %d" % res["exit"]}
+    text = res["stdout"]
+    if len(text) > max_bytes:
+        text = text[-max_bytes:].split("\n", 1)[-1]
+    return {"unit": unit, "text": text}
 
 
 def cutoff_of(since, now_ts=None):
@@ -598,6 +612,10 @@ def op_collect(req):
     if req.get("window"):
         w = req["window"]
         out["window"] = log_window(w["path"], w["since"], w.get("max_bytes", 64 << 20))
+        if w.get("journal"):
+            out["window"]["journal"] = journal_window(w["journal"], w["since"], w.get("max_bytes", 64 << 20))
+    if req.get("ask_listeners"):
+        out["listeners"] = ask_listeners(req["ask_listeners"])
     if req.get("systemd_units"):
         out["systemd_units"] = systemd_units_on_port(req["systemd_units"]["port"])
     if req.get("nofile_pid_file"):
@@ -840,8 +858,9 @@ def http_status(url, timeout):
             return {"status": resp.status, "error": None, "seconds": round(now() - started, 3)}
     except urllib.error.HTTPError as exc:
         return {"status": exc.code, "error": None, "seconds": round(now() - started, 3)}
-    except (OSError, ValueError) as exc:
-        return {"status": None, "error": str(getattr(exc, "reason", exc)), "seconds": round(now() - started, 3)}
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # not HTTP at all: a garbage answer
+        why = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        return {"status": None, "error": why[:200], "seconds": round(now() - started, 3)}
 
 
 def raw_http(spec):
@@ -949,18 +968,44 @@ def tls_facts(host, port, spec, timeout):
     return facts
 
 
-def systemd_units_on_port(port):
-    """The stopped or failed service units whose command line names ``port``, with their last journal lines.
+def ask_listeners(spec):
+    """Every TCP port listening on ``ip`` (or on all addresses), asked for ``uri`` directly: which serves it?
 
-    How a backend that nobody mapped to its port is found on a systemd host: it is down, so no
-    socket names it; but its unit's ExecStart usually says where it listens."""
+    How the port nginx should use is found when the inventory maps no service: GET only, bounded in
+    number (``max``) and time (2 s each), never nginx's own ports (``skip_ports``)."""
+    listed = run(["ss", "-Htlnp"], 10)
+    found = {}
+    for line in listed["stdout"].splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        addr, _, port = fields[3].rpartition(":")
+        addr = addr.strip("[]").split("%")[0]
+        if not port.isdigit() or int(port) in spec.get("skip_ports", []) or int(port) in found:
+            continue
+        if addr not in (spec["ip"], "0.0.0.0", "*", "::"):
+            continue
+        process = re.search(r'users:\(\("([^"]+)"', line)
+        found[int(port)] = {"process": process.group(1) if process else "?"}
+        if len(found) >= spec.get("max", 16):
+            break
+    host = "[%s]" % spec["ip"] if ":" in spec["ip"] else spec["ip"]
+    for port, entry in found.items():
+        entry["answer"] = http_status("http://%s:%d%s" % (host, port, spec["uri"]), 2)
+    return {str(port): entry for port, entry in found.items()}
+
+
+def systemd_units_on_port(port):
+    """The loaded service units whose command line names ``port``, with their last journal lines.
+
+    How a backend that nobody mapped to its port is found on a systemd host: when it is down no
+    socket names it, but its unit's ExecStart usually says where it listens."""
     listed = run(
         [
             "systemctl",
             "list-units",
             "--type=service",
             "--all",
-            "--state=failed,inactive",
             "--plain",
             "--no-legend",
             "--no-pager",
@@ -1050,18 +1095,17 @@ def probe(urls, budget, bad):
     """Ask each URL until none answers a bad status, within the budget.
 
     An entry is a URL, or {"url", "host", "method"}: a failing request replayed through nginx with
-    the Host header it came with. Returns {name: status or why there was none}."""
+    the Host header it came with. Returns {name: status or why there was none}. A replayed request
+    that gives no answer in time (a long poll, a download) proves nothing either way: it is left
+    out of the verdict (see ``judge``), while a probe URL must answer."""
     deadline = now() + budget
     last = {}
     while True:
         last = {}
         for spec in urls:
             if isinstance(spec, dict):
-                name = "%s %s%s" % (
-                    spec.get("method", "GET"),
-                    spec["url"],
-                    " (Host: %s)" % spec["host"] if spec.get("host") else "",
-                )
+                host = " (Host: %s)" % spec["host"] if spec.get("host") else ""
+                name = "%s %s%s" % (spec.get("method", "GET"), spec["url"], host)
                 request = urllib.request.Request(spec["url"], method=spec.get("method", "GET"))
                 if spec.get("host"):
                     request.add_header("Host", spec["host"])
@@ -1072,11 +1116,31 @@ def probe(urls, budget, bad):
                     last[name] = resp.status
             except urllib.error.HTTPError as exc:
                 last[name] = exc.code
-            except (OSError, ValueError) as exc:
-                last[name] = str(getattr(exc, "reason", exc))
-        if all(isinstance(s, int) and s not in bad for s in last.values()) or now() > deadline:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                if isinstance(spec, dict) and isinstance(reason, (socket.timeout, TimeoutError)):
+                    last[name] = "no answer in %ss (not counted)" % max(5, min(30, budget))
+                else:
+                    last[name] = str(reason)
+        failing, _answered = judge(last, bad)
+        if not failing or now() > deadline:
             return last
         time.sleep(0.1)
+
+
+def judge(statuses, bad):
+    """(the entries that fail, how many answered well) of a probe's statuses."""
+    failing = {}
+    good = 0
+    for name, status in statuses.items():
+        if isinstance(status, int):
+            if status in bad:
+                failing[name] = status
+            else:
+                good += 1
+        elif not status.endswith("(not counted)"):
+            failing[name] = status
+    return failing, good
 
 
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
@@ -1355,6 +1419,7 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
 
     # 2. write, 3. validate in place (only when it could not be done before), 4. actions, 5. probe
     what, t0 = "write", now()
+    verified = False
     try:
         for index, change in enumerate(changes):
             what = change["path"]
@@ -1392,14 +1457,15 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
             t0 = now()
             bad_statuses = set(req.get("bad_statuses", [502, 504]))
             statuses = probe(req["probes"], req.get("probe_budget", 10), bad_statuses)
-            bad = {u: s for u, s in statuses.items() if not isinstance(s, int) or s in bad_statuses}
+            bad, answered = judge(statuses, bad_statuses)
             if bad:
                 return fail(
                     "probe",
                     "still failing after %ss: %s"
                     % (req.get("probe_budget", 10), ", ".join("%s -> %s" % kv for kv in bad.items())),
                 )
-            step("probe", True, ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
+            step("probe", bool(answered), ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
+            verified = answered > 0
         meta["state"] = "committed"
         meta["finished"] = now()
         what = "journal"
@@ -1410,7 +1476,13 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
         return fail("write", cannot("write", what, exc))
     except Exception as exc:  # a bug here must still leave the host as it was
         return fail(what, "%s: %s" % (type(exc).__name__, exc))
-    return {"outcome": "fixed", "steps": steps, "journal": journal.run_dir(run_id), "written": True}
+    return {
+        "outcome": "fixed",
+        "steps": steps,
+        "journal": journal.run_dir(run_id),
+        "written": True,
+        "verified": verified,
+    }
 
 
 def run_action(action, step, t0):

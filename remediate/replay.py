@@ -20,7 +20,7 @@ from typing import Any
 from remediate.classify import Line
 from remediate.nginx import NginxConfig
 
-__all__ = ["CAUSE_LABELS", "MAX_REPLAYS", "replays"]
+__all__ = ["CAUSE_LABELS", "MAX_REPLAYS", "replay_uris", "replays"]
 
 MAX_REPLAYS = 5
 
@@ -65,6 +65,14 @@ def replays(config: NginxConfig | None, lines: list[Line], cause: str) -> list[d
         if len(seen) >= MAX_REPLAYS:
             break
     return list(seen.values())
+
+
+def replay_uris(config: NginxConfig | None, uris: list[str]) -> list[dict[str, Any]]:
+    """Probe specs for URIs a playbook names (a failure seen in the access log only): GET, the default server."""
+    target = _listen_for(config, "")
+    if target is None:
+        return []
+    return [{"url": f"http://{target}{uri}", "host": None, "method": "GET"} for uri in uris if uri.startswith("/")]
 
 
 def _listen_for(config: NginxConfig | None, header: str) -> str | None:

@@ -43,7 +43,7 @@ from remediate.modules import MODULES, validate_argv
 from remediate.nginx import NginxConfig
 from remediate.plan import Action, Plan
 from remediate.playbook import Playbook, evaluate, find_playbook, render
-from remediate.replay import CAUSE_LABELS, replays
+from remediate.replay import CAUSE_LABELS, replay_uris, replays
 from remediate.transport.base import Transport
 
 __all__ = [
@@ -484,6 +484,9 @@ def _run(
         if "probe" in item:
             value = render(item["probe"], ctx)
             probes += [value] if isinstance(value, str) else list(value)
+        if "replay" in item:  # URIs the playbook found failing (e.g. in the access log), asked through nginx
+            value = render(item["replay"], ctx)
+            probes += replay_uris(ctx.config, [value] if isinstance(value, str) else list(value))
     # The requests that failed, replayed through nginx: "fixed" means they succeed now.
     log_now = error_log_of(ctx)
     probes += replays(ctx.config, log_now.classified if log_now else [], report.cause)
@@ -528,13 +531,17 @@ def _run(
         raise _after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
     _finish(report, answer, reason, log)
-    if report.outcome == "fixed" and not probes and report.cause in CAUSE_LABELS:
+    if report.outcome == "fixed" and not answer.get("verified") and report.cause in CAUSE_LABELS:
         # (a harden fix prevents a failure that is not happening: its check is the audit run again)
         report.outcome = "applied-unverified"
+        why = (
+            "no failing GET/HEAD request in the error log's window to replay and no probe_urls through it"
+            if not probes
+            else "no replayed request or probe URL answered in time"
+        )
         report.message = (
-            f"{reason}; applied, but NOT VERIFIED: no failing GET/HEAD request in the error log's window to"
-            " replay and no probe_urls through it, so nothing was asked after the fix; check the site, or add"
-            " probe_urls to the inventory"
+            f"{reason}; applied, but NOT VERIFIED: {why}, so nothing showed the fix works; check the site,"
+            " or add probe_urls to the inventory"
         )
 
 
@@ -616,6 +623,8 @@ def apply_plan(
     request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
     unique = list({json.dumps(p, sort_keys=True): p for p in probes}.values())
     request.update(probes=unique, probe_budget=host["probe_budget"])
+    if cause == "workers":  # out of connections, nginx answers 500 (ngx_http_upstream_connect fails outright)
+        request["bad_statuses"] = [500, 502, 503, 504]
     if who is not None:  # the host's journal records who asked, and why
         request.update(requested_by=who.requested_by, trigger=who.trigger)
     if pause:

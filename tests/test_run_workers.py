@@ -74,6 +74,10 @@ def test_sizing() -> None:
     assert size_workers(512, 100, None) == (1024, 2048)
     assert size_workers(64, 300, None) == (640, 1280)
     assert size_workers(1024, 10, 65535) == (2048, 65535)
+    # Nothing sets worker_rlimit_nofile: the workers run with the service's soft limit (1024 on a stock
+    # Debian host). 2 x 64 = 128 would lower it; the limit stays 1024.
+    assert size_workers(32, 32, None, 1024) == (64, 1024)
+    assert size_workers(32, 32, 512, 1024) == (64, 1024)
 
 
 def _ctx(tmp_path: Path, manager: str, files: dict[str, bytes]) -> Context:

@@ -86,6 +86,19 @@ def service_on_port(host: Host, port: int) -> str | None:
     return next((name for name, spec in host["services"].items() if spec.get("port") == port), None)
 
 
+def unit_on_port(resp: dict[str, Any], port: int, states: tuple[str, ...]) -> tuple[str | None, str, list[Any]]:
+    """(service, how it was found, the candidate units) from the helper's ``systemd_units`` answer.
+
+    Only a single unit in one of ``states`` whose command line names ``port`` counts: with none or
+    several, the service stays unknown and the caller refuses with the candidates."""
+    units = [u for u in (resp.get("systemd_units") or {}).get("units", []) if u.get("ActiveState") in states]
+    if len(units) != 1:
+        return None, "", units
+    unit = units[0]
+    how = f"systemd: {unit['Id']} is {unit.get('ActiveState', '?')} and its command line names port {port}"
+    return str(unit["Id"]).removesuffix(".service"), how, units
+
+
 def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
     latest = (ctx.by_collector.get("refused_upstreams") or {}).get("latest")
     host = owner_of(ctx.inventory, ctx.host, latest["ip"]) if latest else None
@@ -101,7 +114,25 @@ def _remote_backend(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] 
     for name, spec in host["services"].items():
         if spec.get("port"):
             req.setdefault("http", {})[name] = f"http://{latest['ip']}:{spec['port']}{latest['uri']}"
+    if not host["services"]:
+        # Nothing mapped: every port listening on that address is asked instead (nginx's own skipped).
+        skip = _nginx_ports(ctx) if host.name == ctx.host.name else []
+        req["ask_listeners"] = {"ip": latest["ip"], "uri": latest["uri"], "skip_ports": skip, "max": 16}
     return host, req
+
+
+def _nginx_ports(ctx: Context) -> list[int]:
+    """The ports nginx itself listens on (asking nginx would only ask the failing path again)."""
+    ports: list[int] = []
+    config = ctx.config
+    if config is None:
+        return ports
+    for server in config.servers():
+        for listen in config.find("listen", server):
+            port = listen.args[0].rpartition(":")[2] if listen.args else ""
+            if port.isdigit():
+                ports.append(int(port))
+    return sorted(set(ports))
 
 
 def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
@@ -131,17 +162,27 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
                 "serves_uri": isinstance(status, int) and 200 <= status < 400,
             }
         )
+    for port_text, entry in (resp.get("listeners") or {}).items():
+        answer = entry.get("answer") or {}
+        status = answer.get("status")
+        services.append(
+            {
+                "service": f"{entry.get('process', '?')} (found listening)",
+                "port": int(port_text),
+                "listening": True,
+                "answer": status if status is not None else answer.get("error", "no answer"),
+                "serves_uri": isinstance(status, int) and 200 <= status < 400,
+            }
+        )
     status = resp["commands"].get("status")
     state = " ".join((status["stdout"] or status["stderr"]).split()) if status else "unknown"
-    found_by, units = "the inventory's `services`", []
+    found_by = "the inventory's `services`"
+    units: list[Any] = []
     if service is None:
         # Not mapped: on a systemd host the stopped unit whose command line names the port owns it.
-        units = (resp.get("systemd_units") or {}).get("units", [])
-        if len(units) == 1:
-            unit = units[0]
-            service = unit["Id"].removesuffix(".service")
-            state = f"{unit.get('ActiveState', '?')} ({unit.get('Result', '?')})"
-            found_by = f"systemd: {unit['Id']} is {state} and its command line names port {latest['port']}"
+        service, found_by, units = unit_on_port(resp, latest["port"], ("failed", "inactive"))
+        if service is not None:
+            state = f"{units[0].get('ActiveState', '?')} ({units[0].get('Result', '?')})"
     return {
         "host": host.name,
         "service": service,

@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from remediate.collect.down import owner_of, service_on_port
+from remediate.collect.down import owner_of, service_on_port, unit_on_port
 from remediate.collect.nginx import in_effect, location_for, probes_under
 from remediate.evidence import Collector, Context, Request, log_hits, new_request, no_ask, summary
 from remediate.inventory import Host
@@ -52,6 +52,7 @@ def _finding(ctx: Context) -> dict[str, Any] | None:
         "ssl": ssl,
         "owner": owner.name if owner is not None else None,
         "service": service,
+        "port": port,
         "restartable": bool(owner is not None and service and service in owner["restartable_services"]),
         **summary(same),
         "probes": probes_under(ctx, location) if location is not None else [],
@@ -69,6 +70,8 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
         spec["cafile"] = ssl.get("trusted_certificate")
         spec["check_cafiles"] = [p for p in (ssl.get("trusted_certificate"), ctx.host["tls_ca_bundle"]) if p]
     req = new_request(raw={"direct": spec})
+    if found["service"] is None and found["owner"] == ctx.host.name and ctx.host["service_manager"] == "systemd":
+        req["systemd_units"] = {"port": found["port"]}  # the running unit whose command line names the port
     return ctx.host, req  # from the web host: the backend as nginx reaches it
 
 
@@ -81,6 +84,10 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     verify = tls.get("verify", {})
     bundle = ctx.host["tls_ca_bundle"]
     trusted = found["ssl"].get("trusted_certificate")
+    if found["service"] is None and resp:
+        service, how, _ = unit_on_port(resp, found["port"], ("active",))
+        if service is not None:
+            found.update(service=service, found_by=how, restartable=service in ctx.host["restartable_services"])
     return {
         **found,
         "found": True,

@@ -25,12 +25,14 @@ SIGNATURE = re.compile(r"")  # every line the classifier labels workers
 NGINX_DEFAULT_CONNECTIONS = 512  # worker_connections when the events block does not set it
 
 
-def size_workers(current: int, peak: int, rlimit: int | None) -> tuple[int, int]:
+def size_workers(current: int, peak: int, rlimit: int | None, in_effect: int = 0) -> tuple[int, int]:
     """(worker_connections, worker_rlimit_nofile): at least twice the current value and twice the peak
     seen, rounded up to a multiple of 64; the descriptor limit at least twice that (a proxied request
-    holds two connections), never lowered."""
+    holds two connections), and never below what the workers have now: the configured
+    ``worker_rlimit_nofile``, or the soft limit they run with (``in_effect``, from /proc; inherited
+    from the service when nothing sets it). A fix never lowers a limit."""
     connections = 64 * math.ceil(max(2 * current, 2 * peak) / 64)
-    return connections, max(2 * connections, rlimit or 0)
+    return connections, max(2 * connections, rlimit or 0, in_effect)
 
 
 def _stub_status_url(ctx: Context) -> str | None:
@@ -125,7 +127,8 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
     # Connections in use at the peak: each active (proxied) client holds two, its own and the upstream's.
     # With no stub_status, the log line itself says the workers were full: the peak is the current value.
     peak = 2 * int(active.group(1)) if active else current
-    connections, rlimit = size_workers(current, peak, found["worker_rlimit_nofile"])
+    soft = [w["soft"] for w in (limits.get("workers") or {}).values() if w]
+    connections, rlimit = size_workers(current, peak, found["worker_rlimit_nofile"], max(soft, default=0))
     ceiling = int(ctx.host["worker_connections_ceiling"])
     master = limits.get("master") or {}
     started = limits.get("workers_started") or ""

@@ -165,7 +165,7 @@ def _load(args: Any) -> None:
     # logs "worker_connections are not enough while connecting to upstream".
     while len(held) < args.max_conns:
         status = _probe(target, args.probe, 2.0)
-        if status == 502:
+        if status in (500, 502):  # 500 when nginx proxies to one address (ngx_http_upstream_connect)
             break
         if status is None:
             # Overshot by one: no slot left even to accept. Give two back, take one.

@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,13 +64,15 @@ PACKAGES = (
     "sudo",
     "ca-certificates",
     "less",
+    "dnsmasq-base",
 )
 
 _BACKEND = Path(__file__).with_name("backend.py")
 
-# The site a Debian administrator writes for PHP and an API behind nginx: Debian's default server
-# with PHP switched on (snippets/fastcgi-php.conf and the versioned socket, as the comments in
-# Debian's own default site show) and a location proxying to a local backend.
+# The site a Debian administrator writes for PHP and a few backends behind nginx: Debian's default
+# server with PHP switched on (snippets/fastcgi-php.conf and the versioned socket, as the comments in
+# Debian's own default site show), an API and a slow reports endpoint on a local backend, a health
+# check on a second one, a name resolved at request time (/dyn/) and one resolved at start (/svc/).
 _SITE = """\
 server {
 \tlisten 80 default_server;
@@ -86,10 +89,36 @@ server {
 
 \tlocation /api/ {
 \t\tproxy_pass http://127.0.0.1:8001;
+\t\tproxy_intercept_errors on;
+\t\terror_page 404 =502 /50x.html;
 \t}
 
 \tlocation /reports/ {
 \t\tproxy_pass http://127.0.0.1:8001;
+\t\tproxy_read_timeout 3s;
+\t}
+
+\tlocation /hold/ {
+\t\tproxy_pass http://127.0.0.1:8001;
+\t\tproxy_read_timeout 15m;
+\t}
+
+\tlocation = /healthz {
+\t\tproxy_pass http://127.0.0.1:9000;
+\t}
+
+\tlocation /dyn/ {
+\t\tresolver 127.0.0.2 valid=10s;
+\t\tset $dyn app.internal;
+\t\tproxy_pass http://$dyn:8001;
+\t}
+
+\tlocation /svc/ {
+\t\tproxy_pass http://svc.internal:8001;
+\t}
+
+\tlocation = /50x.html {
+\t\tinternal;
 \t}
 
 \tlocation ~ \\.php$ {
@@ -99,18 +128,38 @@ server {
 }
 """
 
-_UNIT = """\
+
+def _unit(description: str, argv: str, *, after: str = "network.target", install: bool = True) -> str:
+    return (
+        f"[Unit]\nDescription={description}\nAfter={after}\n\n"
+        f"[Service]\nExecStart={argv}\nStateDirectory=lab-backend\n"
+        + ("\n[Install]\nWantedBy=multi-user.target\n" if install else "")
+    )
+
+
+_PY = "/usr/bin/python3 /usr/local/lib/lab-backend/backend.py serve --state /var/lib/lab-backend"
+_DNS_UNIT = """\
 [Unit]
-Description=Example backend (the API nginx proxies /api/ to)
+Description=The site's internal DNS (dnsmasq on 127.0.0.2: *.internal)
+Before=nginx.service
 After=network.target
 
 [Service]
-ExecStart=/usr/bin/python3 /usr/local/lib/lab-backend/backend.py serve --role app --name backend \
---listen 127.0.0.1:8001 --state /var/lib/lab-backend
-StateDirectory=lab-backend
+Type=forking
+PIDFile=/run/lab-dns.pid
+ExecStart=/usr/sbin/dnsmasq --conf-file=/etc/lab-dns.conf --pid-file=/run/lab-dns.pid
 
 [Install]
 WantedBy=multi-user.target
+"""
+_DNS_CONF = """\
+listen-address=127.0.0.2
+bind-interfaces
+no-resolv
+no-hosts
+addn-hosts=/etc/lab-dns.hosts
+local=/internal/
+user=nobody
 """
 
 _PHP_INDEX = "<?php\nheader('Content-Type: text/plain');\necho \"php ok\\n\";\n"
@@ -118,23 +167,52 @@ _PHP_INDEX = "<?php\nheader('Content-Type: text/plain');\necho \"php ok\\n\";\n"
 #: Changes to the image that are not packages; part of the recipe, so editing them rebuilds.
 _CUSTOM = {
     "etc/nginx/sites-available/default": _SITE,
-    "etc/systemd/system/backend.service": _UNIT,
+    "etc/systemd/system/backend.service": _unit(
+        "Example backend (the API nginx proxies /api/ to)", f"{_PY} --role app --name backend --listen 127.0.0.1:8001"
+    ),
+    "etc/systemd/system/flaky.service": _unit(
+        "Health-check backend (/healthz)", f"{_PY} --role flaky --name flaky --listen 127.0.0.1:9000"
+    ),
+    "etc/systemd/system/backend-blue.service": _unit(
+        "svc.internal, blue", f"{_PY} --role app --name blue --listen 127.0.0.5:8001"
+    ),
+    "etc/systemd/system/backend-green.service": _unit(
+        "svc.internal, green (started by a deploy)",
+        f"{_PY} --role app --name green --listen 127.0.0.6:8001",
+        install=False,
+    ),
+    "etc/systemd/system/lab-dns.service": _DNS_UNIT,
+    "etc/lab-dns.conf": _DNS_CONF,
+    "etc/lab-dns.hosts": "127.0.0.1 app.internal\n127.0.0.5 svc.internal\n",
+    "etc/resolv.conf": "nameserver 127.0.0.2\n",
     "var/www/html/index.php": _PHP_INDEX,
+    "var/www/html/50x.html": "<html><body><h1>Something went wrong.</h1></body></html>\n",
     "etc/hostname": "debian-web\n",
     "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tdebian-web\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 }
-_ENABLED = {"etc/systemd/system/multi-user.target.wants/backend.service": "/etc/systemd/system/backend.service"}
+_ENABLED = {
+    f"etc/systemd/system/multi-user.target.wants/{unit}": f"/etc/systemd/system/{unit}"
+    for unit in ("backend.service", "flaky.service", "backend-blue.service", "lab-dns.service")
+}
 
 RECIPE = hashlib.sha256(
     json.dumps(
-        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 1},
+        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 2},
         sort_keys=True,
     ).encode()
     + _BACKEND.read_bytes()
 ).hexdigest()[:16]
 
-#: path → what the lab probes through nginx on the host, and what each must answer when healthy.
-PROBES: dict[str, str] = {"php": "/index.php", "api": "/api/users", "static": "/"}
+#: name → path the lab asks through nginx on the host; every one answers 200 when healthy.
+PROBES: dict[str, str] = {
+    "php": "/index.php",
+    "api": "/api/users",
+    "static": "/index.nginx-debian.html",
+    "reports": "/reports/daily",
+    "healthz": "/healthz",
+    "dyn": "/dyn/",
+    "svc": "/svc/",
+}
 
 
 def _mirror() -> str:
@@ -210,25 +288,37 @@ class RealBreak:
     variant: str
     probe: str  # which probe now fails
     status: int  # what nginx answers
-    signature: str  # regex over what the error log gains
+    signature: str  # regex over what the log gains
     summary: str
+    log: str = "error"  # where the signature shows: nginx's error log, its access log, or the journal
 
 
+_SOCK = r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed"
+_REFUSED = r"connect\(\) failed \(111: Connection refused\) while connecting to upstream"
 REAL_BREAKS: tuple[RealBreak, ...] = (
     RealBreak(
         "socket",
         "killed",
         "php",
         502,
-        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(111: Connection refused\)",
+        _SOCK + r" \(111: Connection refused\)",
         "php-fpm's master SIGKILLed (systemctl kill -s KILL, as the OOM killer does): the socket file stays",
+    ),
+    RealBreak(
+        "socket",
+        "killed-journald",
+        "php",
+        502,
+        _SOCK + r" \(111: Connection refused\)",
+        "as killed, with nginx's error_log sent to journald (syslog:server=unix:/dev/log)",
+        log="journal",
     ),
     RealBreak(
         "socket",
         "missing",
         "php",
         502,
-        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(2: No such file or directory\)",
+        _SOCK + r" \(2: No such file or directory\)",
         "php8.2-fpm stopped (systemctl stop): the socket is gone",
     ),
     RealBreak(
@@ -236,7 +326,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "permission",
         "php",
         502,
-        r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed \(13: Permission denied\)",
+        _SOCK + r" \(13: Permission denied\)",
         "the www pool hands its socket to root:root (listen.owner/group), so www-data may not connect",
     ),
     RealBreak(
@@ -244,8 +334,73 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "crash",
         "api",
         502,
-        r"connect\(\) failed \(111: Connection refused\) while connecting to upstream",
+        _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8001',
         "backend.service SIGKILLed (systemctl kill -s KILL): the unit is failed, nothing on :8001",
+    ),
+    RealBreak(
+        "proxy-pass",
+        "port",
+        "api",
+        502,
+        _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8002',
+        "location /api/ proxies to port 8002; the backend listens on 8001",
+    ),
+    RealBreak(
+        "proxy-pass",
+        "slash",
+        "api",
+        502,
+        r'"GET /api/users HTTP/1\.1" 502',
+        "proxy_pass has a trailing slash: /api/users reaches the backend as /users (404, shown as 502)",
+        log="access",
+    ),
+    RealBreak(
+        "dns",
+        "no-resolver",
+        "dyn",
+        502,
+        r"no resolver defined to resolve app\.internal",
+        "location /dyn/ proxies to a variable but its resolver line is gone",
+    ),
+    RealBreak(
+        "dns",
+        "nxdomain",
+        "dyn",
+        502,
+        r"ghost\.internal could not be resolved \(3: Host not found\)",
+        "location /dyn/ names ghost.internal, which the site's DNS does not know",
+    ),
+    RealBreak(
+        "dns",
+        "stale",
+        "svc",
+        502,
+        _REFUSED + r'.*upstream: "http://127\.0\.0\.5:8001',
+        "svc.internal moved to 127.0.0.6 (a deploy); nginx still uses 127.0.0.5, resolved at start, now stopped",
+    ),
+    RealBreak(
+        "timeout",
+        "read",
+        "reports",
+        504,
+        r"upstream timed out \(110: Connection timed out\) while reading response header",
+        "the backend now takes 6 s for /reports/; the location's proxy_read_timeout is 3s",
+    ),
+    RealBreak(
+        "invalid-response",
+        "empty",
+        "healthz",
+        502,
+        r"upstream prematurely closed connection while reading response header",
+        "flaky.service (on :9000) accepts and closes without a byte (SIGUSR1)",
+    ),
+    RealBreak(
+        "workers",
+        "load",
+        "api",
+        500,  # one proxy_pass address: ngx_http_upstream_connect fails outright (the lab's pool says 502)
+        r"worker_connections are not enough",
+        "worker_connections 32 in nginx.conf, and a load holds every slot",
     ),
 )
 CAUSES = tuple(dict.fromkeys(b.cause for b in REAL_BREAKS))
@@ -266,6 +421,7 @@ class RealHostConfig:
     subnet: int = 1  # the veth pair's /30: 10.231.<subnet>.0
     nspawn_pid: int = 0
     leader_pid: int = 0
+    load_pid: int = 0
     broken: list[str] = field(default_factory=list)
 
     @property
@@ -332,6 +488,7 @@ class RealHost:
             "--console=read-only",
             f"--machine={name}",
             "--network-veth",
+            "--resolv-conf=off",  # the image's own resolv.conf: the site's resolver, as on the host it stands for
             f"--bind-ro={self.dir / 'authorized_keys'}:/root/.ssh/authorized_keys",
         ]
         log = self.dir / "console.log"
@@ -355,6 +512,7 @@ class RealHost:
             cfg = self.load()
         except LabError:
             return
+        procs.send(cfg.load_pid, signal.SIGTERM)
         if procs.alive(cfg.nspawn_pid):
             # nspawn turns SIGTERM into an orderly poweroff of the guest's systemd.
             with contextlib.suppress(ProcessLookupError):
@@ -473,7 +631,7 @@ class RealHost:
             "      ansible_user: root\n"
             f"      ansible_ssh_private_key_file: {self.key}\n"
             f"      known_hosts: {known}\n"
-            "      restartable_services: [php8.2-fpm, nginx, backend]\n"
+            "      restartable_services: [php8.2-fpm, nginx, backend, flaky]\n"
         )
 
     # -- inside the guest ----------------------------------------------------------
@@ -533,16 +691,18 @@ class RealHost:
 
     # -- breaks --------------------------------------------------------------------
 
-    def error_log_size(self, cfg: RealHostConfig) -> int:
+    def _log_text(self, cfg: RealHostConfig, which: str) -> str:
+        if which == "journal":
+            return self.sh(cfg, ["journalctl", "-q", "--no-pager", "-o", "cat", "-u", "nginx.service"]).stdout
         with contextlib.suppress(OSError):
-            return len(self.read(cfg, "/var/log/nginx/error.log"))
-        return 0
+            return self.read(cfg, f"/var/log/nginx/{which}.log").decode(errors="replace")
+        return ""
 
     def break_(self, cause: str, variant: str | None = None) -> RealBreak:
         """Make one break the way it happens on such a host; returns it once nginx answers as it says."""
         cfg = self.load()
         brk = find_real_break(cause, variant)
-        before = self.error_log_size(cfg)
+        before = len(self._log_text(cfg, brk.log))
         getattr(self, "_break_" + f"{brk.cause}_{brk.variant}".replace("-", "_"))(cfg)
         cfg.broken.append(f"{brk.cause}/{brk.variant}")
         self.save(cfg)
@@ -550,10 +710,8 @@ class RealHost:
         status: int | str = ""
         while time.monotonic() < deadline:
             status = self.probe(cfg, PROBES[brk.probe])
-            if status == brk.status:
-                text = self.read(cfg, "/var/log/nginx/error.log")[before:].decode(errors="replace")
-                if re.search(brk.signature, text):
-                    return brk
+            if status == brk.status and re.search(brk.signature, self._log_text(cfg, brk.log)[before:]):
+                return brk
             time.sleep(0.2)
         raise LabError(f"break {brk.cause}/{brk.variant} did not take: {brk.probe} answers {status}")
 
@@ -571,6 +729,77 @@ class RealHost:
         text = re.sub(r"(?m)^listen\.group = .*$", "listen.group = root", text)
         self.write(cfg, pool, text)
         self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
+
+    def _edit(self, cfg: RealHostConfig, path: str, old: str, new: str) -> None:
+        text = self.read(cfg, path).decode()
+        if old not in text:
+            raise LabError(f"{path} has no {old!r} to change")
+        self.write(cfg, path, text.replace(old, new, 1))
+
+    def _reload_nginx(self, cfg: RealHostConfig) -> None:
+        self.sh(cfg, ["systemctl", "reload", "nginx"])
+        time.sleep(0.3)  # the new workers take over
+
+    def _break_socket_killed_journald(self, cfg: RealHostConfig) -> None:
+        self._edit(cfg, "/etc/nginx/nginx.conf", "error_log /var/log/nginx/error.log;",
+                   "error_log syslog:server=unix:/dev/log;")  # fmt: skip
+        self._reload_nginx(cfg)
+        self._break_socket_killed(cfg)
+
+    def _site(self, cfg: RealHostConfig, old: str, new: str) -> None:
+        self._edit(cfg, "/etc/nginx/sites-available/default", old, new)
+        self._reload_nginx(cfg)
+
+    def _break_proxy_pass_port(self, cfg: RealHostConfig) -> None:
+        self._site(
+            cfg,
+            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001;",
+            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8002;",
+        )
+
+    def _break_proxy_pass_slash(self, cfg: RealHostConfig) -> None:
+        self._site(
+            cfg,
+            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001;",
+            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001/;",
+        )
+
+    def _break_dns_no_resolver(self, cfg: RealHostConfig) -> None:
+        self._site(cfg, "\t\tresolver 127.0.0.2 valid=10s;\n", "")
+
+    def _break_dns_nxdomain(self, cfg: RealHostConfig) -> None:
+        self._site(cfg, "set $dyn app.internal;", "set $dyn ghost.internal;")
+
+    def _break_dns_stale(self, cfg: RealHostConfig) -> None:
+        self.write(cfg, "/etc/lab-dns.hosts", "127.0.0.1 app.internal\n127.0.0.6 svc.internal\n")
+        self.sh(cfg, ["systemctl", "restart", "lab-dns"])
+        self.sh(cfg, ["systemctl", "start", "backend-green"])
+        self.sh(cfg, ["systemctl", "stop", "backend-blue"])
+
+    def _break_timeout_read(self, cfg: RealHostConfig) -> None:
+        self.write(cfg, "/var/lib/lab-backend/reports_delay", "6\n")
+
+    def _break_invalid_response_empty(self, cfg: RealHostConfig) -> None:
+        self.sh(cfg, ["systemctl", "kill", "--signal=USR1", "flaky"])
+
+    def _break_workers_load(self, cfg: RealHostConfig) -> None:
+        self._edit(cfg, "/etc/nginx/nginx.conf", "worker_connections 768;", "worker_connections 32;")
+        self._reload_nginx(cfg)
+        status = self.dir / "load.status"
+        status.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "remediate.lab.backend", "load", "--target", f"{cfg.guest_address}:80",
+                "--probe", PROBES["api"], "--status", str(status), "--max-conns", "256",
+                "--duration", "600"]  # fmt: skip
+        cfg.load_pid = procs.spawn(self.dir, argv, self.dir / "load.log")
+        self.save(cfg)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if status.exists() and '"holding"' in status.read_text():
+                return
+            if not procs.alive(cfg.load_pid):
+                raise LabError(f"the load generator died; see {self.dir / 'load.log'}")
+            time.sleep(0.2)
+        raise LabError("the load generator did not reach its level within 120s")
 
     def _break_down_crash(self, cfg: RealHostConfig) -> None:
         self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"], check=False)
