@@ -596,7 +596,11 @@ def op_collect(req):
         out["recovered"] = recover(journal, req)
     out["commands"] = {name: run(argv, req.get("timeout", 60)) for name, argv in req.get("commands", {}).items()}
     files = {}
-    for path in req.get("files", []):
+    wanted = list(req.get("files", []))
+    if req.get("php_fpm"):
+        out["php_fpm"] = php_fpm_files(req["php_fpm"]["conf"], req["php_fpm"].get("pools") or [])
+        wanted += [p for p in out["php_fpm"]["pools"] if p not in wanted]
+    for path in wanted:
         try:
             data = read(path)
             files[path] = {"b64": base64.b64encode(data).decode(), "stat": stat_of(path)}
@@ -966,6 +970,31 @@ def tls_facts(host, port, spec, timeout):
         except (ssl.SSLError, OSError) as exc:
             facts["verify"][cafile] = str(getattr(exc, "verify_message", "") or exc)
     return facts
+
+
+_INCLUDE = re.compile(r"^\s*include\s*=\s*(.+?)\s*$")
+
+
+def php_fpm_files(conf, patterns):
+    """php-fpm's pool files: those ``patterns`` name (globs expanded), or else those the main config's
+    ``include=`` lines name, as php-fpm itself reads them (Debian: pool.d/*.conf)."""
+    import glob
+
+    includes, error = [], None
+    try:
+        for line in read(conf).decode("utf-8", "replace").splitlines():
+            m = _INCLUDE.match(line)
+            if m:
+                pattern = m.group(1).strip("\"'")
+                includes.append(pattern if pattern.startswith("/") else os.path.join(os.path.dirname(conf), pattern))
+    except OSError as exc:
+        error = cannot("read", conf, exc)
+    chosen = list(patterns) or includes
+    pools = []
+    for pattern in chosen:
+        matches = sorted(glob.glob(pattern)) if re.search(r"[*?\[]", pattern) else [pattern]
+        pools += [p for p in matches if p not in pools]
+    return {"conf": conf, "includes": includes, "patterns": chosen, "pools": pools, "error": error}
 
 
 def ask_listeners(spec):

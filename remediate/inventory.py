@@ -193,7 +193,12 @@ VARS: tuple[Var, ...] = (
     Var("php_fpm_bin", _PATH, "/usr/sbin/php-fpm8.2", "php-fpm binary, used for `php-fpm -t`"),
     Var("php_fpm_conf", _PATH, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),
     Var("php_fpm_service", _SERVICE, "php8.2-fpm", "php-fpm's service name"),
-    Var("php_fpm_pools", _list_of(values.path), ["/etc/php/8.2/fpm/pool.d/www.conf"], "pool files remediate may edit"),
+    Var(
+        "php_fpm_pools",
+        _list_of(values.path),
+        [],
+        "pool files (globs allowed) remediate reads and may edit (default: what php_fpm_conf's include= names)",
+    ),
     # backends this host serves (for restarting a crashed upstream)
     Var("services", _services, {}, "services on this host and the port each listens on"),
     # timeouts

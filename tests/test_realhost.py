@@ -155,3 +155,74 @@ def test_default_key_without_key_file_var(debian: tuple[RealHost, RealHostConfig
     done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname, "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "unknown"
+
+
+SHOP_POOL = """\
+[shop]
+user = www-data
+group = www-data
+listen = /run/php/shop.sock
+listen.owner = www-data
+listen.group = www-data
+pm = ondemand
+pm.max_children = 2
+"""
+# A site laid out unlike the lab's: an upstream block whose server is a socket, directives split over
+# lines, and Debian's alternatives symlink /run/php/php-fpm.sock instead of the versioned socket.
+SHOP_SITE = """\
+upstream shop_php {
+\tserver
+\t\tunix:/run/php/shop.sock;
+}
+server {
+\tlisten 8080;
+\tserver_name shop;
+\troot /var/www/html;
+\tlocation ~ \\.php$ {
+\t\tinclude snippets/fastcgi-php.conf;
+\t\tfastcgi_pass
+\t\t\tshop_php;
+\t}
+\tlocation /alt/ {
+\t\tinclude fastcgi_params;
+\t\tfastcgi_param SCRIPT_FILENAME /var/www/html/index.php;
+\t\tfastcgi_pass unix:/run/php/php-fpm.sock;
+\t}
+}
+"""
+
+
+def _get(cfg: RealHostConfig, port: int, path: str, host: str) -> int:
+    conn = http.client.HTTPConnection(cfg.guest_address, port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_pools_from_php_fpm_conf_and_sockets_from_the_config_model(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """A second pool found through php-fpm.conf's include= (nothing in the inventory), a socket named by an
+    upstream block split over lines, and Debian's php-fpm.sock alternatives symlink: all found, all fixed."""
+    host, cfg = debian
+    host.write(cfg, "/etc/php/8.2/fpm/pool.d/shop.conf", SHOP_POOL)
+    host.write(cfg, "/etc/nginx/conf.d/shop.conf", SHOP_SITE)
+    host.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
+    host.sh(cfg, ["systemctl", "reload", "nginx"])
+    deadline = time.monotonic() + 10
+    while (_get(cfg, 8080, "/index.php", "shop"), _get(cfg, 8080, "/alt/", "shop")) != (200, 200):
+        assert time.monotonic() < deadline, "the shop site did not come up"
+        time.sleep(0.2)
+    host.sh(cfg, ["systemctl", "stop", "php8.2-fpm"])
+    assert (_get(cfg, 8080, "/index.php", "shop"), _get(cfg, 8080, "/alt/", "shop")) == (502, 502)
+    code, check = _run(host, "run", "--cause", "socket", "--check")
+    evidence = check["evidence"]["sockets"]  # type: ignore[index]
+    pools = {s["path"]: (s["pool"] or {}).get("name") for s in evidence["all"]}
+    assert pools["/run/php/shop.sock"] == "shop"
+    assert pools["/run/php/php-fpm.sock"] == "www"  # through the alternatives symlink
+    assert "pool.d/shop.conf" in evidence["pool_files"]
+    code, report = _run(host, "run", "--cause", "auto", "--yes")
+    assert (code, report["outcome"]) == (0, "fixed"), report["message"]
+    probe = next(s for s in report["steps"] if s["step"] == "probe")  # type: ignore[attr-defined]
+    assert ":8080/index.php (Host: shop) -> 200" in probe["detail"]
+    assert (_get(cfg, 8080, "/index.php", "shop"), _get(cfg, 8080, "/alt/", "shop")) == (200, 200)

@@ -33,12 +33,20 @@ def parse_ini_sections(text: str) -> dict[str, dict[str, str]]:
 
 
 def _ask_pools(host: Host, args: dict[str, Any], req: Request) -> None:
-    req["files"] += list(host["php_fpm_pools"])
+    # The inventory's pool files (globs allowed), or else the ones php-fpm.conf's include= names.
+    req["php_fpm"] = {"conf": host["php_fpm_conf"], "pools": list(host["php_fpm_pools"])}
+
+
+def pool_files(ctx: Context) -> list[str]:
+    """The pool files read on the host (for messages: where remediate looked)."""
+    return list((ctx.by_collector.get("_php_fpm") or {}).get("pools", []))
 
 
 def _read_pools(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
+    found = resp.get("php_fpm") or {"pools": []}
+    ctx.by_collector["_php_fpm"] = found
     pools = []
-    for path in ctx.host["php_fpm_pools"]:
+    for path in found["pools"]:
         entry = resp["files"].get(path)
         if not entry or "b64" not in entry:
             continue
@@ -99,7 +107,9 @@ def _read_sockets(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
         sockets.append(
             {**raw, "pass": used[raw["path"]], "pool": pool, "probes": probes_for(ctx, "unix:" + raw["path"])}
         )
+    files = (ctx.by_collector.get("_php_fpm") or {}).get("pools", [])
     return {
+        "pool_files": ", ".join(files) or "none found",
         "all": sockets,
         "missing": [s for s in sockets if not s["exists"]],
         # The file is there but nothing listens: its master died (SIGKILL, the OOM killer) without removing it.
