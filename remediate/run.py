@@ -180,7 +180,14 @@ def _answer(host: Host, raw: bytes, exited: int | str, stderr: str) -> dict[str,
     if not isinstance(answer, dict) or not answer:
         raise RemediateError(f"{host.name}: remediate's helper gave no answer ({exited}): {stderr}")
     if answer.get("error"):
-        raise RemediateError(f"{host.name}: remediate's helper failed: {answer['error']}")
+        error = str(answer["error"])
+        if ("PermissionError" in error or "Permission denied" in error) and not host["ansible_become"]:
+            who = host["ansible_user"] or "the SSH user"
+            raise RemediateError(
+                f"{host.name}: {who} may not read what remediate needs ({error.removeprefix('PermissionError: ')});"
+                " set ansible_become: true for this host (remediate then runs its helper through `sudo -n`)"
+            )
+        raise RemediateError(f"{host.name}: remediate's helper failed: {error}")
     return answer
 
 

@@ -226,3 +226,67 @@ def test_pools_from_php_fpm_conf_and_sockets_from_the_config_model(debian: tuple
     probe = next(s for s in report["steps"] if s["step"] == "probe")  # type: ignore[attr-defined]
     assert ":8080/index.php (Host: shop) -> 200" in probe["detail"]
     assert (_get(cfg, 8080, "/index.php", "shop"), _get(cfg, 8080, "/alt/", "shop")) == (200, 200)
+
+
+def _inventory_with(host: RealHost, tmp_path: Path, *lines: str, drop: tuple[str, ...] = ()) -> Path:
+    """The lab's inventory for the Debian host, some of its vars dropped and others added."""
+    kept = [ln for ln in host.inventory.read_text().splitlines() if not any(f"{d}:" in ln for d in drop)]
+    path = tmp_path / "inventory.yml"
+    path.write_text("\n".join(kept + [f"      {line}" for line in lines]) + "\n")
+    return path
+
+
+def test_through_a_bastion_with_proxyjump_and_proxycommand(
+    debian: tuple[RealHost, RealHostConfig], tmp_path: Path
+) -> None:
+    """ansible_ssh_common_args as Ansible users write them: -o ProxyJump= and -o ProxyCommand= reach a host
+    that is only reachable from the bastion (here the guest's own 127.0.0.1:22, seen from the guest), host keys
+    checked at each hop."""
+    host, cfg = debian
+    known = tmp_path / "known_hosts"
+    keys = (host.dir / "known_hosts").read_text()
+    known.write_text(keys + keys.replace(cfg.guest_address, "127.0.0.1"))  # the target, as the bastion reaches it
+    common = [f"known_hosts: {known}", "ansible_host: 127.0.0.1"]
+    jump = _inventory_with(
+        host, tmp_path, *common, f"ansible_ssh_common_args: '-o ProxyJump=root@{cfg.guest_address}'",
+        drop=("known_hosts", "ansible_host"),
+    )  # fmt: skip
+    done = remediate_cli("diagnose", "-i", str(jump), "--host", RealHost.hostname, "--json")
+    assert done.returncode == 0, done.stderr
+    direct = _inventory_with(host, tmp_path, *common, drop=("known_hosts", "ansible_host"))
+    done = remediate_cli("diagnose", "-i", str(direct), "--host", RealHost.hostname)
+    assert done.returncode == 6 and "127.0.0.1:22" in done.stderr  # nothing there without the bastion
+    proxy = (
+        f"ssh -i {host.key} -o UserKnownHostsFile={host.dir / 'known_hosts'} -o BatchMode=yes"
+        f" -W %h:%p root@{cfg.guest_address}"
+    )
+    command = _inventory_with(
+        host, tmp_path, *common, f'ansible_ssh_extra_args: "-o ProxyCommand=\'{proxy}\'"',
+        drop=("known_hosts", "ansible_host"),
+    )  # fmt: skip
+    done = remediate_cli("diagnose", "-i", str(command), "--host", RealHost.hostname, "--json")
+    assert done.returncode == 0, done.stderr
+
+
+def test_ssh_args_that_weaken_host_keys_are_refused(debian: tuple[RealHost, RealHostConfig], tmp_path: Path) -> None:
+    """-o StrictHostKeyChecking=no in ansible_ssh_common_args is refused in one line (exit 5), never obeyed."""
+    host, _ = debian
+    inventory = _inventory_with(host, tmp_path, "ansible_ssh_common_args: '-o StrictHostKeyChecking=no'")
+    done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname)
+    assert done.returncode == 5
+    assert "StrictHostKeyChecking is refused" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_user_without_become_is_told_to_set_it(debian: tuple[RealHost, RealHostConfig], tmp_path: Path) -> None:
+    """A non-root login that may not read nginx's logs gets a one-line hint naming ansible_become, not a traceback."""
+    host, cfg = debian
+    host.sh(cfg, ["useradd", "-m", "-s", "/bin/bash", "deploy"])
+    host.sh(cfg, ["install", "-d", "-o", "deploy", "-m", "700", "/home/deploy/.ssh"])
+    host.write(cfg, "/home/deploy/.ssh/authorized_keys", (host.dir / "authorized_keys").read_text())
+    host.sh(cfg, ["chown", "deploy", "/home/deploy/.ssh/authorized_keys"])
+    inventory = _inventory_with(
+        host, tmp_path, "ansible_user: deploy", "journal_dir: /home/deploy/remediate", drop=("ansible_user",)
+    )
+    done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname)
+    assert done.returncode == 1, done.stdout
+    assert "ansible_become: true" in done.stderr and "Traceback" not in done.stderr

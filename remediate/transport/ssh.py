@@ -19,7 +19,7 @@ import os
 import select
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,9 @@ class SSHTarget:
     known_hosts: str = "~/.ssh/known_hosts"
     accept_new_host_key: bool = False
     connect_timeout: float = 10.0
+    proxy_jump: tuple[str, ...] = ()  # [user@]host[:port] hops, first to last (OpenSSH's ProxyJump)
+    proxy_command: str | None = None  # OpenSSH's ProxyCommand, %h %p %r expanded
+    ssh_config: str | None = None  # an OpenSSH client config to honour (else the inventory is the truth)
 
     @property
     def host_key_name(self) -> str:
@@ -100,30 +103,18 @@ class SSHTransport(Transport):
         from fabric import Config, Connection
 
         t = self.target
-        conn = Connection(
-            host=t.address,
-            port=t.port,
-            user=t.user,
-            connect_timeout=int(max(1, t.connect_timeout)),
-            # The inventory is the whole truth about how to reach a host.
-            config=Config(overrides={"load_ssh_configs": False}),
-            connect_kwargs={
-                # No key file: the agent and ~/.ssh/id_* (fabric rejects key_filename=None outright).
-                **({"key_filename": os.path.expanduser(t.key_file)} if t.key_file else {}),
-                "look_for_keys": t.key_file is None,
-                "allow_agent": t.key_file is None,
-                "banner_timeout": t.connect_timeout,
-                "auth_timeout": t.connect_timeout,
-                "channel_timeout": t.connect_timeout,
-            },
-        )
-        client: paramiko.SSHClient = conn.client
-        client.set_missing_host_key_policy(_policies(t))
-        if t.known_hosts_path.exists():
-            try:
-                client.load_host_keys(str(t.known_hosts_path))
-            except (OSError, paramiko.SSHException) as exc:
-                raise HostKeyUnknown(f"{t.name}: cannot read known_hosts {t.known_hosts_path}: {exc}") from exc
+        gateway: Any = None
+        for hop in t.proxy_jump:  # each hop reached through the one before it, host keys checked at each
+            user, _, rest = hop.rpartition("@")
+            address, _, port = rest[1:].partition("]:") if rest.startswith("[") else rest.partition(":")
+            hop_target = replace(t, name=f"{t.name} (jump {hop})", address=address.rstrip("]"),
+                                 port=int(port or 22), user=user or t.user, proxy_jump=(),
+                                 proxy_command=None)  # fmt: skip
+            gateway = self._connection(hop_target, gateway, Config, Connection)
+        if t.proxy_command:
+            expanded = t.proxy_command.replace("%h", t.address).replace("%p", str(t.port))
+            gateway = expanded.replace("%r", t.user or "").replace("%%", "%")
+        conn = self._connection(t, gateway, Config, Connection)
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
@@ -145,10 +136,45 @@ class SSHTransport(Transport):
             ) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostUnreachable(f"cannot connect to {t.address}:{t.port}: {_reason(exc)}", host=t.name) from exc
-        transport = client.get_transport()
+        transport = conn.client.get_transport()
         if transport is not None:
             transport.set_keepalive(30)  # a kept connection (remediate serve) notices a dead peer
         self._conn = conn
+
+    @staticmethod
+    def _connection(t: SSHTarget, gateway: Any, config_class: Any, connection_class: Any) -> Any:
+        """A fabric Connection to ``t`` (through ``gateway``: a Connection or a ProxyCommand string) whose
+        client knows only the inventory's known_hosts and refuses an unknown key (unless accept-new)."""
+        import paramiko
+
+        overrides: dict[str, Any] = {"load_ssh_configs": False}  # the inventory is the whole truth...
+        if t.ssh_config:  # ...unless it names an OpenSSH config to honour
+            overrides = {"load_ssh_configs": True, "ssh_config_path": os.path.expanduser(t.ssh_config)}
+        conn = connection_class(
+            host=t.address,
+            port=t.port,
+            user=t.user,
+            gateway=gateway,
+            connect_timeout=int(max(1, t.connect_timeout)),
+            config=config_class(overrides=overrides),
+            connect_kwargs={
+                # No key file: the agent and ~/.ssh/id_* (fabric rejects key_filename=None outright).
+                **({"key_filename": os.path.expanduser(t.key_file)} if t.key_file else {}),
+                "look_for_keys": t.key_file is None,
+                "allow_agent": t.key_file is None,
+                "banner_timeout": t.connect_timeout,
+                "auth_timeout": t.connect_timeout,
+                "channel_timeout": t.connect_timeout,
+            },
+        )
+        client: paramiko.SSHClient = conn.client
+        client.set_missing_host_key_policy(_policies(t))
+        if t.known_hosts_path.exists():
+            try:
+                client.load_host_keys(str(t.known_hosts_path))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyUnknown(f"{t.name}: cannot read known_hosts {t.known_hosts_path}: {exc}") from exc
+        return conn
 
     def alive(self) -> bool:
         if self._conn is None:
