@@ -290,3 +290,46 @@ def test_a_user_without_become_is_told_to_set_it(debian: tuple[RealHost, RealHos
     done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname)
     assert done.returncode == 1, done.stdout
     assert "ansible_become: true" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """remediate's own wheel, built from this tree (what `pip install remediate` installs)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("wheel")
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(root)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=300)
+    return next(out.glob("remediate-*.whl"))
+
+
+@pytest.mark.parametrize("unit", ["remediate-serve.service", "remediate-worker.service"])
+def test_example_units_pass_systemd_analyze_verify(
+    debian: tuple[RealHost, RealHostConfig], wheel: Path, unit: str
+) -> None:
+    """examples/*.service, installed as the README says (a venv in /opt/remediate, a system user, secrets
+    in /etc/remediate), pass `systemd-analyze verify` on the real host, and systemd rates their exposure OK."""
+    host, cfg = debian
+    root = Path(f"/proc/{cfg.leader_pid}/root")
+    shutil.copy(wheel, root / "tmp" / wheel.name)
+    host.sh(cfg, ["python3", "-m", "venv", "/opt/remediate"], timeout=120)  # pip from ensurepip: no network
+    # --no-deps: the guest has no network; `systemd-analyze verify` needs the real console script, not its imports
+    host.sh(cfg, ["/opt/remediate/bin/pip", "install", "-q", "--no-index", "--no-deps", f"/tmp/{wheel.name}"],
+            timeout=120)  # fmt: skip
+    host.sh(cfg, ["useradd", "--system", "--home-dir", "/var/lib/remediate", "--shell", "/usr/sbin/nologin",
+                  "remediate"])  # fmt: skip
+    host.sh(cfg, ["install", "-d", "-m", "0700", "/etc/remediate"])
+    for name in ("slack.secret", "slack.token", "am.token", "api.token", "id_ed25519", "pgpass"):
+        host.write(cfg, f"/etc/remediate/{name}", "not-a-real-secret\n")
+        host.sh(cfg, ["chmod", "0600", f"/etc/remediate/{name}"])
+    text = (Path(__file__).resolve().parent.parent / "examples" / unit).read_text()
+    host.write(cfg, f"/etc/systemd/system/{unit}", text)
+    done = host.sh(cfg, ["systemd-analyze", "verify", f"/etc/systemd/system/{unit}"], check=False)
+    assert done.returncode == 0, done.stderr
+    assert unit not in done.stderr, done.stderr  # no warning about our unit (other units' are not ours)
+    score = host.sh(cfg, ["systemd-analyze", "security", "--no-pager", unit], check=False).stdout
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", score)
+    assert exposure and float(exposure.group(1)) < 3.0, score[-400:]  # systemd calls < 3.0 "OK"
+

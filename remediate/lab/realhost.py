@@ -57,6 +57,7 @@ PACKAGES = (
     "nginx",
     "php8.2-fpm",
     "python3",
+    "python3-venv",  # a venv for remediate itself (the example units' /opt/remediate)
     "iproute2",
     "procps",
     "curl",
