@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES=(nginx openssh-server php-fpm supervisor dnsmasq-base dnsutils iproute2 procps util-linux curl sudo
-  prometheus-alertmanager postgresql openjdk-17-jre-headless)
+  prometheus-alertmanager postgresql openjdk-17-jre-headless systemd-container debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -55,3 +55,8 @@ fetch_corpus gixy_ng-0.2.59.tar.gz 6f49c0507c04acc7ac50b1f2455cd625b29a039d9ddca
 fetch_corpus microsoft-jest-sarif-1.0.0-beta.0.tgz 748e2c3d1a842e7bb258416685c7ea3a0da40005b72267b2052c2856d48ad102 \
   curl -fsSL -o microsoft-jest-sarif-1.0.0-beta.0.tgz \
   https://registry.npmjs.org/@microsoft/jest-sarif/-/jest-sarif-1.0.0-beta.0.tgz
+
+# The real host's root file system (Debian bookworm from Debian's packages, for tests/test_realhost.py):
+# built once into /var/cache/remediate/debian-bookworm (about 70 s), reused while its recipe holds.
+echo "==> the Debian host's root file system (remediate.lab.realhost)"
+.venv/bin/python -c 'from remediate.lab.realhost import build_rootfs; print(build_rootfs())'
