@@ -258,9 +258,11 @@ def decide(row: str, message: str) -> str:
             return "dns"  # the resolver's own socket: src/core/ngx_resolver.c, ngx_resolver_log_error
         errno = errno_of(message)
         if row == "unix":
-            if errno in _SOCKET_FILE:
+            if errno in _SOCKET_FILE or errno == "EAGAIN":
+                # EAGAIN on a unix socket: the backend's listen queue is full (php-fpm's pm.max_children
+                # saturated); the backend is not accepting, and more nginx workers would not help.
                 return "socket"
-            return "workers" if errno in ("EAGAIN", *_EXHAUSTED) else "other"  # EAGAIN: the listen queue is full
+            return "workers" if errno in _EXHAUSTED else "other"
         if action not in UPSTREAM_ACTIONS and row == "io":
             return "other"  # the client's side: reading its request, sending to it, its TLS handshake
         if errno == "ETIMEDOUT":

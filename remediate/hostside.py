@@ -622,6 +622,13 @@ def op_collect(req):
         out["listeners"] = ask_listeners(req["ask_listeners"])
     if req.get("systemd_units"):
         out["systemd_units"] = systemd_units_on_port(req["systemd_units"]["port"])
+    if req.get("replay"):  # failed requests asked once more through nginx: GET/HEAD only (see replay.py)
+        specs = [p for p in req["replay"]["probes"] if p.get("method", "GET") in ("GET", "HEAD")]
+        statuses = probe(specs, 0, set(req["replay"].get("bad", [502, 504])))
+        failing, answered = judge(statuses, set(req["replay"].get("bad", [502, 504])))
+        out["replay"] = {"statuses": statuses, "failing": failing, "answered": answered}
+    if req.get("fpm_master"):
+        out["fpm_master"] = fpm_masters_started()
     if req.get("nofile_pid_file"):
         out["nofile"] = nofile_limits(req["nofile_pid_file"])
     dump = out["commands"].get("nginx_T")
@@ -1094,6 +1101,25 @@ def nofile_limits(pid_file):
     known = [t for t in starts if t]
     out["workers_started"] = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(min(known))) if known else None
     return out
+
+
+def fpm_masters_started():
+    """When each running php-fpm master started, in the error log's format and time zone ({pid: time}):
+    lines older than that are about a master that is gone."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if cmd.startswith("php-fpm: master process"):
+            at = started_at(int(entry))
+            if at:
+                found[entry] = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(at))
+    return found
 
 
 def started_at(pid):

@@ -206,6 +206,7 @@ VARS: tuple[Var, ...] = (
     Var("php_fpm_bin", _PATH, "/usr/sbin/php-fpm8.2", "php-fpm binary, used for `php-fpm -t`"),
     Var("php_fpm_conf", _PATH, "/etc/php/8.2/fpm/php-fpm.conf", "php-fpm main config (php-fpm -y)"),
     Var("php_fpm_service", _SERVICE, "php8.2-fpm", "php-fpm's service name"),
+    Var("php_fpm_log", _PATH, "/var/log/php8.2-fpm.log", "php-fpm's own log (its error_log): 'max children reached'"),
     Var(
         "php_fpm_pools",
         _list_of(values.path),

@@ -427,10 +427,17 @@ def _run(
             show_diagnosis(diagnosis)
         if diagnosis.verdict == "unknown" and all(f.confidence == "over" for f in diagnosis.findings):
             # A healthy host: no line of any cause in the window, or each cause's evidence says it has
-            # passed. A script driven by alerts needs "nothing to do" (exit 0) here, not a refusal.
+            # passed. A script driven by alerts needs "nothing to do" (exit 0) here, not a refusal; but
+            # "passed" is only believed once the requests that failed answer again.
+            still = _still_failing(host, contexts, opened[0] if opened else None, transport)
+            if still:
+                raise Refused(
+                    f"{host.name}: --cause auto: the evidence says every cause has passed"
+                    f" ({diagnosis.reason}), yet the failing requests still fail: {still}; nothing was changed"
+                )
             report.outcome = "nothing-to-do"
             report.message = (
-                f"no cause to fix: {diagnosis.reason}"
+                f"no cause to fix: {diagnosis.reason}, and the requests that failed answer again"
                 if diagnosis.findings
                 else f"the error log's window has no line of any 502 cause ({diagnosis.reason})"
             )
@@ -550,6 +557,23 @@ def _run(
             f"{reason}; applied, but NOT VERIFIED: {why}, so nothing showed the fix works; check the site,"
             " or add probe_urls to the inventory"
         )
+
+
+def _still_failing(
+    host: Host, contexts: dict[str, Context], session: HelperSession | None, transport: Transport
+) -> str:
+    """The window's failed requests, asked once more through nginx (read-only): those that still fail."""
+    specs: list[dict[str, Any]] = []
+    for cause, ctx in contexts.items():
+        log = error_log_of(ctx)
+        specs += replays(ctx.config, log.classified if log else [], cause)
+    if not specs:
+        return ""
+    unique = list({json.dumps(p, sort_keys=True): p for p in specs}.values())
+    request = {"op": "collect", "replay": {"probes": unique, "bad": [500, 502, 503, 504]}}
+    answer = session.call(request) if session is not None else call_helper(transport, host, request)
+    bad = [f"{k} -> {v}" for k, v in (answer.get("replay") or {}).get("failing", {}).items()]
+    return ", ".join(bad)
 
 
 def plan_fix(book: Playbook, fix: str, ctx: Context) -> Plan:

@@ -192,11 +192,14 @@ server {
 """
 
 
-def _get(cfg: RealHostConfig, port: int, path: str, host: str) -> int:
+def _get(cfg: RealHostConfig, port: int, path: str, host: str) -> int | str:
+    """The status nginx answers, or the error's name (a reload opens a new listen a moment later)."""
     conn = http.client.HTTPConnection(cfg.guest_address, port, timeout=5)
     try:
         conn.request("GET", path, headers={"Host": host})
         return conn.getresponse().status
+    except OSError as exc:
+        return type(exc).__name__
     finally:
         conn.close()
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from remediate.collect.nginx import ask_nginx, probes_for
-from remediate.evidence import Collector, Context, Request
+from remediate.evidence import Collector, Context, Request, log_hits
 from remediate.inventory import Host
 from remediate.nginx import NginxConfig
 
@@ -65,6 +65,51 @@ def _read_pools(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any
 
 def _ask_sockets(host: Host, args: dict[str, Any], req: Request) -> None:
     ask_nginx(host, args, req)  # the helper stats (and connects to) every unix: path in nginx -T
+    # For a saturated pool: its children's memory, what the host has left, and php-fpm's own warnings.
+    req["commands"]["fpm_ps"] = ["ps", "-eo", "rss=,args="]
+    req["files"].append("/proc/meminfo")
+    req["logs"].append(host["php_fpm_log"])
+    req["fpm_master"] = True  # when the running masters started: older EAGAIN lines are about a past pool
+
+
+_EAGAIN = re.compile(r"connect\(\) to unix:(?P<path>[^\s]+) failed \((?:11|35): Resource temporarily unavailable\)")
+#: Memory a php-fpm child is assumed to take when none is running to measure (ondemand, idle).
+CHILD_KB_UNKNOWN = 64 * 1024
+
+
+def size_children(current: int, child_kb: int, available_kb: int) -> int | None:
+    """A bounded new ``pm.max_children``: twice the current value at most, and no more children than half
+    the memory the host has available can hold at the size a child has now. None when there is no room."""
+    room = (available_kb // 2) // max(child_kb, 1)
+    new = min(2 * current, current + room)
+    return new if new > current else None
+
+
+def _saturation(ctx: Context, pool: dict[str, Any], resp: dict[str, Any]) -> dict[str, Any]:
+    """What says pool ``pool`` is saturated, and how far pm.max_children may go."""
+    name = pool["name"]
+    current = int(pool["settings"].get("pm.max_children", "5") or 5)
+    log = (resp.get("logs") or {}).get(ctx.host["php_fpm_log"]) or {}
+    reached = [ln for ln in log.get("text", "").splitlines() if f"[pool {name}] server reached pm.max_children" in ln]
+    sizes = []
+    for line in ((resp.get("commands") or {}).get("fpm_ps") or {}).get("stdout", "").splitlines():
+        rss, _, command = line.strip().partition(" ")
+        if command.strip() == f"php-fpm: pool {name}" and rss.isdigit():
+            sizes.append(int(rss))
+    meminfo = (resp.get("files") or {}).get("/proc/meminfo") or {}
+    text = base64.b64decode(meminfo["b64"]).decode() if "b64" in meminfo else ""
+    available = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+    child_kb = sum(sizes) // len(sizes) if sizes else CHILD_KB_UNKNOWN
+    available_kb = int(available.group(1)) if available else 0
+    return {
+        "max_children": current,
+        "reached": len(reached),
+        "reached_example": reached[-1].strip() if reached else "",
+        "child_mb": round(child_kb / 1024),
+        "child_measured": bool(sizes),
+        "available_mb": available_kb // 1024,
+        "raise_to": size_children(current, child_kb, available_kb),
+    }
 
 
 def _unix_path(target: str) -> str | None:
@@ -108,7 +153,22 @@ def _read_sockets(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
             {**raw, "pass": used[raw["path"]], "pool": pool, "probes": probes_for(ctx, "unix:" + raw["path"])}
         )
     files = (ctx.by_collector.get("_php_fpm") or {}).get("pools", [])
+    eagain: dict[str, int] = {}
+    # Only lines after the newest master started (1 s resolution; a line in that second counts as the old
+    # pool's): once a fix restarted the pool, the window's old lines do not make it "busy" again.
+    started = max((resp.get("fpm_master") or {}).values(), default="")
+    for hit in log_hits(ctx, _EAGAIN, ("socket",)):
+        if hit.time > started:
+            eagain[hit.match.group("path")] = eagain.get(hit.match.group("path"), 0) + 1
+    busy = []
+    for sock in sockets:
+        full = sock.get("accepting", True) or sock.get("connect_error", "").startswith(("11:", "35:"))  # EAGAIN
+        if sock["path"] in eagain and sock["exists"] and full and sock["nginx_may_connect"]:
+            saturation = _saturation(ctx, sock["pool"], resp) if sock["pool"] else None
+            busy.append({**sock, "eagain": eagain[sock["path"]], "saturation": saturation})
     return {
+        # Its listen queue was full (EAGAIN): the pool behind it is not accepting fast enough.
+        "busy": busy,
         "pool_files": ", ".join(files) or "none found",
         "all": sockets,
         "missing": [s for s in sockets if not s["exists"]],

@@ -331,6 +331,15 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "the www pool hands its socket to root:root (listen.owner/group), so www-data may not connect",
     ),
     RealBreak(
+        "socket",
+        "saturated",
+        "php",
+        502,
+        _SOCK + r" \(11: Resource temporarily unavailable\)",
+        "the www pool has pm = static, pm.max_children = 2, listen.backlog 8; slow requests hold every child"
+        " and the queue",
+    ),
+    RealBreak(
         "down",
         "crash",
         "api",
@@ -801,6 +810,23 @@ class RealHost:
                 raise LabError(f"the load generator died; see {self.dir / 'load.log'}")
             time.sleep(0.2)
         raise LabError("the load generator did not reach its level within 120s")
+
+    def _break_socket_saturated(self, cfg: RealHostConfig) -> None:
+        pool = "/etc/php/8.2/fpm/pool.d/www.conf"
+        text = self.read(cfg, pool).decode()
+        text = re.sub(r"(?m)^pm = .*$", "pm = static", text)
+        text = re.sub(r"(?m)^pm\.max_children = .*$", "pm.max_children = 2", text)
+        text = re.sub(r"(?m)^;?listen\.backlog = .*$", "listen.backlog = 8", text)
+        self.write(cfg, pool, text)
+        self.write(cfg, "/var/www/html/slow.php", "<?php\nsleep(20);\necho \"slow\\n\";\n")
+        self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
+        # 16 slow requests: 2 children busy, 8 waiting in the queue, the rest refused with EAGAIN. Each
+        # thread ends by itself within 30 s.
+        import threading
+
+        for _ in range(16):
+            threading.Thread(target=self.probe, args=(cfg, "/slow.php", 30.0), daemon=True).start()
+        time.sleep(1.0)
 
     def _break_down_crash(self, cfg: RealHostConfig) -> None:
         self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"], check=False)

@@ -611,7 +611,7 @@ def rows() -> list[Row]:
     for kind in ("fastcgi", "uwsgi", "proxy"):
         message = f"connect() to unix:{SOCKET_PATHS[kind]} failed{errno_text('EAGAIN', 'linux')}"
         add(
-            "workers",
+            "socket",  # the backend is not accepting (php-fpm's pm.max_children saturated), not nginx's workers
             ev_connect + " (EAGAIN: a unix socket's listen queue is full, Linux)",
             http("error", message, "connecting to upstream", UNIX_UPSTREAMS[kind]),
             "EAGAIN",
