@@ -846,9 +846,17 @@ def _new_emerg(path, offset):
     return None
 
 
-def wait_socket(path, timeout):
-    deadline = now() + timeout
-    while now() < deadline:
+def gave_up(failed_argv, checked):
+    """Has the service manager already said the service failed? (checked at most twice a second)"""
+    if not failed_argv or now() - checked[0] < 0.5:
+        return False
+    checked[0] = now()
+    return run(failed_argv, 5)["exit"] == 0
+
+
+def wait_socket(path, timeout, failed_argv=None):
+    deadline, checked = now() + timeout, [now()]
+    while now() < deadline and not gave_up(failed_argv, checked):
         try:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(1)
@@ -1134,10 +1142,10 @@ def started_at(pid):
         return None
 
 
-def wait_port(address, timeout):
+def wait_port(address, timeout, failed_argv=None):
     host, _, port = address.rpartition(":")
-    deadline = now() + timeout
-    while now() < deadline:
+    deadline, checked = now() + timeout, [now()]
+    while now() < deadline and not gave_up(failed_argv, checked):
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
             return True
@@ -1553,13 +1561,21 @@ def run_action(action, step, t0):
         problem = None
         if res["exit"] != 0:
             problem = "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
-        elif action.get("wait_socket") and not wait_socket(action["wait_socket"], action.get("timeout", 30)):
+        elif action.get("wait_socket") and not wait_socket(
+            action["wait_socket"], action.get("timeout", 30), action.get("failed_argv")
+        ):
             problem = "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
-        elif action.get("wait_port") and not wait_port(action["wait_port"], action.get("timeout", 30)):
+            if action.get("failed_argv") and run(action["failed_argv"], 5)["exit"] == 0:
+                problem = "%s failed to start (%s)" % (action["service"], action["wait_socket"])
+        elif action.get("wait_port") and not wait_port(
+            action["wait_port"], action.get("timeout", 30), action.get("failed_argv")
+        ):
             problem = "nothing listens on %s within %ss of the restart" % (
                 action["wait_port"],
                 action.get("timeout", 30),
             )
+            if action.get("failed_argv") and run(action["failed_argv"], 5)["exit"] == 0:
+                problem = "%s failed to start (nothing listens on %s)" % (action["service"], action["wait_port"])
         elif action.get("expect_http"):
             answer = raw_http(action["expect_http"])
             if answer["kind"] != "ok" or answer["status"] >= 500:

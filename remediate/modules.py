@@ -58,6 +58,8 @@ def service_restart(ctx: Context, args: dict[str, Any]) -> Plan:
         log_argv=tuple(log_argv(target, service)),
         timeout=float(target["restart_wait"]),
         expect_http=args.get("expect_http") or None,
+        # systemd says "failed" within a second of a unit that cannot start: no need to wait restart_wait
+        failed_argv=("systemctl", "is-failed", "--quiet", service) if target["service_manager"] == "systemd" else (),
     )
     return Plan(actions=[action])
 

@@ -49,6 +49,7 @@ class Action:
     timeout: float = 30.0
     expect_http: str | None = None  # after a restart this URL must answer valid HTTP, or the run refuses
     error_log: str | None = None  # reload: nginx's error log, where a rejected reload shows at once
+    failed_argv: tuple[str, ...] = ()  # exits 0 once the service manager says it failed: stop waiting then
 
     def describe(self) -> str:
         where = f" on {self.host}" if self.host else ""
@@ -66,6 +67,8 @@ class Action:
             wire["pid_file"] = self.pid_file
         if self.wait_port:
             wire["wait_port"] = self.wait_port
+        if self.failed_argv:
+            wire["failed_argv"] = list(self.failed_argv)
         if self.log_argv:
             wire["log_argv"] = list(self.log_argv)
         if self.error_log:

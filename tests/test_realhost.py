@@ -336,3 +336,15 @@ def test_example_units_pass_systemd_analyze_verify(
     exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", score)
     assert exposure and float(exposure.group(1)) < 3.0, score[-400:]  # systemd calls < 3.0 "OK"
 
+
+
+def test_a_unit_that_cannot_start_is_reported_at_once(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """The backend crashed and now fails at start (a bad deploy): systemd says failed within a second, so the
+    run stops waiting and says so with the unit's own log, instead of waiting out restart_wait."""
+    host, cfg = debian
+    host.break_("down", "crash")
+    host.write(cfg, "/var/lib/lab-backend/crash_on_start", "backend\n")
+    code, report = _run(host, "run", "--cause", "auto", "--yes")
+    assert code != 0 and report["outcome"] in ("failed", "rolled-back"), report["message"]
+    message = str(report["message"])
+    assert "backend failed to start" in message and "FATAL: cannot load configuration" in message
