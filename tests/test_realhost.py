@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import time
@@ -30,7 +31,8 @@ def debian() -> Iterator[tuple[RealHost, RealHostConfig]]:
         pytest.fail("the real-host tests need systemd-container and debootstrap (scripts/setup.sh)", pytrace=False)
     directory = make_lab_dir("remediate-test-debian-")
     host = RealHost(directory)
-    cfg = host.up(subnet=2, name="rmd-test", say=lambda *_: None)
+    # Named and addressed by this process, so a second test run (or `lab up --os debian`) never collides.
+    cfg = host.up(subnet=2 + os.getpid() % 240, name=f"rmd-t{os.getpid() % 100000}", say=lambda *_: None)
     try:
         yield host, cfg
     finally:
@@ -53,7 +55,11 @@ def test_stock_host_answers_and_auto_has_nothing_to_do(debian: tuple[RealHost, R
 
 
 #: Breaks remediate must refuse, and the words of the real reason.
-REFUSED = {("dns", "nxdomain"): "ghost.internal"}
+REFUSED = {
+    ("dns", "nxdomain"): "ghost.internal",
+    # No tls_ca_bundle in the inventory: remediate will not guess whom to trust (see the test below).
+    ("invalid-response", "tls"): "issued by CN = remediate lab internal-ca",
+}
 
 
 @pytest.mark.parametrize("brk", REAL_BREAKS, ids=lambda b: f"{b.cause}-{b.variant}")
@@ -149,8 +155,6 @@ def test_default_key_without_key_file_var(debian: tuple[RealHost, RealHostConfig
     inventory = tmp_path / "inventory.yml"
     text = host.inventory.read_text()
     inventory.write_text("\n".join(ln for ln in text.splitlines() if "private_key_file" not in ln) + "\n")
-    import os
-
     env = {**os.environ, "HOME": str(home), "SSH_AUTH_SOCK": ""}
     done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname, "--json", env=env)
     assert done.returncode == 0, done.stderr
@@ -348,3 +352,18 @@ def test_a_unit_that_cannot_start_is_reported_at_once(debian: tuple[RealHost, Re
     assert code != 0 and report["outcome"] in ("failed", "rolled-back"), report["message"]
     message = str(report["message"])
     assert "backend failed to start" in message and "FATAL: cannot load configuration" in message
+
+
+def test_a_private_ca_backend_is_trusted_with_the_inventorys_bundle(
+    debian: tuple[RealHost, RealHostConfig], tmp_path: Path
+) -> None:
+    """The backend's certificate now comes from the internal CA: with tls_ca_bundle naming that CA on the host,
+    nginx is made to trust it (proxy_ssl_verify stays on) and /secure/ answers again."""
+    host, cfg = debian
+    host.break_("invalid-response", "tls")
+    inventory = _inventory_with(host, tmp_path, "tls_ca_bundle: /etc/lab-pki/internal-ca.crt")
+    done = remediate_cli("run", "-i", str(inventory), "--host", RealHost.hostname, "--cause", "auto", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert host.probe(cfg, PROBES["secure"]) == 200
+    site = host.read(cfg, "/etc/nginx/sites-available/default").decode()
+    assert "proxy_ssl_verify on;" in site and "/etc/lab-pki/internal-ca.crt" in site

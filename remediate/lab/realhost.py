@@ -108,6 +108,14 @@ server {
 \t\tproxy_pass http://127.0.0.1:9000;
 \t}
 
+\tlocation /secure/ {
+\t\tproxy_pass https://127.0.0.1:8443;
+\t\tproxy_ssl_verify on;
+\t\tproxy_ssl_trusted_certificate /etc/lab-pki/public-ca.crt;
+\t\tproxy_ssl_name app01.lab;
+\t\tproxy_ssl_server_name on;
+\t}
+
 \tlocation /dyn/ {
 \t\tresolver 127.0.0.2 valid=10s;
 \t\tset $dyn app.internal;
@@ -174,6 +182,10 @@ _CUSTOM = {
     "etc/systemd/system/flaky.service": _unit(
         "Health-check backend (/healthz)", f"{_PY} --role flaky --name flaky --listen 127.0.0.1:9000"
     ),
+    "etc/systemd/system/tls.service": _unit(
+        "HTTPS backend (/secure/), its certificate from /etc/lab-pki",
+        f"{_PY} --role app --name tls --listen 127.0.0.1:8443 --pki /etc/lab-pki --tls",
+    ),
     "etc/systemd/system/backend-blue.service": _unit(
         "svc.internal, blue", f"{_PY} --role app --name blue --listen 127.0.0.5:8001"
     ),
@@ -193,12 +205,12 @@ _CUSTOM = {
 }
 _ENABLED = {
     f"etc/systemd/system/multi-user.target.wants/{unit}": f"/etc/systemd/system/{unit}"
-    for unit in ("backend.service", "flaky.service", "backend-blue.service", "lab-dns.service")
+    for unit in ("backend.service", "flaky.service", "tls.service", "backend-blue.service", "lab-dns.service")
 }
 
 RECIPE = hashlib.sha256(
     json.dumps(
-        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 2},
+        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 3},
         sort_keys=True,
     ).encode()
     + _BACKEND.read_bytes()
@@ -213,6 +225,7 @@ PROBES: dict[str, str] = {
     "healthz": "/healthz",
     "dyn": "/dyn/",
     "svc": "/svc/",
+    "secure": "/secure/",
 }
 
 
@@ -405,6 +418,14 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "flaky.service (on :9000) accepts and closes without a byte (SIGUSR1)",
     ),
     RealBreak(
+        "invalid-response",
+        "tls",
+        "secure",
+        502,
+        r"upstream SSL certificate verify error",
+        "tls.service now presents a certificate from the internal CA, which nginx does not trust",
+    ),
+    RealBreak(
         "workers",
         "load",
         "api",
@@ -500,6 +521,7 @@ class RealHost:
             "--network-veth",
             "--resolv-conf=off",  # the image's own resolv.conf: the site's resolver, as on the host it stands for
             f"--bind-ro={self.dir / 'authorized_keys'}:/root/.ssh/authorized_keys",
+            f"--bind-ro={self.dir / 'pki'}:/etc/lab-pki",  # made at each up: never stale, never in the image
         ]
         log = self.dir / "console.log"
         log.write_bytes(b"")
@@ -619,6 +641,14 @@ class RealHost:
                 str(self.key),
             ]
         )
+        # TLS: a "public" CA nginx trusts, an "internal" one it does not (the tls break switches to it).
+        from remediate.lab import pki
+
+        shutil.rmtree(self.dir / "pki", ignore_errors=True)
+        (self.dir / "pki").mkdir(mode=0o755)
+        for ca_name in ("public-ca", "internal-ca"):
+            ca = pki.make_ca(self.dir / "pki", ca_name)
+            pki.make_leaf(self.dir / "pki", f"app01-{ca_name.removesuffix('-ca')}", ca, "app01.lab", "127.0.0.1")
         auth = self.dir / "authorized_keys"
         auth.write_text(self.key.with_suffix(".pub").read_text())
         auth.chmod(0o600)
@@ -791,6 +821,11 @@ class RealHost:
 
     def _break_invalid_response_empty(self, cfg: RealHostConfig) -> None:
         self.sh(cfg, ["systemctl", "kill", "--signal=USR1", "flaky"])
+
+    def _break_invalid_response_tls(self, cfg: RealHostConfig) -> None:
+        self.write(cfg, "/var/lib/lab-backend/tls_issuer", "internal\n")
+        self.sh(cfg, ["systemctl", "restart", "tls"])
+        time.sleep(0.5)
 
     def _break_workers_load(self, cfg: RealHostConfig) -> None:
         self._edit(cfg, "/etc/nginx/nginx.conf", "worker_connections 768;", "worker_connections 32;")
