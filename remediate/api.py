@@ -213,17 +213,27 @@ class Remediate:
             finished=finished or (lambda _: None),
         )
 
-    def rollback(self, host: str | Host, run_id: str, *, force: bool = False) -> Report:
-        """Undo run ``run_id`` on ``host`` from the host's own journal (byte for byte, or refused)."""
+    def rollback(
+        self,
+        host: str | Host,
+        run_id: str,
+        *,
+        force: bool = False,
+        authorize: Callable[[str], str | None] | None = None,
+    ) -> Report:
+        """Undo run ``run_id`` on ``host`` from the host's own journal (byte for byte, or refused).
+
+        ``authorize(cause)``, if given, sees the cause of the run being undone and may refuse (a reason)."""
         from remediate.run import rollback
 
         target = self.host(host)
         return self._kept(
             target,
             lambda t: rollback(
-                target, run_id, force=force, transport=t, requested_by=self.requested_by, trigger=self.trigger
+                target, run_id, force=force, transport=t, requested_by=self.requested_by, trigger=self.trigger,
+                authorize=authorize,
             ),
-        )
+        )  # fmt: skip
 
     def _kept(self, host: Host, call: Callable[[Transport], T]) -> T:
         """``call`` with ``host``'s kept connection (opened on first use); a connection that failed is dropped."""

@@ -1654,7 +1654,9 @@ def op_status(req):
     if req.get("target"):
         meta = journal.meta(req["target"]) if os.path.isdir(os.path.join(journal.root, RUNS)) else None
         out["run"] = (
-            None if meta is None else {k: meta.get(k) for k in ("run_id", "state", "failure", "error", "recovered_by")}
+            None
+            if meta is None
+            else {k: meta.get(k) for k in ("run_id", "state", "failure", "error", "recovered_by", "cause")}
         )
     return out
 

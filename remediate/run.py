@@ -837,8 +837,12 @@ def rollback(
     accept_new_host_key: bool = False,
     requested_by: str | None = None,
     trigger: str = "api",
+    authorize: Callable[[str], str | None] | None = None,
 ) -> Report:
-    """Undo run ``target`` from the host's journal, guarded like any change."""
+    """Undo run ``target`` from the host's journal, guarded like any change.
+
+    ``authorize`` is asked with the cause of the run being undone (from the host's journal; "unknown"
+    when it has none) and returns a refusal, or None: undoing a fix is authorised against what it fixed."""
     from remediate.connect import open_transport
     from remediate.journal import new_run_id
 
@@ -850,6 +854,13 @@ def rollback(
     transport = transport or open_transport(host, accept_new_host_key=accept_new_host_key)
     try:
         started = time.monotonic()
+        if authorize is not None:
+            run = host_status(transport, host, target).get("run") or {}
+            refusal = authorize(str(run.get("cause") or "unknown"))
+            if refusal:
+                report.outcome, report.message = "refused", f"{refusal}; nothing was changed"
+                report.step("rollback", False, report.message, started)
+                return report
         answer = call_helper(
             transport,
             host,

@@ -347,3 +347,36 @@ def test_the_hourly_cap_stops_runs_and_says_so(
         assert _answers(lab, lab_cfg) == 502
     finally:
         svc.stop()
+
+
+def test_a_rollback_is_authorised_against_the_cause_of_the_run_it_undoes(
+    tmp_path: Path, lab: Lab, lab_cfg: LabConfig, fake_slack: FakeSlack
+) -> None:
+    """A role that may roll back only socket fixes cannot undo a `down` fix (the hole: rollback was authorised for
+    "some cause"); the refusal says why, the audit records the cause, and nothing on the host changes."""
+    policy = {
+        "roles": {
+            "oncall": {"verbs": ["diagnose", "check", "run", "rollback"], "hosts": "all", "causes": "all"},
+            "socket-undo": {"verbs": ["rollback"], "hosts": "all", "causes": ["socket"]},
+        },
+        "users": {"U111": ["oncall"], "U555": ["socket-undo"]},
+    }
+    lab.reset()
+    lab.break_("down", "crash", keep=True)
+    done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "down", "--yes", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    svc = Service(tmp_path / "svc", lab.inventory, fake_slack.url, policy=policy).start()
+    try:
+        assert "rolling back" in str(svc.slack(slash_body(f"rollback web01 {run_id}", "U555"))[1])
+        refused = _thread_says(fake_slack, f"*web01* rollback {run_id}: *refused*")
+        assert "may rollback on web01, but not for cause down" in refused["text"]
+        shown = remediate_cli("audit", "show", "--state", str(svc.dir / "state"), "--json")
+        decisions = [r["data"] for r in json.loads(shown.stdout)["records"] if r["kind"] == "decision"]
+        assert any(d.get("run_id") == run_id and d.get("cause") == "down" and not d["allowed"] for d in decisions)
+        # Someone whose role covers `down` may undo it.
+        svc.slack(slash_body(f"rollback web01 {run_id}", "U111"))
+        _thread_says(fake_slack, f"*web01* rollback {run_id}: *restored*")
+    finally:
+        svc.stop()
+    assert "Traceback" not in svc.log.read_text()

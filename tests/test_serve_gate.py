@@ -314,18 +314,64 @@ def test_config_mistakes_are_one_line_errors_with_exit_5(service: Service, tmp_p
     assert _serve("--config", str(tmp_path / "missing.yml")).returncode == 5
 
 
-def test_a_secret_file_others_can_read_is_refused(service: Service, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o660, 0o604, 0o620])
+def test_a_secret_file_others_can_read_is_refused(service: Service, tmp_path: Path, mode: int) -> None:
+    """A secret file open to its group or to others (any bit) is refused, one line, the secret never echoed."""
     config = json.loads(service.config_path.read_text())
     secret = tmp_path / "am.token"
     secret.write_text(AM_TOKEN)
-    secret.chmod(0o644)
+    secret.chmod(mode)
     config["alertmanager"]["token_file"] = str(secret)
     path = tmp_path / "serve.yml"
     path.write_text(json.dumps(config))
     done = _serve("--config", str(path), "--check")
     assert done.returncode == 5
-    assert f"the secret file {secret} is readable by other users; chmod o-rwx {secret}" in done.stderr
+    assert f"the secret file {secret} is open to others than its owner (mode {mode:04o}); chmod 600" in done.stderr
     assert AM_TOKEN not in done.stderr + done.stdout
+
+
+def test_a_secret_file_of_another_user_is_refused(service: Service, tmp_path: Path) -> None:
+    """A 0600 secret that belongs to another user is refused: the file must be the service user's own."""
+    import os
+
+    config = json.loads(service.config_path.read_text())
+    secret = tmp_path / "am.token"
+    secret.write_text(AM_TOKEN)
+    secret.chmod(0o600)
+    os.chown(secret, 65534, 65534)  # nobody
+    config["alertmanager"]["token_file"] = str(secret)
+    path = tmp_path / "serve.yml"
+    path.write_text(json.dumps(config))
+    done = _serve("--config", str(path), "--check")
+    assert done.returncode == 5
+    assert f"the secret file {secret} belongs to uid 65534, not to the service's user" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("queue", "postgresql://remediate@db.example/remediate?pass%77ord=hunter2", "must not hold a password"),
+        ("queue", "postgresql://remediate@db.example/remediate?PASSWORD=hunter2", "must not hold a password"),
+        ("queue", "postgresql://remediate:hunter2@db.example/remediate", "must not hold a password"),
+        ("api_url", "http://127.evil.example/", "plain http only to loopback"),
+        ("api_url", "http://localhost.evil.example/api/", "plain http only to loopback"),
+        ("api_url", "ftp://127.0.0.1/", "plain http only to loopback"),
+    ],
+)
+def test_urls_are_judged_on_their_parsed_parts(
+    service: Service, tmp_path: Path, key: str, value: str, says: str
+) -> None:
+    """A percent-encoded password in the queue URL and a look-alike loopback host are refused, the value unechoed."""
+    config = json.loads(service.config_path.read_text())
+    if key == "api_url":
+        config["slack"]["api_url"] = value
+    else:
+        config["queue"] = value
+    path = tmp_path / "serve.yml"
+    path.write_text(json.dumps(config))
+    done = _serve("--config", str(path), "--check")
+    assert done.returncode == 5, done.stdout
+    assert says in done.stderr and "hunter2" not in done.stderr + done.stdout
 
 
 def test_check_says_what_it_read_and_never_prints_a_secret(service: Service) -> None:
@@ -392,3 +438,70 @@ def test_a_full_disk_is_503_so_alertmanager_retries_and_nothing_is_lost(tmp_path
 
 def service_jobs_for(svc: Service, fingerprint: str) -> int:
     return sum(1 for j in svc.jobs() if j["requested_by"] == fingerprint)
+
+
+@pytest.mark.parametrize("route", ["/alertmanager", "/slack/events"])
+@pytest.mark.parametrize("authorized", [False, True], ids=["no-credential", "credential"])
+def test_a_compressed_body_is_415_and_never_inflated(service: Service, route: str, authorized: bool) -> None:
+    """Content-Encoding: gzip (a 10 MB body in 10 KB) is refused with 415 on every route, with or without a
+    credential: the service reads bodies as sent and inflates nothing."""
+    import gzip
+
+    bomb = gzip.compress(b"0" * 10_000_000)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    if authorized and route == "/alertmanager":
+        headers["Authorization"] = f"Bearer {AM_TOKEN}"
+    elif authorized:
+        headers.update(signed(bomb.decode("latin-1")))
+    status, answer = http("POST", service.url + route, bomb, headers)
+    if route == "/alertmanager" and not authorized:
+        assert status == 401, answer  # the token is checked before a byte of the body is read
+        return
+    assert status == 415, answer
+    assert "not accepted" in str(answer)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Slack-Request-Timestamp", "²"),  # str.isdigit() says yes; int() says no
+        ("X-Slack-Request-Timestamp", "\uff11\uff17" + "\uff10" * 8),  # full-width digits
+        ("X-Slack-Signature", "v0=é" + "0" * 63),
+        ("X-Slack-Signature", "v0=\u0000"),
+    ],
+    ids=["superscript-two", "full-width-digits", "non-ascii-signature", "nul-signature"],
+)
+def test_non_ascii_signing_headers_are_401_not_500(service: Service, header: str, value: str) -> None:
+    """Unauthenticated header values outside ASCII get a 4xx and one line, never a 500 with a traceback (the
+    module's fixture holds the service's log to no traceback)."""
+    body = slash_body("help", "U111")
+    headers = {**signed(body), header: value}
+    raw_headers = {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}
+    status, answer = _events(service, body, raw_headers)
+    assert status in (400, 401), answer  # a NUL is refused by aiohttp's own parser (400), the rest by the gate
+
+
+def test_a_body_that_arrives_in_two_pieces_is_read_whole(service: Service) -> None:
+    """A signed request whose body comes in two TCP segments 0.3 s apart is read whole (it was cut at the first)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    body = slash_body("help", "U111").encode()
+    headers = signed(body.decode())
+    url = urlsplit(service.url)
+    head = (
+        f"POST /slack/events HTTP/1.1\r\nHost: {url.hostname}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode()
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head + body[:20])
+        time.sleep(0.3)
+        sock.sendall(body[20:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b"usage" in answer.lower()

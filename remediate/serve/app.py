@@ -277,7 +277,10 @@ class Service:
         signature = request.headers.get("X-Slack-Signature", "")
         if not stamp or not signature:
             return _error(401, "X-Slack-Request-Timestamp and X-Slack-Signature are required")
-        if not stamp.isdigit() or abs(time.time() - int(stamp)) > _REPLAY_WINDOW:
+        if not signature.isascii() or not signature.isprintable():
+            return _error(401, "invalid signature")
+        # ASCII digits only: "²".isdigit() is True and int("²") raises
+        if not (stamp.isascii() and stamp.isdigit()) or abs(time.time() - int(stamp)) > _REPLAY_WINDOW:
             return _error(401, "the request timestamp is not within 5 minutes of now")
         if not self.verifier.is_valid(body=text, timestamp=stamp, signature=signature):
             return _error(401, "invalid signature")
@@ -480,7 +483,7 @@ def _answer_errors(metrics: Metrics) -> Any:
         except web.HTTPException as exc:
             response = _error(exc.status, exc.reason)
         except _BodyTooLarge as exc:
-            response = _error(400, str(exc))
+            response = _error(exc.status, str(exc))
         except Exception:  # logged with its traceback; the client gets one line
             log.exception("handler-crashed", path=request.path)
             response = _error(500, "internal error; see remediate serve's log")
@@ -491,23 +494,40 @@ def _answer_errors(metrics: Metrics) -> Any:
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """An untrusted body remediate will not read: too large, or compressed (status 400 or 415)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The one place untrusted request bytes are read: the whole body, however many TCP segments it came
+    in, at most ``limit`` bytes on the wire and after decoding. A compressed body is refused before a
+    byte is inflated (Slack and Alertmanager send none; a small gzip can inflate a thousandfold)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _BodyTooLarge(f"Content-Encoding {encoding[:20]!r} is not accepted; send the body uncompressed", 415)
     if request.content_length is not None and request.content_length > limit:
         raise _BodyTooLarge(f"the body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise _BodyTooLarge(f"the body is larger than {limit} bytes")
-    return body
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)  # b"" at the body's end
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge(f"the body is larger than {limit} bytes")
+    return b"".join(chunks)
 
 
 def _bearer_ok(request: web.Request, token: str | None) -> bool:
     if not token:
         return False
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    # .encode(): compare_digest refuses non-ASCII str, and bytes of any value compare in constant time
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode())
 
 
 def _error(status: int, message: str, *, www_authenticate: bool = False) -> web.Response:
@@ -559,7 +579,9 @@ def serve(config: ServeConfig) -> None:
     service = Service(config)
 
     async def main() -> None:
-        runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False)
+        # auto_decompress=False: aiohttp would inflate a gzip body as it arrives, before any check (a 255 KB
+        # body can inflate to 250 MB); bodies are read as sent, and a compressed one is refused (415).
+        runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,11 +148,16 @@ class _Reader:
         text = str(value)
         if not text.startswith(("postgresql://", "postgres://")):
             raise self.fail("queue", "must be a postgresql:// URL (e.g. postgresql://remediate@db.example/remediate)")
+        from urllib.parse import parse_qsl
+
         try:
-            password = urlsplit(text).password
+            parts = urlsplit(text)
+            password = parts.password
+            # libpq percent-decodes every key and value (?pass%77ord=… is a password): compare decoded keys.
+            keys = {k.strip().lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
         except ValueError:
             raise self.fail("queue", "is not a valid URL") from None
-        if password or "password=" in text:
+        if password or "password" in keys:
             raise self.fail(
                 "queue", "must not hold a password (this file is not a secret): use ?passfile=FILE or ~/.pgpass"
             )
@@ -187,8 +191,16 @@ class _Reader:
             raise self.fail(key, f"cannot read the secret file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise self.fail(key, f"the secret file {path} is not UTF-8 text") from None
-        if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-            raise self.fail(key, f"the secret file {path} is readable by other users; chmod o-rwx {path}")
+        if st.st_mode & 0o077:  # group or others: any bit (0640 and 0660 leak to a whole group)
+            raise self.fail(
+                key, f"the secret file {path} is open to others than its owner (mode {st.st_mode & 0o777:04o}); "
+                f"chmod 600 {path}",
+            )  # fmt: skip
+        if st.st_uid != os.geteuid():
+            raise self.fail(
+                key, f"the secret file {path} belongs to uid {st.st_uid}, not to the service's user (uid "
+                f"{os.geteuid()}); chown it (with systemd, LoadCredential= hands it over: see the example units)",
+            )  # fmt: skip
         if len(text) < 16:
             raise self.fail(key, f"the secret in {path} is shorter than 16 characters")
         return text
@@ -256,7 +268,7 @@ class _Reader:
             if not spec.get(key):
                 raise self.fail(f"slack.{key}", "required")
         api_url = str(spec.get("api_url", "https://slack.com/api/"))
-        if not api_url.startswith(("https://", "http://127.", "http://localhost")):
+        if not _https_or_loopback(api_url):
             raise self.fail("slack.api_url", "must be https:// (plain http only to loopback, for a local fake)")
         return SlackConfig(
             signing_secret=self.secret("slack.signing_secret_file", spec["signing_secret_file"]) or "",
@@ -265,3 +277,25 @@ class _Reader:
             channel=None if spec.get("channel") is None else str(spec["channel"]),
             command=str(spec.get("command", "/remediate")),
         )
+
+
+def _https_or_loopback(url: str) -> bool:
+    """https://, or http:// to a loopback address (a local fake), judged on the parsed host, not a prefix:
+    ``http://127.evil.example/`` is not loopback."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme == "https" and host:
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -320,7 +320,18 @@ class Runner:
                 "message": report.message, "cause": report.cause}  # fmt: skip
 
     def _rollback(self, job: Job, rem: Remediate) -> dict[str, Any]:
-        report = rem.rollback(job.host, job.data["run_id"])
+        def authorize(cause: str) -> str | None:
+            """The requester must hold rollback for the cause of the run undone, not for "some cause"."""
+            allowed = self.config.policy.allows(
+                rem.inventory, job.requested_by, "rollback", job.host, cause, tuple(job.data.get("groups", ()))
+            )
+            self.stores.audit.append("decision", job.requested_by, {"job": job.id, "verb": "rollback",
+                                                                     "run_id": job.data["run_id"], "cause": cause,
+                                                                     "allowed": allowed.allowed,
+                                                                     "reason": allowed.reason})  # fmt: skip
+            return None if allowed else allowed.reason
+
+        report = rem.rollback(job.host, job.data["run_id"], authorize=authorize)
         self._say(job, outcome_text(report))
         return {"outcome": report.outcome, "message": report.message, "undid": job.data["run_id"]}
 

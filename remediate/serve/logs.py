@@ -10,8 +10,24 @@ import structlog
 __all__ = ["configure"]
 
 
+class _ClientFaultsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a bad request line) at ERROR with a
+    traceback. That is the client's fault, not ours: one warning line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"bad request from a client: {exc.message or type(exc).__name__}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(_ClientFaultsInOneLine())
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
