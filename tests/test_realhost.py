@@ -341,7 +341,6 @@ def test_example_units_pass_systemd_analyze_verify(
     assert exposure and float(exposure.group(1)) < 3.0, score[-400:]  # systemd calls < 3.0 "OK"
 
 
-
 def test_a_unit_that_cannot_start_is_reported_at_once(debian: tuple[RealHost, RealHostConfig]) -> None:
     """The backend crashed and now fails at start (a bad deploy): systemd says failed within a second, so the
     run stops waiting and says so with the unit's own log, instead of waiting out restart_wait."""

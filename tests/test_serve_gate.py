@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving import (
@@ -314,35 +315,34 @@ def test_config_mistakes_are_one_line_errors_with_exit_5(service: Service, tmp_p
     assert _serve("--config", str(tmp_path / "missing.yml")).returncode == 5
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o660, 0o604, 0o620])
-def test_a_secret_file_others_can_read_is_refused(service: Service, tmp_path: Path, mode: int) -> None:
-    """A secret file open to its group or to others (any bit) is refused, one line, the secret never echoed."""
+def _check_with_am_token(service: Service, tmp_path: Path, mode: int, owner: int | None = None) -> tuple[Path, Any]:
+    """`serve --check` on the service's config with Alertmanager's token in a file of ``mode`` (and ``owner``)."""
+    import os
+
     config = json.loads(service.config_path.read_text())
     secret = tmp_path / "am.token"
     secret.write_text(AM_TOKEN)
     secret.chmod(mode)
+    if owner is not None:
+        os.chown(secret, owner, owner)
     config["alertmanager"]["token_file"] = str(secret)
     path = tmp_path / "serve.yml"
     path.write_text(json.dumps(config))
-    done = _serve("--config", str(path), "--check")
+    return secret, _serve("--config", str(path), "--check")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o660, 0o604, 0o620])
+def test_a_secret_file_others_can_read_is_refused(service: Service, tmp_path: Path, mode: int) -> None:
+    """A secret file open to its group or to others (any bit) is refused, one line, the secret never echoed."""
+    secret, done = _check_with_am_token(service, tmp_path, mode)
     assert done.returncode == 5
     assert f"the secret file {secret} is open to others than its owner (mode {mode:04o}); chmod 600" in done.stderr
     assert AM_TOKEN not in done.stderr + done.stdout
 
 
 def test_a_secret_file_of_another_user_is_refused(service: Service, tmp_path: Path) -> None:
-    """A 0600 secret that belongs to another user is refused: the file must be the service user's own."""
-    import os
-
-    config = json.loads(service.config_path.read_text())
-    secret = tmp_path / "am.token"
-    secret.write_text(AM_TOKEN)
-    secret.chmod(0o600)
-    os.chown(secret, 65534, 65534)  # nobody
-    config["alertmanager"]["token_file"] = str(secret)
-    path = tmp_path / "serve.yml"
-    path.write_text(json.dumps(config))
-    done = _serve("--config", str(path), "--check")
+    """A 0600 secret that belongs to another user (nobody) is refused: the file must be the service user's own."""
+    secret, done = _check_with_am_token(service, tmp_path, 0o600, owner=65534)
     assert done.returncode == 5
     assert f"the secret file {secret} belongs to uid 65534, not to the service's user" in done.stderr
 

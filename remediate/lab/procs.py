@@ -37,8 +37,10 @@ __all__ = [
 ENV_MARK = "REMEDIATE_LAB"
 
 
-def spawn(lab_dir: Path, argv: list[str], log: Path) -> int:
-    """Start ``argv`` in its own session with the lab's mark, output to ``log``; fail if it exits at once."""
+def spawn(lab_dir: Path, argv: list[str], log: Path, before_exec: Callable[[], None] | None = None) -> int:
+    """Start ``argv`` in its own session with the lab's mark, output to ``log``; fail if it exits at once.
+
+    ``before_exec`` runs in the child just before the exec (the Debian host enters its own cgroup there)."""
     env = {**os.environ, ENV_MARK: str(lab_dir)}
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
@@ -49,6 +51,7 @@ def spawn(lab_dir: Path, argv: list[str], log: Path) -> int:
             env=env,
             start_new_session=True,
             cwd=str(lab_dir),
+            preexec_fn=before_exec,
         )
     time.sleep(0.05)
     if proc.poll() is not None:

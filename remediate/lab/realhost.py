@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -525,7 +526,7 @@ class RealHost:
         ]
         log = self.dir / "console.log"
         log.write_bytes(b"")
-        cfg.nspawn_pid = _spawn_in_cgroup(self.dir, argv, log, _own_cgroups(name))
+        cfg.nspawn_pid = procs.spawn(self.dir, argv, log, before_exec=_entering(_own_cgroups(name)))
         self.save(cfg)
         try:
             cfg.leader_pid = self._leader(cfg, log, timeout)
@@ -853,7 +854,7 @@ class RealHost:
         text = re.sub(r"(?m)^pm\.max_children = .*$", "pm.max_children = 2", text)
         text = re.sub(r"(?m)^;?listen\.backlog = .*$", "listen.backlog = 8", text)
         self.write(cfg, pool, text)
-        self.write(cfg, "/var/www/html/slow.php", "<?php\nsleep(20);\necho \"slow\\n\";\n")
+        self.write(cfg, "/var/www/html/slow.php", '<?php\nsleep(20);\necho "slow\\n";\n')
         self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
         # 16 slow requests: 2 children busy, 8 waiting in the queue, the rest refused with EAGAIN. Each
         # thread ends by itself within 30 s.
@@ -905,29 +906,14 @@ def _remove_cgroup(group: Path) -> None:
         group.rmdir()
 
 
-def _spawn_in_cgroup(lab_dir: Path, argv: list[str], log: Path, groups: list[Path]) -> int:
-    """``procs.spawn``, but the child enters ``groups`` before it execs nspawn."""
+def _entering(groups: list[Path]) -> Callable[[], None]:
+    """What the child does before it execs nspawn: move itself into ``groups``."""
 
     def enter() -> None:
         for group in groups:
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
-    env = {**os.environ, procs.ENV_MARK: str(lab_dir)}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=str(lab_dir),
-            preexec_fn=enter,
-        )
-    time.sleep(0.05)
-    if proc.poll() is not None:
-        raise LabError(f"`{argv[0]}` exited at once ({proc.returncode}): {RealHost._tail(log)}")
-    return proc.pid
+    return enter
 
 
 def _run(argv: list[str]) -> None:
