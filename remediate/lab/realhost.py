@@ -43,6 +43,7 @@ from typing import Any
 
 from remediate.errors import LabError, UsageError
 from remediate.lab import procs
+from remediate.lab.breaks import Break
 
 __all__ = ["CACHE", "PACKAGES", "REAL_BREAKS", "RealBreak", "RealHost", "RealHostConfig", "build_rootfs"]
 
@@ -297,21 +298,19 @@ def build_rootfs(cache: Path = CACHE, *, log: Path | None = None, say: Any = pri
     return rootfs
 
 
-@dataclass(frozen=True)
-class RealBreak:
-    cause: str
-    variant: str
-    probe: str  # which probe now fails
-    status: int  # what nginx answers
-    signature: str  # regex over what the log gains
-    summary: str
-    log: str = "error"  # where the signature shows: nginx's error log, its access log, or the journal
+#: A break of the Debian host: the loopback lab's Break (what fails, what nginx answers, the signature, which
+#: log shows it: "error", "access", or "journal"), made on the one host ("debian").
+RealBreak = Break
+
+
+def _brk(cause: str, variant: str, probe: str, status: int, signature: str, summary: str, log: str = "error") -> Break:
+    return Break(cause, variant, probe, status, signature, log=log, summary=summary, where="debian")
 
 
 _SOCK = r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed"
 _REFUSED = r"connect\(\) failed \(111: Connection refused\) while connecting to upstream"
 REAL_BREAKS: tuple[RealBreak, ...] = (
-    RealBreak(
+    _brk(
         "socket",
         "killed",
         "php",
@@ -319,7 +318,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _SOCK + r" \(111: Connection refused\)",
         "php-fpm's master SIGKILLed (systemctl kill -s KILL, as the OOM killer does): the socket file stays",
     ),
-    RealBreak(
+    _brk(
         "socket",
         "killed-journald",
         "php",
@@ -328,7 +327,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "as killed, with nginx's error_log sent to journald (syslog:server=unix:/dev/log)",
         log="journal",
     ),
-    RealBreak(
+    _brk(
         "socket",
         "missing",
         "php",
@@ -336,7 +335,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _SOCK + r" \(2: No such file or directory\)",
         "php8.2-fpm stopped (systemctl stop): the socket is gone",
     ),
-    RealBreak(
+    _brk(
         "socket",
         "permission",
         "php",
@@ -344,7 +343,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _SOCK + r" \(13: Permission denied\)",
         "the www pool hands its socket to root:root (listen.owner/group), so www-data may not connect",
     ),
-    RealBreak(
+    _brk(
         "socket",
         "saturated",
         "php",
@@ -353,7 +352,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "the www pool has pm = static, pm.max_children = 2, listen.backlog 8; slow requests hold every child"
         " and the queue",
     ),
-    RealBreak(
+    _brk(
         "down",
         "crash",
         "api",
@@ -361,7 +360,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8001',
         "backend.service SIGKILLed (systemctl kill -s KILL): the unit is failed, nothing on :8001",
     ),
-    RealBreak(
+    _brk(
         "proxy-pass",
         "port",
         "api",
@@ -369,7 +368,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8002',
         "location /api/ proxies to port 8002; the backend listens on 8001",
     ),
-    RealBreak(
+    _brk(
         "proxy-pass",
         "slash",
         "api",
@@ -378,7 +377,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         "proxy_pass has a trailing slash: /api/users reaches the backend as /users (404, shown as 502)",
         log="access",
     ),
-    RealBreak(
+    _brk(
         "dns",
         "no-resolver",
         "dyn",
@@ -386,7 +385,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         r"no resolver defined to resolve app\.internal",
         "location /dyn/ proxies to a variable but its resolver line is gone",
     ),
-    RealBreak(
+    _brk(
         "dns",
         "nxdomain",
         "dyn",
@@ -394,7 +393,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         r"ghost\.internal could not be resolved \(3: Host not found\)",
         "location /dyn/ names ghost.internal, which the site's DNS does not know",
     ),
-    RealBreak(
+    _brk(
         "dns",
         "stale",
         "svc",
@@ -402,7 +401,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         _REFUSED + r'.*upstream: "http://127\.0\.0\.5:8001',
         "svc.internal moved to 127.0.0.6 (a deploy); nginx still uses 127.0.0.5, resolved at start, now stopped",
     ),
-    RealBreak(
+    _brk(
         "timeout",
         "read",
         "reports",
@@ -410,7 +409,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         r"upstream timed out \(110: Connection timed out\) while reading response header",
         "the backend now takes 6 s for /reports/; the location's proxy_read_timeout is 3s",
     ),
-    RealBreak(
+    _brk(
         "invalid-response",
         "empty",
         "healthz",
@@ -418,7 +417,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         r"upstream prematurely closed connection while reading response header",
         "flaky.service (on :9000) accepts and closes without a byte (SIGUSR1)",
     ),
-    RealBreak(
+    _brk(
         "invalid-response",
         "tls",
         "secure",
@@ -426,7 +425,7 @@ REAL_BREAKS: tuple[RealBreak, ...] = (
         r"upstream SSL certificate verify error",
         "tls.service now presents a certificate from the internal CA, which nginx does not trust",
     ),
-    RealBreak(
+    _brk(
         "workers",
         "load",
         "api",
