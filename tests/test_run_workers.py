@@ -25,7 +25,8 @@ def _nginx_files(lab: Lab) -> tuple[Path, Path]:
 
 
 def test_exhausted_workers_get_more_connections_under_the_same_load(lab: Lab, lab_cfg: LabConfig) -> None:
-    """worker_connections doubled, worker_rlimit_nofile twice that, keepalive added; the load stays; 200 after."""
+    """worker_connections doubled, worker_rlimit_nofile twice that (never below the workers' soft limit now),
+    keepalive added; the load stays; 200 after."""
     lab.reset()
     lab.break_("workers", "load", keep=True)
     conf, upstreams = _nginx_files(lab)
@@ -39,9 +40,12 @@ def test_exhausted_workers_get_more_connections_under_the_same_load(lab: Lab, la
     assert workers["worker_connections"] == wc and workers["needed"] == 2 * wc
     assert workers["active"] is not None and workers["master_nofile"]["soft"] > 0 and workers["nr_open"] > 0
     assert workers["upstreams"] == ["app_pool"]
+    soft = max(limit["soft"] for limit in workers["nofile"]["workers"].values())  # what the workers run with
+    rlimit = max(4 * wc, soft)
+    assert workers["rlimit_needed"] == rlimit
     golden_conf = before_conf.replace(
         f"events {{\n    worker_connections {wc};\n".encode(),
-        f"worker_rlimit_nofile {4 * wc};  {MARKER}\nevents {{\n    worker_connections {2 * wc};  {MARKER}\n".encode(),
+        f"worker_rlimit_nofile {rlimit};  {MARKER}\nevents {{\n    worker_connections {2 * wc};  {MARKER}\n".encode(),
     )
     assert conf.read_bytes() == golden_conf
     assert upstreams.read_bytes() == before_up.replace(b";\n}", f";\n    keepalive 16;  {MARKER}\n}}".encode())
