@@ -17,7 +17,6 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from remediate.inventory import Inventory
 from remediate.policy import Policy
@@ -42,10 +41,14 @@ CREATE TABLE IF NOT EXISTS approvals (
 _SCHEMA = Schema(sqlite=_TABLE.format(real="REAL"), postgres=_TABLE.format(real="DOUBLE PRECISION"))
 
 
-def plan_hash(host: str, cause: str, diff: str, evidence: dict[str, Any]) -> str:
-    """sha256 over what the approver saw: host, cause, the unified diff, and the evidence it was planned from."""
-    digest = hashlib.sha256(json.dumps(evidence, sort_keys=True, default=str).encode()).hexdigest()
-    body = json.dumps([host, cause, diff, digest], separators=(",", ":"))
+def plan_hash(host: str, cause: str, diff: str) -> str:
+    """sha256 over what will be written and done: host, cause, and the unified diff with its service actions.
+
+    Not the evidence that chose it: a measurement (a backend's time to first byte, the lines in the window)
+    differs between planning and running while the change stays the same, and an approved fix must still
+    run. A host that changed under the plan changes the diff's own lines, and the apply's compare-and-swap
+    refuses bytes that are not the ones planned from."""
+    body = json.dumps([host, cause, diff], separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -13,7 +13,6 @@ from remediate.inventory import Inventory, load_inventory
 from remediate.policy import Policy
 
 DIFF = "--- a/www.conf\n+++ b/www.conf\n-listen.mode = 0600\n+listen.mode = 0660\n"
-EVIDENCE = {"sockets": {"denied": ["/run/php/php8.2-fpm.sock"]}}
 
 
 @pytest.fixture
@@ -24,7 +23,7 @@ def inventory(tmp_path: Path) -> Inventory:
 
 def _waiting(store: str | Path, ttl: float = 900) -> tuple[Approvals, str]:
     approvals = Approvals(store)
-    made = approvals.create("web01", "socket", "U111", plan_hash("web01", "socket", DIFF, EVIDENCE), ttl=ttl)
+    made = approvals.create("web01", "socket", "U111", plan_hash("web01", "socket", DIFF), ttl=ttl)
     return approvals, made.id
 
 
@@ -35,7 +34,7 @@ def test_an_approver_approves_once_and_the_same_plan_runs(store: str | Path, inv
         approval_id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory
     )
     assert verdict.ok and verdict.approval is not None and verdict.approval.state == "approved"
-    again = plan_hash("web01", "socket", DIFF, EVIDENCE)
+    again = plan_hash("web01", "socket", DIFF)
     assert approvals.check_plan(approvals.get(approval_id), again).ok
 
 
@@ -96,8 +95,17 @@ def test_a_plan_that_changed_after_approval_is_refused(store: str | Path, invent
     """The host changed under the plan: planning again gives another hash, and the run refuses."""
     approvals, approval_id = _waiting(store)
     approvals.decide(approval_id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory)
-    changed = plan_hash("web01", "socket", DIFF.replace("0660", "0666"), EVIDENCE)
+    changed = plan_hash("web01", "socket", DIFF.replace("0660", "0666"))
     verdict = approvals.check_plan(approvals.get(approval_id), changed)
     assert not verdict.ok and "the plan changed since it was approved" in verdict.reason
-    moved = plan_hash("web01", "socket", DIFF, {"sockets": {"denied": []}})
-    assert not approvals.check_plan(approvals.get(approval_id), moved).ok
+
+
+def test_the_hash_covers_what_is_written_not_the_measurement_that_chose_it(
+    store: str | Path, inventory: Inventory
+) -> None:
+    """The same change planned from another measurement (a timeout fix re-measures the backend) is the same
+    plan: its approval holds (#23: an approved timeout fix could never run)."""
+    approvals, approval_id = _waiting(store)
+    approvals.decide(approval_id, "U222", approve=True, policy=Policy.from_config(POLICY), inventory=inventory)
+    assert approvals.check_plan(approvals.get(approval_id), plan_hash("web01", "socket", DIFF)).ok
+    assert not approvals.check_plan(approvals.get(approval_id), plan_hash("web02", "socket", DIFF)).ok

@@ -36,7 +36,7 @@ from remediate.serve.config import ServeConfig
 from remediate.serve.notify import Notifier, approval_blocks, outcome_text, plan_text
 from remediate.store import Schema, Where, errors, open_db
 
-__all__ = ["Runner", "Seen", "Stores", "evidence_digest_of"]
+__all__ = ["Runner", "Seen", "Stores"]
 
 log = structlog.get_logger("remediate.serve")
 T = TypeVar("T")
@@ -100,23 +100,8 @@ class Stores:
         return self._get("approvals", Approvals)  # type: ignore[no-any-return]
 
 
-def evidence_digest_of(evidence: Any) -> Any:
-    """The evidence an approver's plan rests on, without the error-log samples that grow with every 502.
-
-    A log window (a mapping with ``lines`` and ``last``) counts and quotes requests; more requests
-    failing the same way between plan and approval do not change the plan, so they are left out.
-    """
-    if isinstance(evidence, dict):
-        if {"lines", "last"} <= set(evidence):
-            return None
-        return {k: evidence_digest_of(v) for k, v in evidence.items()}
-    if isinstance(evidence, list):
-        return [evidence_digest_of(v) for v in evidence]
-    return evidence
-
-
 def report_hash(report: Any) -> str:
-    return plan_hash(report.host, report.cause, plan_text(report), evidence_digest_of(report.evidence))
+    return plan_hash(report.host, report.cause, plan_text(report))
 
 
 class Runner:
