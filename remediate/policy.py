@@ -113,6 +113,10 @@ class Policy:
             return Decision(False, f"{user} is not in remediate's policy: nothing is allowed")
         return Decision(True, f"{user} is in remediate's policy")
 
+    def may_see(self, inventory: Inventory, user: str, host: str, user_groups: tuple[str, ...] = ()) -> bool:
+        """Is ``host`` in the scope of any of ``user``'s roles? (What a user may learn exists.)"""
+        return any(matches(inventory, r.hosts, host) for r in self.roles_of(user, user_groups))
+
     def allows(
         self,
         inventory: Inventory,

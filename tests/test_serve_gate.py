@@ -247,6 +247,17 @@ def test_an_alert_for_an_unknown_host_is_reported_not_guessed(service: Service, 
     assert isinstance(again[1], dict) and again[1]["alerts"][0]["result"] == "duplicate: already reported"
 
 
+def test_slack_markup_in_alert_labels_is_shown_not_obeyed(service: Service, fake_slack: FakeSlack) -> None:
+    """Label values come from the monitored targets: `<!channel>` and `<https://…|click>` are posted escaped, so
+    Slack prints them instead of paging the channel or showing a disguised link."""
+    labels = {"alertname": "Nginx502", "instance": "<!channel> <https://evil.example|click here>:9113"}
+    status, _ = service.alert(alert_payload(alert(labels, "fp-markup")))
+    assert status == 200
+    post = fake_slack.wait_for(lambda p: "is not a host" in p.get("text", "") and "channel" in p["text"], timeout=10)
+    assert "<!channel>" not in post["text"] and "<https://" not in post["text"]
+    assert "&lt;!channel&gt; &lt;https://evil.example|click here&gt;" in post["text"]
+
+
 def test_an_alert_with_an_unknown_cause_is_reported(service: Service) -> None:
     labels = {"alertname": "Nginx502", "instance": "web01:9113", "remediate_cause": "rm -rf"}
     status, answer = service.alert(alert_payload(alert(labels, "fp-bad-cause")))
@@ -505,3 +516,19 @@ def test_a_body_that_arrives_in_two_pieces_is_read_whole(service: Service) -> No
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert b"usage" in answer.lower()
+
+
+def test_a_user_learns_no_host_outside_their_scope(tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """A user whose role covers web01 only: web02 (which exists) and an unknown name read the same, and "did you
+    mean" names only hosts in their scope; the inventory is never listed."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    policy = {"roles": {"web01-only": {"verbs": ["diagnose"], "hosts": "web01"}}, "users": {"U777": ["web01-only"]}}
+    svc = Service(tmp_path / "svc", inventory, fake_slack.url, policy=policy).start()
+    try:
+        answers = {name: str(svc.slack(slash_body(f"diagnose {name}", "U777"))[1]) for name in ("web02", "zzz", "web0")}
+    finally:
+        svc.stop()
+    assert "no host 'web02' that you may act on" in answers["web02"]  # it exists, but says no more than for zzz
+    assert "no host 'zzz' that you may act on" in answers["zzz"] and "web0" not in answers["zzz"]
+    assert "did you mean 'web01'?" in answers["web0"] and "web02" not in answers["web0"]

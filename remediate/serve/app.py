@@ -19,6 +19,7 @@ runs the jobs is the :class:`Dispatcher`: the worker process beside this one, or
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hmac
 import json
 import time
@@ -34,7 +35,7 @@ from remediate.inventory import Host, load_inventory
 from remediate.playbook import load_playbooks
 from remediate.serve.config import ServeConfig
 from remediate.serve.jobs import Stores
-from remediate.serve.notify import Notifier
+from remediate.serve.notify import Notifier, mrkdwn
 from remediate.serve.slack import USAGE, Command, parse_command
 from remediate.serve.worker import WorkerProcess
 from remediate.store import errors, redact
@@ -259,7 +260,7 @@ class Service:
             log.error("record-failed", error=str(exc))
             return _error(503, "cannot record the jobs now; retry")
         for text in reports:
-            self.pool.submit(self.notifier.post, {}, f":question: {text}")
+            self.pool.submit(self.notifier.post, {}, f":question: {mrkdwn(text)}")
         return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
 
     # -- Slack ---------------------------------------------------------------------
@@ -319,12 +320,20 @@ class Service:
             return await refuse(listed.reason, ":no_entry:")
         try:
             command = parse_command(text, self.causes)
-            if command.host is not None and command.host not in self.inventory.hosts:
-                self.inventory.host(command.host)  # raises, naming close matches
         except (ValueError, RemediateError) as exc:
             return await refuse(
                 str(exc).split(": ", 1)[-1] if isinstance(exc, RemediateError) else str(exc), ":warning:"
             )
+        policy = self.config.policy
+        if command.host is not None and (
+            command.host not in self.inventory.hosts or not policy.may_see(self.inventory, user, command.host, groups)
+        ):
+            # An unknown host and one outside the user's scope read the same, and "did you mean" only ever
+            # names hosts the user may act on: the inventory is not disclosed to a user of a narrow role.
+            mine = [h for h in self.inventory.hosts if policy.may_see(self.inventory, user, h, groups)]
+            close = difflib.get_close_matches(command.host, mine, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return await refuse(f"no host {command.host!r} that you may act on{hint}", ":warning:")
         if command.verb == "help":
             return USAGE
         if command.verb == "status":

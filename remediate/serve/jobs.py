@@ -33,7 +33,7 @@ from remediate.audit import Audit
 from remediate.errors import RemediateError
 from remediate.ledger import Job, Ledger
 from remediate.serve.config import ServeConfig
-from remediate.serve.notify import Notifier, approval_blocks, outcome_text, plan_text
+from remediate.serve.notify import Notifier, approval_blocks, mrkdwn, outcome_text, plan_text
 from remediate.store import Schema, Where, errors, open_db
 
 __all__ = ["Runner", "Seen", "Stores"]
@@ -178,7 +178,7 @@ class Runner:
             result = getattr(self, f"_{job.mode}")(job, rem)
         except RemediateError as exc:
             result = {"outcome": "failed", "message": str(exc)}
-            self._say(job, f":x: *{job.host}* {job.mode}: {exc}")
+            self._say(job, f":x: *{job.host}* {job.mode}: {mrkdwn(str(exc))}")
         except Exception as exc:  # one bad job must not kill a worker
             log.exception("job-crashed", job=job.id)
             result = {"outcome": "failed", "message": f"internal error: {type(exc).__name__}: {exc}"}
@@ -212,7 +212,7 @@ class Runner:
 
     def _diagnose(self, job: Job, rem: Remediate) -> dict[str, Any]:
         diagnosis = rem.diagnose(job.host, since=self._window(job))
-        lines = [f":mag: *{job.host}*: verdict *{diagnosis.verdict}*; {diagnosis.reason}"]
+        lines = [f":mag: *{job.host}*: verdict *{diagnosis.verdict}*; {mrkdwn(diagnosis.reason)}"]
         for finding in diagnosis.findings:
             lines.append(f"• {finding.cause or finding.label}: {finding.count} line(s), {finding.confidence}")
         self._say(job, "\n".join(lines))
@@ -240,7 +240,7 @@ class Runner:
                                  {"job": job.id, "approval": approval.id, "host": job.host, "cause": report.cause,
                                   "plan_hash": approval.plan_hash})  # fmt: skip
         who = f"<@{job.requested_by}>" if job.trigger == "slack" else f"alert {job.requested_by[:12]}"
-        summary = f":memo: *{job.host}*: {report.cause}; {report.decision.get('reason', '')}\nasked by {who}"
+        summary = f":memo: *{job.host}*: {report.cause}; {mrkdwn(report.decision.get('reason', ''))}\nasked by {who}"
         previous = self.stores.ledger.recent_fix(job.host, report.cause, self.config.cooldown)
         if previous is not None:
             summary += (

@@ -13,7 +13,7 @@ import structlog
 
 from remediate.serve.config import SlackConfig
 
-__all__ = ["Notifier", "approval_blocks", "outcome_text", "plan_text"]
+__all__ = ["Notifier", "approval_blocks", "mrkdwn", "outcome_text", "plan_text"]
 
 log = structlog.get_logger("remediate.serve")
 _MAX_DIFF = 2800  # a Slack section's text is limited to 3000 characters
@@ -91,6 +91,13 @@ def approval_blocks(summary: str, plan: str, approval_id: str, expires_in: float
     ]
 
 
+def mrkdwn(untrusted: str) -> str:
+    """Text from outside (alert labels, log lines, a backend's answer) as Slack shows it, never as markup:
+    Slack's own escaping of ``&``, ``<`` and ``>``, so ``<!channel>`` or ``<https://x|click>`` in a label
+    is printed, not obeyed."""
+    return untrusted.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def outcome_text(report: Any) -> str:
     """One line per run: host, cause, outcome, the message, and the run id to roll back with."""
     icon = {
@@ -101,7 +108,7 @@ def outcome_text(report: Any) -> str:
     }.get(report.outcome, ":warning:")
     text = f"{icon} *{report.host}* {report.cause}: *{report.outcome}*"  # a rollback's cause is "rollback RUN_ID"
     if report.message:
-        text += f"; {report.message}"
+        text += f"; {mrkdwn(report.message)}"
     if report.outcome in {"fixed", "applied-unverified", "rolled-back", "failed"}:
         text += f"\nrun `{report.run_id}` (`/remediate rollback {report.host} {report.run_id}`)"
     return text
