@@ -945,7 +945,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         queue.Queue(config.queue).close()
     if args.check:
         print(
-            f"{args.config}: ok: listen {config.host}:{config.port}, {len(inventory.hosts)} host(s), "
+            f"{args.config}: ok: listen {config.host}:{config.port}{' (https)' if config.tls else ''}, "
+            f"{len(inventory.hosts)} host(s), "
             f"{len(config.routes)} alert route(s), slack {'on' if config.slack else 'off'}, "
             f"{len(config.policy.users)} user(s) and {len(config.policy.groups)} group(s) in the policy"
             + (", jobs on the queue (database reachable, schema present)" if config.queue else "")

@@ -532,3 +532,57 @@ def test_a_user_learns_no_host_outside_their_scope(tmp_path: Path, fake_slack: F
     assert "no host 'web02' that you may act on" in answers["web02"]  # it exists, but says no more than for zzz
     assert "no host 'zzz' that you may act on" in answers["zzz"] and "web0" not in answers["zzz"]
     assert "did you mean 'web01'?" in answers["web0"] and "web02" not in answers["web0"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "extra", "code"),
+    [
+        ("0.0.0.0:18088", {}, 5),
+        ("[::]:18088", {}, 5),
+        ("0.0.0.0:18088", {"behind_tls_proxy": True}, 0),
+        ("127.0.0.2:18088", {}, 0),
+    ],
+    ids=["any-v4-plain", "any-v6-plain", "behind-a-tls-proxy", "loopback"],
+)
+def test_listening_beyond_loopback_needs_tls(
+    service: Service, tmp_path: Path, listen: str, extra: dict[str, Any], code: int
+) -> None:
+    """An address other machines reach, over plain HTTP, would carry both bearer tokens in clear: refused in one
+    line unless the config says a TLS proxy terminates in front (or the service speaks TLS itself)."""
+    config = {**json.loads(service.config_path.read_text()), "listen": listen, **extra}
+    path = tmp_path / "serve.yml"
+    path.write_text(json.dumps(config))
+    done = _serve("--config", str(path), "--check")
+    assert done.returncode == code, done.stderr
+    if code:
+        assert "plain HTTP" in done.stderr and "behind_tls_proxy: true" in done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_the_service_speaks_tls_itself(tmp_path: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With tls: {cert_file, key_file} every route is HTTPS (a signed Slack command answers over it); plain HTTP
+    to the same port gets no answer; a key file others can read is refused."""
+    from remediate.lab import pki
+
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    pki.make_leaf(directory, "serve", pki.make_ca(directory, "ca"), "localhost", "127.0.0.1")
+    (directory / "serve.key").chmod(0o600)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    tls = {"cert_file": str(directory / "serve.crt"), "key_file": str(directory / "serve.key")}
+    svc = Service(tmp_path / "svc", inventory, fake_slack.url, tls=tls)
+    svc.url = svc.url.replace("http://", "https://")
+    monkeypatch.setenv("SSL_CERT_FILE", str(directory / "ca.crt"))  # this test trusts the service's CA
+    svc.start()
+    try:
+        assert http("GET", svc.url + "/healthz")[0] == 200
+        status, answer = svc.slack(slash_body("help", "U111"))
+        assert status == 200 and "usage" in str(answer).lower()
+        with pytest.raises(OSError):
+            http("GET", svc.url.replace("https://", "http://") + "/healthz", timeout=5)
+    finally:
+        svc.stop()
+    (directory / "serve.key").chmod(0o644)
+    done = _serve("--config", str(svc.config_path), "--check")
+    assert done.returncode == 5 and "tls.key_file" in done.stderr and "open to others" in done.stderr

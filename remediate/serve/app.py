@@ -592,7 +592,14 @@ def serve(config: ServeConfig) -> None:
         # body can inflate to 250 MB); bodies are read as sent, and a compressed one is refused (415).
         runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        context = None
+        if config.tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*config.tls)
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
@@ -604,7 +611,8 @@ def serve(config: ServeConfig) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
-            "listening", url=f"http://{config.host}:{config.port}", stores=redact(config.stores),
+            "listening", url=f"{'https' if config.tls else 'http'}://{config.host}:{config.port}",
+            stores=redact(config.stores),
             jobs="queue" if config.queue else f"{config.workers} local workers", slack=config.slack is not None,
             alertmanager=bool(config.alert_token),
         )  # fmt: skip

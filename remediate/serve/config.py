@@ -24,7 +24,7 @@ ROUTE_MODES = ("diagnose", "approve", "fix")
 _TOP = {
     "listen", "inventory", "state_dir", "api_token_file", "alertmanager", "slack", "policy", "cooldown",
     "max_runs_per_hour", "approval_ttl", "workers", "keep_connections", "since", "accept_new_host_key",
-    "max_body", "queue",
+    "max_body", "queue", "tls", "behind_tls_proxy",
 }  # fmt: skip
 
 
@@ -71,6 +71,10 @@ class ServeConfig:
     #: A ``postgresql://`` URL: jobs go to Procrastinate there and run in `remediate worker --config`
     #: processes; the ledger, approvals and audit chain live in that database. None: all in this process.
     queue: str | None = None
+    #: (certificate chain file, private key file): the service speaks HTTPS itself.
+    tls: tuple[Path, Path] | None = None
+    #: A TLS proxy in front terminates HTTPS (the only way to listen beyond loopback without ``tls``).
+    behind_tls_proxy: bool = False
 
     @property
     def stores(self) -> str | Path:
@@ -112,6 +116,13 @@ class _Reader:
         if unknown:
             raise self.fail(", ".join(sorted(map(str, unknown))), f"unknown key (keys: {', '.join(sorted(_TOP))})")
         host, port = self.listen(d.get("listen", "127.0.0.1:8088"))
+        if not ipaddress.ip_address(host).is_loopback and not d.get("tls") and d.get("behind_tls_proxy") is not True:
+            raise self.fail(
+                "listen",
+                f"{host} is reachable from other machines, and the service would speak plain HTTP: both bearer "
+                "tokens would cross the network in clear; add tls: {cert_file, key_file}, or say "
+                "behind_tls_proxy: true when a TLS proxy in front terminates HTTPS",
+            )
         for key in ("inventory", "state_dir"):
             if not d.get(key):
                 raise self.fail(key, "required")
@@ -138,6 +149,8 @@ class _Reader:
             accept_new_host_key=self.flag("accept_new_host_key", d.get("accept_new_host_key", False)),
             max_body=self.count("max_body", d.get("max_body", 256 * 1024), minimum=1024),
             queue=self.queue_url(d.get("queue")),
+            tls=self.tls(d.get("tls")),
+            behind_tls_proxy=self.flag("behind_tls_proxy", d.get("behind_tls_proxy", False)),
         )
 
     def queue_url(self, value: Any) -> str | None:
@@ -191,6 +204,13 @@ class _Reader:
             raise self.fail(key, f"cannot read the secret file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise self.fail(key, f"the secret file {path} is not UTF-8 text") from None
+        self.private(key, path, st)
+        if len(text) < 16:
+            raise self.fail(key, f"the secret in {path} is shorter than 16 characters")
+        return text
+
+    def private(self, key: str, path: Path, st: os.stat_result) -> None:
+        """A secret file is its owner's alone: no bit for group or others, and the owner is the service's user."""
         if st.st_mode & 0o077:  # group or others: any bit (0640 and 0660 leak to a whole group)
             raise self.fail(
                 key, f"the secret file {path} is open to others than its owner (mode {st.st_mode & 0o777:04o}); "
@@ -201,9 +221,6 @@ class _Reader:
                 key, f"the secret file {path} belongs to uid {st.st_uid}, not to the service's user (uid "
                 f"{os.geteuid()}); chown it (with systemd, LoadCredential= hands it over: see the example units)",
             )  # fmt: skip
-        if len(text) < 16:
-            raise self.fail(key, f"the secret in {path} is shorter than 16 characters")
-        return text
 
     def duration(self, key: str, value: Any) -> float:
         try:
@@ -218,6 +235,27 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(key, f"must be a whole number ≥ {minimum}, not {value!r}")
         return value
+
+    def tls(self, value: Any) -> tuple[Path, Path] | None:
+        """``tls: {cert_file, key_file}``: both readable, the key a secret (0600, the service user's own)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) != {"cert_file", "key_file"}:
+            raise self.fail("tls", "must be a mapping with cert_file and key_file")
+        cert, key = self.file_path(value["cert_file"]), self.file_path(value["key_file"])
+        try:
+            st = key.stat()
+            cert.read_bytes()
+        except OSError as exc:
+            raise self.fail("tls", f"cannot read {exc.filename}: {exc.strerror}") from None
+        self.private("tls.key_file", key, st)
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError) as exc:
+            raise self.fail("tls", f"{cert} and {key} are not a certificate chain and its key: {exc}") from None
+        return cert, key
 
     def flag(self, key: str, value: Any) -> bool:
         if not isinstance(value, bool):
