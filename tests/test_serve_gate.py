@@ -586,3 +586,49 @@ def test_the_service_speaks_tls_itself(tmp_path: Path, fake_slack: FakeSlack, mo
     (directory / "serve.key").chmod(0o644)
     done = _serve("--config", str(svc.config_path), "--check")
     assert done.returncode == 5 and "tls.key_file" in done.stderr and "open to others" in done.stderr
+
+
+def _audit_count(service: Service) -> int:
+    shown = remediate_cli_json("audit", "show", "--state", str(service.dir / "state"), "--json")
+    return len(shown["records"])
+
+
+def remediate_cli_json(*args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "remediate.cli", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_one_captured_request_replayed_many_times_is_one_audit_record(service: Service) -> None:
+    """A signed request replayed 200 times in its window: 200 times 401, one audit record (not 200)."""
+    body = slash_body("status", "U111")
+    headers = signed(body)
+    assert _events(service, body, headers)[0] == 200
+    before = _audit_count(service)
+    statuses = {_events(service, body, headers)[0] for _ in range(200)}
+    assert statuses == {401}
+    assert _audit_count(service) - before == 1
+
+
+def test_a_storm_of_alerts_for_unknown_hosts_is_one_message_and_one_record(
+    service: Service, fake_slack: FakeSlack
+) -> None:
+    """One webhook of 300 alerts for instances not in the inventory: one Slack post (five quoted, "and 295 more"),
+    one audit record; the same alerts again with a new startsAt post nothing more."""
+    posts = len(fake_slack.calls)
+    before = _audit_count(service)
+    alerts = [alert({"alertname": "Nginx502", "instance": f"10.8.{n // 250}.{n % 250}:9113"}, f"fp-s{n}")
+              for n in range(300)]  # fmt: skip
+    status, answer = service.alert(alert_payload(*alerts))
+    assert status == 200 and isinstance(answer, dict)
+    assert {a["result"] for a in answer["alerts"]} == {"reported"}
+    post = fake_slack.wait_for(lambda p: "and 295 more" in p.get("text", ""), timeout=10)
+    assert post["text"].count(":question:") == 5
+    time.sleep(1)
+    assert len(fake_slack.calls) == posts + 1
+    assert _audit_count(service) - before == 1
+    again = [{**a, "startsAt": "2026-12-07T23:59:00Z"} for a in alerts]
+    status, answer = service.alert(alert_payload(*again))
+    assert {a["result"] for a in answer["alerts"]} == {"duplicate: already reported"}  # type: ignore[index]
+    time.sleep(1)
+    assert len(fake_slack.calls) == posts + 1 and _audit_count(service) - before == 1

@@ -204,11 +204,13 @@ class Service:
             cause = labels.get(route.cause_label, "auto") if route.cause_label else "auto"
             item.update(mode=route.mode, cause=cause, dedupe=f"am:{fingerprint}:{alert['startsAt']}")
             if host is None:
+                item["report_key"] = f"{labels.get('alertname', '?')}:{route.host_label}={value}"
                 item["report"] = (
                     f"alert {labels.get('alertname', '?')} ({fingerprint}): {route.host_label}={value!r} is not a "
                     f"host in {self.inventory.path} (by name or ansible_host); nothing was started"
                 )
             elif cause != "auto" and cause not in self.causes:
+                item["report_key"] = f"{labels.get('alertname', '?')}:{host.name}:{route.cause_label}={cause}"
                 item["report"] = (
                     f"alert {labels.get('alertname', '?')} ({fingerprint}) for {host.name}: {route.cause_label}="
                     f"{cause!r} is not a cause ({', '.join(self.causes)}); nothing was started"
@@ -237,11 +239,16 @@ class Service:
                      "alertname": item["alertname"]},
                 )  # fmt: skip
             elif "report" in item:
-                new = self.stores.seen.first("report:" + item["dedupe"])
+                # Storm control: one report per alert name and unknown value per cool-down window, however
+                # many alerts or new startsAt carry it (an outage on hosts missing from the inventory).
+                bucket = int(time.time() // max(self.config.cooldown, 60))
+                new = self.stores.seen.first(f"report:{item['report_key']}:{bucket}")
                 item["result"] = "reported" if new else "duplicate: already reported"
                 if new:
-                    audit.append("refused", item["fingerprint"], {"source": "alertmanager", "reason": item["report"]})
                     reports.append(item["report"])
+        if reports:  # one audit record per webhook, however many alerts it reports
+            audit.append("refused", "alertmanager", {"source": "alertmanager", "count": len(reports),
+                                                     "reasons": reports[:_REPORTED]})  # fmt: skip
         return reports
 
     async def alertmanager(self, request: web.Request) -> web.Response:
@@ -259,8 +266,12 @@ class Service:
         except errors() as exc:
             log.error("record-failed", error=str(exc))
             return _error(503, "cannot record the jobs now; retry")
-        for text in reports:
-            self.pool.submit(self.notifier.post, {}, f":question: {mrkdwn(text)}")
+        if reports:  # one message per webhook: the first few, and how many more
+            more = (
+                f"\n… and {len(reports) - _REPORTED} more (the audit has the count)" if len(reports) > _REPORTED else ""
+            )
+            shown = "\n".join(f":question: {mrkdwn(text)}" for text in reports[:_REPORTED])
+            self.pool.submit(self.notifier.post, {}, shown + more)
         return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
 
     # -- Slack ---------------------------------------------------------------------
@@ -290,7 +301,13 @@ class Service:
         except errors():
             return _error(503, "cannot record the request now")
         if not first:
-            await self.store(self.audit, "replay", "slack", {"signature": signature[:16]})
+            # One audit record per replayed request, not per replay: a captured request sent again 400 times in
+            # its 300 s window is one record (the 401s are counted in remediate_requests_total).
+            def audit_once() -> None:
+                if self.stores.seen.first("slack:replayed:" + signature):
+                    self.audit("replay", "slack", {"signature": signature[:16]})
+
+            await self.store(audit_once)
             return _error(401, "this request was already received (replayed); nothing was started")
         if not _slack_form(text):
             return _error(400, "not a slash command or an interaction payload")
@@ -500,6 +517,10 @@ def _answer_errors(metrics: Metrics) -> Any:
         return response
 
     return middleware
+
+
+#: How many alerts the service cannot act on one webhook's message (and audit record) quotes.
+_REPORTED = 5
 
 
 class _BodyTooLarge(Exception):

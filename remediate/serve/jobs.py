@@ -57,8 +57,9 @@ class Seen:
     def first(self, key: str) -> bool:
         """Record ``key``; True if it was not there before (durably, so a restart does not forget it)."""
         self.inserts += 1
-        if self.inserts % 200 == 0:
+        if self.inserts % 200 == 0:  # pruned: replayed signatures after their 300 s window, reports after a day
             self.db.execute("DELETE FROM seen WHERE key LIKE 'slack:%' AND at < ?", (time.time() - 600,))
+            self.db.execute("DELETE FROM seen WHERE key LIKE 'report:%' AND at < ?", (time.time() - 86400,))
         inserted = self.db.execute("INSERT INTO seen VALUES (?, ?) ON CONFLICT DO NOTHING", (key, time.time()))
         return bool(inserted.rowcount == 1)
 
