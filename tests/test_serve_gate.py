@@ -686,3 +686,40 @@ def test_fuzz_the_gate_never_500_never_a_job(service: Service) -> None:
         assert status < 500, (method, route, headers, body[:200], status)
 
     prop()
+
+
+def test_slow_headers_are_dropped(service: Service) -> None:
+    """Thirty connections that send one header line every 2 s (a slowloris) are all closed by the service within
+    its header timeout plus a margin, while /healthz keeps answering."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from remediate.serve.app import HEADER_TIMEOUT
+
+    url = urlsplit(service.url)
+    socks = [socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=5) for _ in range(30)]
+    for sock in socks:
+        sock.sendall(b"POST /alertmanager HTTP/1.1\r\nHost: x\r\n")
+    deadline = time.monotonic() + HEADER_TIMEOUT + 10
+    open_ = list(socks)
+    while open_ and time.monotonic() < deadline:
+        assert http("GET", service.url + "/healthz", timeout=5)[0] == 200
+        still = []
+        for sock in open_:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                sock.settimeout(0.05)
+                if sock.recv(1024) == b"":
+                    sock.close()
+                    continue
+            except TimeoutError:
+                pass
+            except OSError:
+                sock.close()
+                continue
+            still.append(sock)
+        open_ = still
+        time.sleep(2)
+    for sock in open_:
+        sock.close()
+    assert not open_, f"{len(open_)} slow connection(s) still open after {HEADER_TIMEOUT + 10:g}s"

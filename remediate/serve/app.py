@@ -519,6 +519,8 @@ def _answer_errors(metrics: Metrics) -> Any:
     return middleware
 
 
+#: Seconds a client gets to send its request's headers (and an idle kept-alive connection lives).
+HEADER_TIMEOUT = 10.0
 #: How many alerts the service cannot act on one webhook's message (and audit record) quotes.
 _REPORTED = 5
 
@@ -611,7 +613,12 @@ def serve(config: ServeConfig) -> None:
     async def main() -> None:
         # auto_decompress=False: aiohttp would inflate a gzip body as it arrives, before any check (a 255 KB
         # body can inflate to 250 MB); bodies are read as sent, and a compressed one is refused (415).
-        runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, auto_decompress=False)
+        # keepalive_timeout: aiohttp arms it when a connection opens and closes an idle handler when it fires,
+        # so a client that has not finished its headers by then (a slowloris) is dropped too: a header timeout.
+        runner = web.AppRunner(
+            make_app(service), access_log=None, handle_signals=False, auto_decompress=False,
+            keepalive_timeout=HEADER_TIMEOUT,
+        )  # fmt: skip
         await runner.setup()
         context = None
         if config.tls is not None:
