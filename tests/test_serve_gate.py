@@ -723,3 +723,20 @@ def test_slow_headers_are_dropped(service: Service) -> None:
     for sock in open_:
         sock.close()
     assert not open_, f"{len(open_)} slow connection(s) still open after {HEADER_TIMEOUT + 10:g}s"
+
+
+def test_a_flood_of_scrapes_reads_the_ledger_once_per_interval(service: Service) -> None:
+    """/metrics needs no credential: 200 scrapes in a row read the ledger at most twice (one cache interval)."""
+    import re
+
+    def reads() -> float:
+        status, text = http("GET", service.url + "/metrics")
+        assert status == 200
+        found = re.search(r"^remediate_metrics_ledger_reads_total (\S+)$", str(text), re.M)
+        assert found, text
+        return float(found.group(1))
+
+    before = reads()
+    for _ in range(200):
+        http("GET", service.url + "/metrics")
+    assert reads() - before <= 2

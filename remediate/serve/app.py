@@ -50,8 +50,10 @@ _JSON = "application/json"
 class Metrics:
     """The service's Prometheus metrics, in a registry of its own.
 
-    Jobs and run durations are read from the ledger at each scrape (the worker process runs the
-    jobs; the ledger is what both processes share), so they survive restarts as counters should.
+    Jobs and run durations are read from the ledger (the worker process runs the jobs; the ledger is
+    what both processes share), so they survive restarts as counters should. ``/metrics`` needs no
+    credential, so that read is bounded: at most one per ``SCRAPE_TTL`` seconds, however often it is
+    scraped (a Prometheus scrapes every 15 s or more; a flood gets the same answer again).
     """
 
     def __init__(self, stores: Stores) -> None:
@@ -64,11 +66,27 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.registry.register(self)
+        self._cached: tuple[float, list[Any]] | None = None
+        self.reads = 0  # ledger reads for /metrics (what a scrape flood costs)
 
     def describe(self) -> list[Any]:
         return []  # registering must not read the ledger (on the event loop's thread)
 
     def collect(self) -> Iterator[Any]:
+        """The ledger's families: read again only when the last read is older than SCRAPE_TTL."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > SCRAPE_TTL:
+            self._cached = (now, list(self._from_ledger()))
+            self.reads += 1
+        yield from self._cached[1]
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(
+            "remediate_metrics_ledger_reads", "Reads of the ledger for /metrics (at most one per SCRAPE_TTL)",
+            value=self.reads,
+        )  # fmt: skip
+
+    def _from_ledger(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         db = self.stores.ledger.db
@@ -100,6 +118,8 @@ class Metrics:
 
 
 _RUN_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0, 120.0, 300.0)
+#: Seconds one read of the ledger serves /metrics for.
+SCRAPE_TTL = 5.0
 
 
 class Dispatcher(Protocol):
