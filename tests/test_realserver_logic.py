@@ -155,3 +155,15 @@ def test_errors_in_a_file_ignore_the_journal_and_remote_syslog_is_named() -> Non
     assert window["text"] == "a\n"
     window = merge_window(_answer("error_log syslog:server=192.0.2.1:514;\nevents {}\n", "a\n", "b\n"))
     assert window["text"] == "a\n" and "cannot read" in window["notes"][0]
+
+
+def test_dns_answers_take_aaaa_as_nginx_does() -> None:
+    """nginx's resolver asks A and AAAA: an AAAA-only name resolves; both families' addresses count."""
+    from remediate.collect.dns import merge_answers, parse_dig
+
+    none_a = parse_dig(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n")
+    six = parse_dig(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 2\nv6.internal. 0 IN AAAA ::1\n")
+    four = parse_dig(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 3\nv6.internal. 0 IN A 127.0.0.1\n")
+    assert merge_answers(none_a, six) == {"status": "NOERROR", "addresses": ["::1"]}
+    assert merge_answers(four, six)["addresses"] == ["127.0.0.1", "::1"]
+    assert merge_answers(four, None) == four

@@ -26,7 +26,7 @@ from remediate.collect.nginx import enclosing, in_effect, location_for, probes_u
 from remediate.evidence import Collector, Context, Hit, Request, log_hits, new_request, summary
 from remediate.inventory import Host
 
-__all__ = ["COLLECTORS", "TARGET", "is_address", "parse_dig"]
+__all__ = ["COLLECTORS", "TARGET", "is_address", "merge_answers", "parse_dig"]
 
 RESOLV_CONF = "/etc/resolv.conf"
 _NO_RESOLVER = re.compile(r"no resolver defined to resolve (?P<name>[^\s,]+)")
@@ -178,7 +178,18 @@ def _remote(ctx: Context, args: dict[str, Any]) -> tuple[Host, Request] | None:
         argv += ["-p", port] if port else []
         # -q: the next argument is the name, whatever it looks like (it was checked as one too)
         req["commands"][f"dig{index}"] = [*argv, "-t", "A", "-q", found["name"]]
+        if "ipv6=off" not in (found["resolver_in_effect"] or ""):  # nginx's resolver asks AAAA too by default
+            req["commands"][f"dig{index}_6"] = [*argv, "-t", "AAAA", "-q", found["name"]]
     return ctx.host, req  # the web host: what nginx's own resolvers say
+
+
+def merge_answers(a: dict[str, Any], aaaa: dict[str, Any] | None) -> dict[str, Any]:
+    """One resolver's answer to A and AAAA, as nginx's resolver takes it: the addresses of both; the A status,
+    unless only AAAA has addresses."""
+    if aaaa is None:
+        return a
+    status = a["status"] if a["addresses"] or not aaaa["addresses"] else aaaa["status"]
+    return {"status": status, "addresses": a["addresses"] + [x for x in aaaa["addresses"] if x not in a["addresses"]]}
 
 
 def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
@@ -192,7 +203,9 @@ def _read(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> Any:
         if cmd is None:
             continue
         if cmd["exit"] == 0:
-            answers.append({"resolver": resolver, **parse_dig(cmd["stdout"])})
+            six = (resp or {}).get("commands", {}).get(f"dig{index}_6")
+            aaaa = parse_dig(six["stdout"]) if six is not None and six["exit"] == 0 else None
+            answers.append({"resolver": resolver, **merge_answers(parse_dig(cmd["stdout"]), aaaa)})
         else:
             answers.append({"resolver": resolver, "status": "ERROR", "addresses": [], "error": cmd["stderr"].strip()})
     addresses = list(dict.fromkeys(a for answer in answers for a in answer["addresses"] if is_address(a)))
