@@ -1384,12 +1384,16 @@ def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
         "started": [],
     }
     for change in changes:
+        # A new file takes the owner and mode of the file it stands beside ("like": a log among nginx's logs).
+        like = stat_of(change["like"]) if change["before_sha"] is None and change.get("like") else None
         meta["changes"].append(
             {
                 "path": change["path"],
                 "before_sha": change["before_sha"],
                 "after_sha": sha(base64.b64decode(change["after_b64"])),
-                "stat": stat_of(change["path"]),
+                # (a planned-new file that exists now was made by the validation's own `nginx -t`, which
+                # creates the logs it names, root:root 0644: it takes the owner and mode it was planned with)
+                "stat": like if like and "mode" in like else stat_of(change["path"]),
                 "backed_up": False,
             }
         )

@@ -129,6 +129,13 @@ def ini_set(ctx: Context, args: dict[str, Any]) -> Plan:
     return Plan(changes=[Change(path, before, after, str(args.get("validate", "php-fpm")))])
 
 
+def file_like(ctx: Context, args: dict[str, Any]) -> Plan:
+    """Create an empty ``path`` with the owner and mode of ``like`` (a new log beside nginx's own, which nginx
+    would otherwise create root:root 0644 where Debian's are www-data:adm 0640). Use ``when:`` to skip it
+    when the file exists."""
+    return Plan(changes=[Change(str(args["path"]), None, b"", "none", like=str(args["like"]))])
+
+
 def nginx_retarget(ctx: Context, args: dict[str, Any]) -> Plan:
     """Point every *_pass and upstream ``server`` that targets address ``from`` at ``to`` instead.
 
@@ -521,5 +528,6 @@ MODULES: dict[str, Callable[[Context, dict[str, Any]], Plan]] = {
     "nginx_server_params": nginx_server_params,
     "nginx_re_resolve": nginx_re_resolve,
     "service_nofile": service_nofile,
+    "file_like": file_like,
     "service_restart_policy": service_restart_policy,
 }

@@ -19,6 +19,7 @@ class Change:
     after: bytes
     validate: str  # "nginx" or "php-fpm": which test must pass before the change stands
     host: str | None = None  # another inventory host (None: the run's own host)
+    like: str | None = None  # a new file takes this file's owner and mode (a log beside nginx's logs)
 
     @property
     def before_sha(self) -> str | None:

@@ -694,6 +694,7 @@ def _apply_request(
                 "before_sha": c.before_sha,
                 "after_b64": base64.b64encode(c.after).decode(),
                 "validate": c.validate,
+                **({"like": c.like} if c.like else {}),
             }
             for c in plan.changes
         ],

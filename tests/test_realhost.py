@@ -366,3 +366,19 @@ def test_a_private_ca_backend_is_trusted_with_the_inventorys_bundle(
     assert host.probe(cfg, PROBES["secure"]) == 200
     site = host.read(cfg, "/etc/nginx/sites-available/default").decode()
     assert "proxy_ssl_verify on;" in site and "/etc/lab-pki/internal-ca.crt" in site
+
+
+def test_a_new_log_file_is_owned_like_debians_logs(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """`harden --fix no-upstream-timing-log` adds a log beside access.log: it is made www-data:adm 0640 like
+    Debian's own logs (nginx would create it root:root 0644), and nginx writes to it after the reload."""
+    host, cfg = debian
+    code, answer = _run(host, "harden", "--fix", "no-upstream-timing-log", "--yes")
+    report = answer["runs"][0]  # type: ignore[index]
+    assert (code, report["outcome"]) == (0, "fixed"), report.get("message")
+    shown = host.sh(cfg, ["stat", "-c", "%U:%G %a", "/var/log/nginx/upstream_timing.log"]).stdout.split()
+    assert shown == ["www-data:adm", "640"]
+    assert host.probe(cfg, PROBES["api"]) == 200
+    deadline = time.monotonic() + 5
+    while b"upstream" not in host.read(cfg, "/var/log/nginx/upstream_timing.log") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"127.0.0.1:8001" in host.read(cfg, "/var/log/nginx/upstream_timing.log")

@@ -46,6 +46,12 @@ def backends(ctx: Context) -> list[tuple[Host, str]]:
 
 def _ask(host: Host, args: dict[str, Any], req: Request) -> None:
     req["files"].append(RESOLV_CONF)
+    req["stats"].append(timing_log(host))  # does the timing log exist yet (its fix creates it like the others)?
+
+
+def timing_log(host: Host) -> str:
+    """The timing-log fix's own log, beside the access log (the access log's format stays)."""
+    return posixpath.join(posixpath.dirname(str(host["nginx_access_log"])), "upstream_timing.log")
 
 
 def _remote(ctx: Context, args: dict[str, Any]) -> list[tuple[Host, Request]]:
@@ -69,6 +75,10 @@ def _drop_in(service: str) -> str:
 
 
 def _keep_resolv_conf(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> None:
+    path = timing_log(ctx.host)
+    found = (resp.get("stats") or {}).get(path)
+    if found:
+        ctx.stats[path] = found
     entry = resp.get("files", {}).get(RESOLV_CONF)
     if entry and "b64" in entry:
         ctx.files[RESOLV_CONF] = base64.b64decode(entry["b64"])
@@ -182,7 +192,9 @@ def _fix_targets(ctx: Context, findings: list[Any]) -> dict[str, Any]:
         "error_page_servers": bottom_up(of("no-custom-502-page", "server")),
         "http": http.where if http is not None else None,
         # A log of its own beside the access log: the access log's format (and whatever parses it) stays.
-        "timing_log": posixpath.join(posixpath.dirname(str(ctx.host["nginx_access_log"])), "upstream_timing.log"),
+        "timing_log": timing_log(ctx.host),
+        "timing_log_exists": ctx.stats.get(timing_log(ctx.host)) is not None,
+        "access_log": str(ctx.host["nginx_access_log"]),
         "restart": [dict(f.at) for f in findings if f.rule == "upstream-service-no-restart" and f.at.get("host")],
         "nofile": next(iter(of("worker-sizing", "nofile")), None),
     }
