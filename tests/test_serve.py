@@ -363,6 +363,7 @@ def test_a_rollback_is_authorised_against_the_cause_of_the_run_it_undoes(
     }
     lab.reset()
     lab.break_("down", "crash", keep=True)
+    assert lab.probe(lab_cfg, PROBES["app"]) == 502  # the failing request that puts the line in the log
     done = remediate_cli("run", "-i", str(lab.inventory), "--host", "web01", "--cause", "down", "--yes", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = json.loads(done.stdout)["run_id"]
