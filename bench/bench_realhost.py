@@ -69,6 +69,7 @@ def main() -> None:
     try:
         for _ in range(args.runs):
             lab.break_("socket", "missing")
+            lab.probe(lab.config(), "/index.php")  # the failing request (the Debian break makes its own)
             seconds, outcome = _run(lab.inventory, "web01", env)
             loop.append(seconds)
             loop_outcomes.append(outcome)

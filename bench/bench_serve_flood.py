@@ -2,7 +2,7 @@
 
 Run as root or not (it starts its own service on loopback, with a text inventory, and a fake Slack):
 
-    .venv/bin/python bench/bench_serve_flood.py [--seconds 30] [--senders 6]
+    .venv/bin/python bench/bench_serve_flood.py [--seconds 30] [--senders 8]
 
 For ``--seconds``, junk senders send as fast as they can: gzip bombs (10 MB in 10 KB), one captured signed
 request replayed, webhooks of 200 alerts for hosts not in the inventory (with a bearer token, as a
@@ -50,7 +50,7 @@ def _size(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--senders", type=int, default=6)
+    parser.add_argument("--senders", type=int, default=8)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="remediate-bench-flood-"))
     (work / "inventory.yml").write_text(INVENTORY)
@@ -72,7 +72,7 @@ def main() -> None:
     def junk(index: int) -> None:
         n = 0
         while not stop.is_set():
-            kind = ("bomb", "replay", "storm", "slow")[(index + n) % 4]
+            kind = ("bomb", "replay", "storm", "slow")[index % 4]  # each sender one kind, as fast as it goes
             n += 1
             try:
                 if kind == "bomb":

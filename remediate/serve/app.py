@@ -167,6 +167,9 @@ class Service:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate-store")
         self.slack_app: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._report_pending: list[str] = []
+        self._report_last = -REPORT_INTERVAL
+        self._report_timer: asyncio.TimerHandle | None = None
         if config.slack is not None:
             from slack_sdk.signature import SignatureVerifier
 
@@ -242,6 +245,7 @@ class Service:
     def record_alerts(self, decided: list[dict[str, Any]]) -> list[str]:
         """Record every job durably (deduplicated); the reports that are new (unknown hosts, causes)."""
         ledger, audit, reports = self.stores.ledger, self.stores.audit, []
+        remembered = 0
         for item in decided:
             if "host" in item:
                 mode = item["mode"]  # a route's modes are ledger modes
@@ -260,7 +264,14 @@ class Service:
                 )  # fmt: skip
             elif "report" in item:
                 # Storm control: one report per alert name and unknown value per cool-down window, however
-                # many alerts or new startsAt carry it (an outage on hosts missing from the inventory).
+                # many alerts or new startsAt carry it (an outage on hosts missing from the inventory); and at
+                # most _REMEMBERED keys a webhook, so a storm of distinct names grows state by a bounded amount
+                # (the rest are counted in the webhook's one audit record, and may be reported again later).
+                if remembered >= _REMEMBERED:
+                    item["result"] = "reported (storm: counted, not remembered)"
+                    reports.append(item["report"])
+                    continue
+                remembered += 1
                 bucket = int(time.time() // max(self.config.cooldown, 60))
                 new = self.stores.seen.first(f"report:{item['report_key']}:{bucket}")
                 item["result"] = "reported" if new else "duplicate: already reported"
@@ -270,6 +281,28 @@ class Service:
             audit.append("refused", "alertmanager", {"source": "alertmanager", "count": len(reports),
                                                      "reasons": reports[:_REPORTED]})  # fmt: skip
         return reports
+
+    def report(self, reports: list[str]) -> None:
+        """Post what alerts the service cannot act on: at most one message per REPORT_INTERVAL (Slack allows
+        about one a second per channel), the first few quoted and how many more; what arrives in between is
+        counted into the next message, which a timer sends if no webhook does."""
+        self._report_pending += reports
+        now = time.monotonic()
+        if now - self._report_last >= REPORT_INTERVAL:
+            self._flush_reports()
+        elif self._report_timer is None:
+            delay = REPORT_INTERVAL - (now - self._report_last)
+            self._report_timer = asyncio.get_running_loop().call_later(delay, self._flush_reports)
+
+    def _flush_reports(self) -> None:
+        self._report_timer = None
+        pending, self._report_pending = self._report_pending, []
+        if not pending:
+            return
+        self._report_last = time.monotonic()
+        more = f"\n… and {len(pending) - _REPORTED} more (the audit has the count)" if len(pending) > _REPORTED else ""
+        shown = "\n".join(f":question: {mrkdwn(text)}" for text in pending[:_REPORTED])
+        self.pool.submit(self.notifier.post, {}, shown + more)
 
     async def alertmanager(self, request: web.Request) -> web.Response:
         if not _bearer_ok(request, self.config.alert_token):
@@ -286,12 +319,8 @@ class Service:
         except errors() as exc:
             log.error("record-failed", error=str(exc))
             return _error(503, "cannot record the jobs now; retry")
-        if reports:  # one message per webhook: the first few, and how many more
-            more = (
-                f"\n… and {len(reports) - _REPORTED} more (the audit has the count)" if len(reports) > _REPORTED else ""
-            )
-            shown = "\n".join(f":question: {mrkdwn(text)}" for text in reports[:_REPORTED])
-            self.pool.submit(self.notifier.post, {}, shown + more)
+        if reports:
+            self.report(reports)
         return web.json_response({"alerts": [{k: v for k, v in d.items() if k != "dedupe"} for d in decided]})
 
     # -- Slack ---------------------------------------------------------------------
@@ -543,6 +572,10 @@ def _answer_errors(metrics: Metrics) -> Any:
 HEADER_TIMEOUT = 10.0
 #: How many alerts the service cannot act on one webhook's message (and audit record) quotes.
 _REPORTED = 5
+#: The most report keys one webhook adds to the store (storm control: state grows by a bounded amount).
+_REMEMBERED = 50
+#: Seconds between two messages about alerts the service cannot act on.
+REPORT_INTERVAL = 10.0
 
 
 class _BodyTooLarge(Exception):
