@@ -6,10 +6,11 @@ Run as root or not (it starts its own service on loopback, with a text inventory
 
 For ``--seconds``, junk senders send as fast as they can: gzip bombs (10 MB in 10 KB), one captured signed
 request replayed, webhooks of 200 alerts for hosts not in the inventory (with a bearer token, as a
-misconfigured Alertmanager would), and slow bodies (headers, then a byte a second). Meanwhile a signed
-`/remediate help` every 0.5 s and `GET /healthz` every 0.2 s are timed. Printed: the junk sent, each
-measured request's median and worst latency, how many answered late (Slack waits 3 s; /healthz is
-expected under 100 ms) and how much the service's state directory grew. Nothing here asserts.
+misconfigured Alertmanager would; without it with --no-token), and slow bodies (headers, then a byte a
+second). Meanwhile a signed `/remediate help` every 0.5 s and `GET /healthz` every 0.2 s are timed.
+Printed: the junk sent, each measured request's median and worst latency, how many answered late
+(Slack waits 3 s; /healthz is expected under 100 ms) and how much the service's state directory grew.
+Nothing here asserts.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--no-token", action="store_true", help="the storms come without Alertmanager's token")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="remediate-bench-flood-"))
     (work / "inventory.yml").write_text(INVENTORY)
@@ -84,8 +86,8 @@ def main() -> None:
                         {"alertname": "Nginx502", "instance": f"10.{index}.{n % 250}.{i}:9113"} for i in range(200)
                     ]
                     alerts = [alert(lab, f"f{n}-{i}") for i, lab in enumerate(labels)]
-                    http("POST", svc.url + "/alertmanager", json.dumps(alert_payload(*alerts)),
-                         {"Authorization": f"Bearer {AM_TOKEN}"}, timeout=10)  # fmt: skip
+                    token = {} if args.no_token else {"Authorization": f"Bearer {AM_TOKEN}"}
+                    http("POST", svc.url + "/alertmanager", json.dumps(alert_payload(*alerts)), token, timeout=10)
                 else:
                     with socket.create_connection((host, port), timeout=5) as sock:
                         sock.sendall(b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
