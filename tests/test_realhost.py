@@ -382,3 +382,28 @@ def test_a_new_log_file_is_owned_like_debians_logs(debian: tuple[RealHost, RealH
     while b"upstream" not in host.read(cfg, "/var/log/nginx/upstream_timing.log") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert b"127.0.0.1:8001" in host.read(cfg, "/var/log/nginx/upstream_timing.log")
+
+
+def test_an_openssh_config_is_honoured_when_the_inventory_says_so(
+    debian: tuple[RealHost, RealHostConfig], tmp_path: Path
+) -> None:
+    """`ssh_config: FILE`: the host's alias, HostName, User and IdentityFile come from an OpenSSH client config,
+    as `ssh debian-alias` would read them; without the var the alias means nothing (the inventory is the truth)."""
+    host, cfg = debian
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host debian-alias\n  HostName {cfg.guest_address}\n  User root\n  IdentityFile {host.key}\n")
+    inventory = _inventory_with(
+        host, tmp_path, "ansible_host: debian-alias", f"ssh_config: {config}",
+        drop=("ansible_host", "ansible_user", "ansible_ssh_private_key_file"),
+    )  # fmt: skip
+    env = {**os.environ, "SSH_AUTH_SOCK": "", "HOME": str(tmp_path)}  # no agent, no ~/.ssh keys: only the config
+    done = remediate_cli("diagnose", "-i", str(inventory), "--host", RealHost.hostname, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    without = _inventory_with(
+        host,
+        tmp_path,
+        "ansible_host: debian-alias",
+        drop=("ansible_host", "ansible_user", "ansible_ssh_private_key_file"),
+    )
+    done = remediate_cli("diagnose", "-i", str(without), "--host", RealHost.hostname, env=env)
+    assert done.returncode == 6, done.stderr
