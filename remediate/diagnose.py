@@ -46,6 +46,20 @@ _ACCESS_5XX = re.compile(r'" 50[24] ')
 _ACCESS_UPSTREAM = re.compile(r"upstream(?:_addr)?=(?P<addrs>\S+(?:, \S+)*) upstream_status=(?P<codes>\S+(?:, \S+)*)")
 
 
+_ACCESS_TIME = re.compile(
+    r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d:\d\d:\d\d) [^\]]*\] \"[^\"]*\" 50[24] "
+)
+_MONTHS = {
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
+}
+
+
+def _access_5xx_times(text: str) -> list[str]:
+    """The times of the access log's 502/504 lines, in the error log's form (YYYY/MM/DD HH:MM:SS, local)."""
+    found = _ACCESS_TIME.finditer(text)
+    return [f"{m.group(3)}/{_MONTHS.get(m.group(2), 0):02d}/{m.group(1)} {m.group(4)}" for m in found]
+
+
 def access_peers(text: str) -> dict[str, dict[str, int]]:
     """Per upstream peer, from an access log that carries $upstream_addr and $upstream_status: how many
     attempts it got and how many failed (502/504, or no answer). nginx lists every peer it tried,
@@ -224,6 +238,12 @@ def gather(
     )  # fmt: skip
     diagnosis.access_peers = access_peers(access)
     confirmable = [f for f in findings if f.label in PLAYBOOKS]
+    newest = max((f.last for f in confirmable if f.last), default="")
+    # 502s in the access log after the newest error-log cause line: a failure the error log does not show
+    # (a proxy_pass that rewrites the path), hidden behind older lines of causes since fixed.
+    candidates = {c for f in confirmable for c in PLAYBOOKS.get(f.label, [])}
+    if confirmable and "proxy-pass" not in candidates and any(t > newest for t in _access_5xx_times(access)):
+        confirmable = []
     if not confirmable and _ACCESS_5XX.search(access):
         # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.
         found = Finding("access-log-502", count=len(_ACCESS_5XX.findall(access)), example="(access log)")

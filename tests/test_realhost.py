@@ -407,3 +407,16 @@ def test_an_openssh_config_is_honoured_when_the_inventory_says_so(
     )
     done = remediate_cli("diagnose", "-i", str(without), "--host", RealHost.hostname, env=env)
     assert done.returncode == 6, done.stderr
+
+
+def test_one_break_after_another_each_fixed_by_one_auto_run(debian: tuple[RealHost, RealHostConfig]) -> None:
+    """Five incidents in a row on one host, the older ones' lines still in the window: each is fixed by one
+    auto run. (Two defects this found: a stopped unit bound to another address was taken as a port's owner,
+    and an older refused line hid a slash 502 that only the access log shows.)"""
+    host, cfg = debian
+    for cause, variant in (("dns", "stale"), ("proxy-pass", "port"), ("down", "crash"), ("socket", "killed"),
+                           ("proxy-pass", "slash")):  # fmt: skip
+        host.break_(cause, variant)
+        code, report = _run(host, "run", "--cause", "auto", "--yes")
+        assert (code, report["outcome"], report["cause"]) == (0, "fixed", cause), report["message"]
+    assert host.status(cfg) == {name: 200 for name in PROBES}

@@ -167,3 +167,20 @@ def test_dns_answers_take_aaaa_as_nginx_does() -> None:
     assert merge_answers(none_a, six) == {"status": "NOERROR", "addresses": ["::1"]}
     assert merge_answers(four, six)["addresses"] == ["127.0.0.1", "::1"]
     assert merge_answers(four, None) == four
+
+
+def test_a_unit_bound_to_another_address_does_not_own_the_port() -> None:
+    """127.0.0.1:8001 refused: a stopped unit serving 127.0.0.5:8001 is not its owner; the one on 127.0.0.1 is."""
+    from remediate.collect.down import unit_on_port
+
+    units = [
+        {"Id": "backend.service", "ActiveState": "failed", "command": "python3 app.py --listen 127.0.0.1:8001"},
+        {"Id": "backend-blue.service", "ActiveState": "inactive", "command": "python3 app.py --listen 127.0.0.5:8001"},
+    ]
+    resp = {"systemd_units": {"units": units}}
+    assert unit_on_port(resp, 8001, ("failed", "inactive"))[0] is None  # by port alone: two, refused
+    assert unit_on_port(resp, 8001, ("failed", "inactive"), "127.0.0.1")[0] == "backend"
+    assert unit_on_port(resp, 8001, ("failed", "inactive"), "127.0.0.5")[0] == "backend-blue"
+    api = {"Id": "api.service", "ActiveState": "failed", "command": "api -b 0.0.0.0:8001"}
+    wild = {"systemd_units": {"units": [api]}}
+    assert unit_on_port(wild, 8001, ("failed",), "127.0.0.1")[0] == "api"

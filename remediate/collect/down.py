@@ -86,12 +86,20 @@ def service_on_port(host: Host, port: int) -> str | None:
     return next((name for name, spec in host["services"].items() if spec.get("port") == port), None)
 
 
-def unit_on_port(resp: dict[str, Any], port: int, states: tuple[str, ...]) -> tuple[str | None, str, list[Any]]:
+def unit_on_port(
+    resp: dict[str, Any], port: int, states: tuple[str, ...], ip: str | None = None
+) -> tuple[str | None, str, list[Any]]:
     """(service, how it was found, the candidate units) from the helper's ``systemd_units`` answer.
 
     Only a single unit in one of ``states`` whose command line names ``port`` counts: with none or
-    several, the service stays unknown and the caller refuses with the candidates."""
+    several, the service stays unknown and the caller refuses with the candidates. A unit whose command
+    line binds that port on another address (``127.0.0.5:8001`` when ``127.0.0.1:8001`` refused) is not
+    a candidate."""
     units = [u for u in (resp.get("systemd_units") or {}).get("units", []) if u.get("ActiveState") in states]
+    if ip is not None:
+        elsewhere = re.compile(r"(?<![\w.:])\[?([0-9a-fA-F.:]+?)\]?:" + str(port) + r"(?!\d)")
+        wildcard = ("0.0.0.0", "::", "*", ip)
+        units = [u for u in units if all(m.group(1) in wildcard for m in elsewhere.finditer(u.get("command", "")))]
     if len(units) != 1:
         return None, "", units
     unit = units[0]
@@ -180,7 +188,7 @@ def _read_backend(ctx: Context, args: dict[str, Any], resp: dict[str, Any]) -> A
     units: list[Any] = []
     if service is None:
         # Not mapped: on a systemd host the stopped unit whose command line names the port owns it.
-        service, found_by, units = unit_on_port(resp, latest["port"], ("failed", "inactive"))
+        service, found_by, units = unit_on_port(resp, latest["port"], ("failed", "inactive"), latest["ip"])
         if service is not None:
             state = f"{units[0].get('ActiveState', '?')} ({units[0].get('Result', '?')})"
     return {
