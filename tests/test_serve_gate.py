@@ -746,3 +746,15 @@ def test_a_flood_of_scrapes_reads_the_ledger_once_per_interval(service: Service)
     for _ in range(200):
         http("GET", service.url + "/metrics")
     assert reads() - before <= 2
+
+
+@pytest.mark.parametrize("route", ["/alertmanager", "/slack/events"])
+def test_deeply_nested_json_is_400_not_500(service: Service, route: str) -> None:
+    """JSON nested 30,000 deep (with Alertmanager's token; in a signed Slack payload=) is bad input: 400."""
+    nested = "[" * 30_000 + "]" * 30_000  # under max_body even urlencoded: refused for its depth, not size
+    if route == "/alertmanager":
+        status, answer = http("POST", service.url + route, nested, {"Authorization": f"Bearer {AM_TOKEN}"})
+    else:
+        body = urllib.parse.urlencode({"payload": nested})
+        status, answer = _events(service, body, signed(body))
+    assert status == 400, answer

@@ -309,7 +309,7 @@ class Service:
             return _error(401, "a valid bearer token is required", www_authenticate=True)
         body = await _read_body(request, self.config.max_body)
         try:
-            payload = json.loads(body)
+            payload = untrusted_json(body)
             alerts = _alerts(payload)
         except (ValueError, TypeError, KeyError) as exc:
             return _error(400, f"not an Alertmanager webhook (version 4) payload: {exc}")
@@ -620,6 +620,15 @@ def _error(status: int, message: str, *, www_authenticate: bool = False) -> web.
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def untrusted_json(data: str | bytes) -> Any:
+    """``json.loads`` of bytes from outside: nesting too deep for the parser is bad input (ValueError, a 400),
+    not a RecursionError that would answer 500."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
 def _alerts(payload: Any) -> list[dict[str, Any]]:
     if not isinstance(payload, dict):
         raise ValueError("the body must be a JSON object")
@@ -651,7 +660,7 @@ def _slack_form(text: str) -> bool:
         return True
     if "payload" in form:
         try:
-            return isinstance(json.loads(form["payload"][0]), dict)
+            return isinstance(untrusted_json(form["payload"][0]), dict)
         except ValueError:
             return False
     return False
