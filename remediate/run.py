@@ -569,11 +569,15 @@ def _still_failing(
         specs += replays(ctx.config, log.classified if log else [], cause)
     if not specs:
         return ""
-    unique = list({json.dumps(p, sort_keys=True): p for p in specs}.values())
-    request = {"op": "collect", "replay": {"probes": unique, "bad": [500, 502, 503, 504]}}
+    request = {"op": "collect", "replay": {"probes": _distinct(specs), "bad": [500, 502, 503, 504]}}
     answer = session.call(request) if session is not None else call_helper(transport, host, request)
     bad = [f"{k} -> {v}" for k, v in (answer.get("replay") or {}).get("failing", {}).items()]
     return ", ".join(bad)
+
+
+def _distinct(probes: list[Any]) -> list[Any]:
+    """Probe URLs and replay specs once each, in their first order."""
+    return list({json.dumps(p, sort_keys=True): p for p in probes}.values())
 
 
 def plan_fix(book: Playbook, fix: str, ctx: Context) -> Plan:
@@ -652,8 +656,7 @@ def apply_plan(
     steps, written, restored, problems.
     """
     request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
-    unique = list({json.dumps(p, sort_keys=True): p for p in probes}.values())
-    request.update(probes=unique, probe_budget=host["probe_budget"])
+    request.update(probes=_distinct(probes), probe_budget=host["probe_budget"])
     if cause == "workers":  # out of connections, nginx answers 500 (ngx_http_upstream_connect fails outright)
         request["bad_statuses"] = [500, 502, 503, 504]
     if who is not None:  # the host's journal records who asked, and why
