@@ -6,8 +6,10 @@ Run as root or not (it starts its own service on loopback, with a text inventory
 
 For ``--seconds``, junk senders send as fast as they can: gzip bombs (10 MB in 10 KB), one captured signed
 request replayed, webhooks of 200 alerts for hosts not in the inventory (with a bearer token, as a
-misconfigured Alertmanager would; without it with --no-token), and slow bodies (headers, then a byte a
-second). Meanwhile a signed `/remediate help` every 0.5 s and `GET /healthz` every 0.2 s are timed.
+misconfigured Alertmanager would; without it with --no-token), slow bodies (headers, then a byte a
+second) and held connections (one address opening 200 connections a second that never finish their
+headers, keeping the newest 400: the per-client cap answers the extra ones 503). Meanwhile a signed `/remediate help`
+every 0.5 s and `GET /healthz` every 0.2 s are timed.
 Printed: the junk sent, each measured request's median and worst latency, how many answered late
 (Slack waits 3 s; /healthz is expected under 100 ms) and how much the service's state directory grew.
 Nothing here asserts.
@@ -59,13 +61,15 @@ def main() -> None:
     fake = FakeSlack()
     svc = Service(work / "svc", work / "inventory.yml", fake.url).start()
     stop = threading.Event()
-    sent: dict[str, int] = {"bomb": 0, "replay": 0, "storm": 0, "slow": 0}
+    sent: dict[str, int] = {"bomb": 0, "replay": 0, "storm": 0, "slow": 0, "hold": 0}
     lock = threading.Lock()
     bomb = gzip.compress(b"0" * 10_000_000)
     replayed = slash_body("status", "U111")
     replay_headers = signed(replayed)
     http("POST", svc.url + "/slack/events", replayed, replay_headers)  # the genuine first delivery
     host, port = "127.0.0.1", int(svc.url.rsplit(":", 1)[1])
+
+    held: list[socket.socket] = []
 
     def count(kind: str) -> None:
         with lock:
@@ -74,7 +78,7 @@ def main() -> None:
     def junk(index: int) -> None:
         n = 0
         while not stop.is_set():
-            kind = ("bomb", "replay", "storm", "slow")[index % 4]  # each sender one kind, as fast as it goes
+            kind = ("bomb", "replay", "storm", "slow", "hold")[index % 5]  # each sender one kind, as fast as it goes
             n += 1
             try:
                 if kind == "bomb":
@@ -88,6 +92,15 @@ def main() -> None:
                     alerts = [alert(lab, f"f{n}-{i}") for i, lab in enumerate(labels)]
                     token = {} if args.no_token else {"Authorization": f"Bearer {AM_TOKEN}"}
                     http("POST", svc.url + "/alertmanager", json.dumps(alert_payload(*alerts)), token, timeout=10)
+                elif kind == "hold":
+                    sock = socket.create_connection(
+                        (host, port), timeout=5, source_address=(f"127.0.0.{10 + index}", 0)
+                    )
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    held.append(sock)
+                    if len(held) > 400:
+                        held.pop(0).close()
+                    time.sleep(0.005)  # a slowloris holds connections; churning them is a SYN flood (the kernel's)
                 else:
                     with socket.create_connection((host, port), timeout=5) as sock:
                         sock.sendall(b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
@@ -132,6 +145,10 @@ def main() -> None:
     for thread in threads:
         thread.join(15)
     grown = _size(state) - before
+    refused = [line for line in str(http("GET", svc.url + "/metrics")[1]).splitlines()
+               if line.startswith("remediate_connections_refused_total")]  # fmt: skip
+    for sock in held:
+        sock.close()
     posts = len(fake.calls)
     svc.stop()
     fake.close()
@@ -147,6 +164,7 @@ def main() -> None:
     print(f"{args.seconds:g} s of junk from {args.senders} senders: " + ", ".join(f"{v} {k}" for k, v in sent.items()))
     print(line("signed /remediate help", slack_times, 3.0))
     print(line("GET /healthz", health_times, 0.1))
+    print("connections refused at once: " + (", ".join(refused) or "none"))
     print(f"state directory grew by {grown / 1024:.0f} KB; {posts} Slack call(s) during the flood")
 
 

@@ -24,9 +24,11 @@ from serving import (
     Service,
     alert,
     alert_payload,
+    free_port,
     http,
     signed,
     slash_body,
+    wait_ready,
 )
 
 INVENTORY = """\
@@ -729,6 +731,105 @@ def test_slow_headers_are_dropped(service: Service) -> None:
     for sock in open_:
         sock.close()
     assert not open_, f"{len(open_)} slow connection(s) still open after {HEADER_TIMEOUT + 10:g}s"
+
+
+def _hold(url: str, source: str, count: int) -> list[Any]:
+    """``count`` connections from ``source`` (a loopback address) that send half a request and wait."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((parts.hostname or "", parts.port or 80), timeout=5, source_address=(source, 0))
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: the headers never end
+        socks.append(sock)
+    return socks
+
+
+def _answer(sock: Any) -> bytes:
+    """What the service sent on ``sock`` before closing it (b"" while it still holds it)."""
+    sock.settimeout(2)
+    try:
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except TimeoutError:
+        return b""
+
+
+def test_connections_are_capped_in_total_and_per_client(tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """Connections are bounded: one address holding its share gets 503 for the next while others are served;
+    all addresses together holding the total get 503 for the next; closing them frees the slots."""
+    import re
+
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    svc = Service(tmp_path / "svc", inventory, fake_slack.url, max_connections=12, max_connections_per_client=5)
+    svc.start()
+    held: list[Any] = []
+    try:
+        held += _hold(svc.url, "127.0.0.2", 5)
+        [extra] = _hold(svc.url, "127.0.0.2", 1)
+        answer = _answer(extra)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"Retry-After: 1" in answer and b"as many connections as one client may" in answer
+        assert http("GET", svc.url + "/healthz", timeout=5)[0] == 200  # another address is still served
+        assert all(_answer(sock) == b"" for sock in held[:1])  # the admitted ones are held, not dropped
+
+        held += _hold(svc.url, "127.0.0.3", 5) + _hold(svc.url, "127.0.0.4", 2)  # 12: the total
+        [over] = _hold(svc.url, "127.0.0.5", 1)
+        answer = _answer(over)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry shortly" in answer, answer
+
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 10
+        while http("GET", svc.url + "/healthz", timeout=5)[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the slots are freed as the service sees the closes
+        status, text = http("GET", svc.url + "/metrics")
+        assert status == 200
+        refused = dict(re.findall(r'remediate_connections_refused_total\{reason="([a-z-]+)"\} (\S+)', str(text)))
+        assert refused == {"per-client": "1.0", "busy": "1.0"}, refused
+        assert re.search(r"^remediate_connections_open 1\.0$", str(text), re.M), "only the scrape itself is open"
+    finally:
+        for sock in held:
+            sock.close()
+        svc.stop()
+    assert "Traceback" not in svc.log.read_text()
+
+
+def test_a_connection_cap_the_open_file_limit_cannot_hold_is_a_config_error(service: Service, tmp_path: Path) -> None:
+    """The soft limit on open files is raised to fit max_connections (systemd's default soft limit is 1024); a hard
+    limit too low is one line naming the fix, exit 5, before anything listens."""
+    import re
+    import resource
+
+    port = free_port()
+    config = {**json.loads(service.config_path.read_text()), "max_connections": 512, "listen": f"127.0.0.1:{port}"}
+    path = tmp_path / "serve.yml"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "remediate.cli", "serve", "--config", str(path)], capture_output=True, text=True,
+        timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.count("\n") == 1 and "LimitNOFILE=" in done.stderr and "hard limit is 300" in done.stderr
+
+    # a soft limit below what the cap needs, under a hard limit that allows it: raised, and the service serves
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remediate.cli", "serve", "--config", str(path)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (100, 4096)),
+    )  # fmt: skip
+    try:
+        wait_ready("serve", f"http://127.0.0.1:{port}/healthz", proc, service.log, 30)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+576\s+4096", limits), limits
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_a_flood_of_scrapes_reads_the_ledger_once_per_interval(service: Service) -> None:

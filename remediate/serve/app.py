@@ -30,11 +30,12 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from remediate.errors import RemediateError
+from remediate.errors import InputError, RemediateError
 from remediate.inventory import Host, load_inventory
 from remediate.playbook import load_playbooks
 from remediate.serve.config import ServeConfig
 from remediate.serve.jobs import Stores
+from remediate.serve.listen import ConnectionCap, ensure_descriptors
 from remediate.serve.notify import Notifier, mrkdwn
 from remediate.serve.slack import USAGE, Command, parse_command
 from remediate.serve.worker import WorkerProcess
@@ -65,9 +66,18 @@ class Metrics:
             "remediate_requests", "HTTP requests answered, by route and status", ["route", "status"],
             registry=self.registry,
         )  # fmt: skip
+        self.refused = Counter(
+            "remediate_connections_refused", "Connections answered 503 at once, by reason (busy, per-client)",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         self.registry.register(self)
+        self._cap: ConnectionCap | None = None
         self._cached: tuple[float, list[Any]] | None = None
         self.reads = 0  # ledger reads for /metrics (what a scrape flood costs)
+
+    def watch_connections(self, cap: ConnectionCap) -> None:
+        """Report the listener's open connections (a gauge read from the cap at each scrape)."""
+        self._cap = cap
 
     def describe(self) -> list[Any]:
         return []  # registering must not read the ledger (on the event loop's thread)
@@ -79,7 +89,10 @@ class Metrics:
             self._cached = (now, list(self._from_ledger()))
             self.reads += 1
         yield from self._cached[1]
-        from prometheus_client.core import CounterMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if self._cap is not None:
+            yield GaugeMetricFamily("remediate_connections_open", "Client connections open now", value=self._cap.open)
 
         yield CounterMetricFamily(
             "remediate_metrics_ledger_reads", "Reads of the ledger for /metrics (at most one per SCRAPE_TTL)",
@@ -670,6 +683,10 @@ def serve(config: ServeConfig) -> None:
     """Run until SIGINT or SIGTERM: start the worker process (it resumes recorded jobs), then listen."""
     import signal
 
+    try:
+        ensure_descriptors(config.max_connections)
+    except ValueError as exc:
+        raise InputError(f"max_connections: {exc}", file=str(config.path)) from None
     service = Service(config)
 
     async def main() -> None:
@@ -689,15 +706,23 @@ def serve(config: ServeConfig) -> None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(*config.tls)
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=context)
+        assert runner.server is not None
+        cap = ConnectionCap(
+            runner.server, config.max_connections, config.max_connections_per_client,
+            refused=lambda reason: service.metrics.refused.labels(reason).inc(),
+        )  # fmt: skip
+        service.metrics.watch_connections(cap)
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            listener = await loop.create_server(
+                cap, config.host, config.port, ssl=context, reuse_address=True, backlog=128,
+                ssl_handshake_timeout=HEADER_TIMEOUT if context else None,
+            )  # fmt: skip
         except OSError as exc:
             await runner.cleanup()
             raise RemediateError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
         service.dispatcher.start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
@@ -712,6 +737,7 @@ def serve(config: ServeConfig) -> None:
             except TimeoutError:
                 service.dispatcher.watch()  # a worker process that died is replaced; unqueued jobs queued
         log.info("stopping")
+        listener.close()
         await runner.cleanup()
 
     try:

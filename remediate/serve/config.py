@@ -24,7 +24,7 @@ ROUTE_MODES = ("diagnose", "approve", "fix")
 _TOP = {
     "listen", "inventory", "state_dir", "api_token_file", "alertmanager", "slack", "policy", "cooldown",
     "max_runs_per_hour", "approval_ttl", "workers", "keep_connections", "since", "accept_new_host_key",
-    "max_body", "queue", "tls", "behind_tls_proxy",
+    "max_body", "queue", "tls", "behind_tls_proxy", "max_connections", "max_connections_per_client",
 }  # fmt: skip
 
 
@@ -75,6 +75,10 @@ class ServeConfig:
     tls: tuple[Path, Path] | None = None
     #: A TLS proxy in front terminates HTTPS (the only way to listen beyond loopback without ``tls``).
     behind_tls_proxy: bool = False
+    #: Connections held open at once; one more is answered 503 and closed before it is read.
+    max_connections: int = 512
+    #: Connections one client address may hold (None: no such cap; always so behind a TLS proxy).
+    max_connections_per_client: int | None = 64
 
     @property
     def stores(self) -> str | Path:
@@ -151,7 +155,14 @@ class _Reader:
             queue=self.queue_url(d.get("queue")),
             tls=self.tls(d.get("tls")),
             behind_tls_proxy=self.flag("behind_tls_proxy", d.get("behind_tls_proxy", False)),
+            max_connections=self.count("max_connections", d.get("max_connections", 512), minimum=8),
+            max_connections_per_client=self.per_client(d),
         )
+
+    def per_client(self, d: dict[str, Any]) -> int | None:
+        """0 turns the per-client cap off; behind a TLS proxy it is off (every connection is the proxy's)."""
+        value = self.count("max_connections_per_client", d.get("max_connections_per_client", 64))
+        return None if value == 0 or d.get("behind_tls_proxy") is True else value
 
     def queue_url(self, value: Any) -> str | None:
         if value is None:
