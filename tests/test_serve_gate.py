@@ -563,7 +563,8 @@ def test_listening_beyond_loopback_needs_tls(
 
 def test_the_service_speaks_tls_itself(tmp_path: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
     """With tls: {cert_file, key_file} every route is HTTPS (a signed Slack command answers over it); plain HTTP
-    to the same port gets no answer; a key file others can read is refused."""
+    to the same port gets no answer; a client that never starts its handshake is dropped after the header
+    timeout; a key file others can read is refused."""
     from remediate.lab import pki
 
     directory = tmp_path / "pki"
@@ -578,11 +579,20 @@ def test_the_service_speaks_tls_itself(tmp_path: Path, fake_slack: FakeSlack, mo
     monkeypatch.setenv("SSL_CERT_FILE", str(directory / "ca.crt"))  # this test trusts the service's CA
     svc.start()
     try:
+        import socket
+
+        from remediate.serve.app import HEADER_TIMEOUT
+
+        silent = socket.create_connection(("127.0.0.1", svc.port), timeout=HEADER_TIMEOUT + 10)  # no handshake
+        opened = time.monotonic()
         assert http("GET", svc.url + "/healthz")[0] == 200
         status, answer = svc.slack(slash_body("help", "U111"))
         assert status == 200 and "usage" in str(answer).lower()
         with pytest.raises(OSError):
             http("GET", svc.url.replace("https://", "http://") + "/healthz", timeout=5)
+        with silent:  # a client that never starts its TLS handshake is dropped after the header timeout
+            assert silent.recv(1) == b""
+        assert time.monotonic() - opened < HEADER_TIMEOUT + 5
     finally:
         svc.stop()
     (directory / "serve.key").chmod(0o644)
