@@ -4,7 +4,7 @@ Run as root for the SSH part (it builds its own lab on 127.0.32.x and tears it d
 
     .venv/bin/python bench/bench_diagnose.py [--runs 5] [--big-gb 2] [--no-ssh]
 
-1. Throughput: remediate.classify.classify over the test corpus repeated to 1M lines (median of
+1. Throughput: remediate.evidence.classify.classify over the test corpus repeated to 1M lines (median of
    --runs), in lines per second.
 2. Size: two error logs that end in the same 15-minute window (the same lines) and differ only in
    how much older history precedes it: 2 MB and 2 GB. Timed as `remediate diagnose --log FILE`
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from remediate.classify import classify
+from remediate.evidence.classify import classify
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "errorlog" / "labelled.log"
 

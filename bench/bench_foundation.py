@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remediate.connect import open_transport
-from remediate.inventory import load_inventory
+from remediate.hosts.connect import open_transport
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.nginx import NginxConfig, parse
 from remediate.transport.ssh import SSHTransport

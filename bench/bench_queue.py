@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pg import Postgres  # noqa: E402
 
 from remediate import queue  # noqa: E402
-from remediate.inventory import load_inventory  # noqa: E402
+from remediate.hosts.inventory import load_inventory  # noqa: E402
 
 
 def main() -> None:

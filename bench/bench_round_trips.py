@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from remediate.classify import classify_text
+from remediate.evidence.classify import classify_text
 from remediate.lab.core import PROBES, Lab, LabConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ prints with ``--json`` (``.to_json()``), and every run records who asked for it 
     from remediate import api
 
     with api.open("inventory.yml", requested_by="incident-4711", trigger="api") as rem:
-        diagnosis = rem.diagnose("web01")              # remediate.diagnose.Diagnosis
+        diagnosis = rem.diagnose("web01")              # remediate.engine.diagnose.Diagnosis
         if diagnosis.verdict in diagnosis.causes:
             plan = rem.plan("web01", diagnosis.verdict)  # a Report, outcome "planned": the diff, nothing written
             print(plan.plan.diff())
@@ -31,15 +31,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from remediate.diagnose import Diagnosis, parse_since
+from remediate.engine.diagnose import Diagnosis, parse_since
+from remediate.engine.fleet import HostResult, Rollout
+from remediate.engine.run import TRIGGERS, Report, local_user
 from remediate.errors import TransportError
-from remediate.fleet import HostResult, Rollout
-from remediate.inventory import Host, Inventory, load_inventory
-from remediate.run import TRIGGERS, Report, local_user
+from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.transport.base import Transport
 
 if TYPE_CHECKING:
-    from remediate.harden.host import HostAudit
+    from remediate.engine.harden import HostAudit
 
 __all__ = ["TRIGGERS", "Connections", "Remediate", "open"]
 
@@ -87,7 +87,7 @@ class Remediate:
 
     def diagnose(self, host: str | Host, *, since: str | float = "15m") -> Diagnosis:
         """The verdict on ``host``'s last ``since`` of error log, with the evidence behind it."""
-        from remediate.diagnose import diagnose
+        from remediate.engine.diagnose import diagnose
 
         target = self.host(host)
         return self._kept(
@@ -99,7 +99,7 @@ class Remediate:
 
     def harden(self, host: str | Host) -> HostAudit:
         """The hardening rules over ``host``'s nginx config and the services behind it; nothing is written."""
-        from remediate.harden.host import audit_host
+        from remediate.engine.harden import audit_host
 
         target = self.host(host)
         return self._kept(target, lambda t: audit_host(target, self.inventory, transport=t))
@@ -115,10 +115,10 @@ class Remediate:
         show: Callable[[Report], None] | None = None,
     ) -> Report:
         """Fix one hardening rule's findings on ``host`` through the guarded transaction (playbooks/harden)."""
+        from remediate.engine.harden import playbooks_dir
+        from remediate.engine.run import run
         from remediate.errors import UsageError
         from remediate.harden import FIXABLE
-        from remediate.harden.host import playbooks_dir
-        from remediate.run import run
 
         if rule not in FIXABLE:
             raise UsageError(f"{rule}: no automatic fix (fixable: {', '.join(FIXABLE)}); its finding says what to do")
@@ -150,7 +150,7 @@ class Remediate:
         show_diagnosis: Callable[[Diagnosis], None] | None = None,
     ) -> Report:
         """Fix ``cause`` (or ``"auto"``) on ``host``, guarded; applies only with ``yes`` or ``confirm`` saying so."""
-        from remediate.run import run
+        from remediate.engine.run import run
 
         target = self.host(host)
         return self._kept(
@@ -189,11 +189,11 @@ class Remediate:
         finished: Callable[[HostResult], None] | None = None,
     ) -> Rollout:
         """``run`` (or, with no ``cause``, ``diagnose``) on every host the Ansible pattern ``limit`` selects,
-        ``forks`` at once, in ``serial`` batches, stopping as ``ansible-playbook`` does (remediate.fleet).
+        ``forks`` at once, in ``serial`` batches, stopping as ``ansible-playbook`` does (remediate.engine.fleet).
         ``started`` and ``finished`` see each host as it goes; the Rollout has every host's result."""
-        from remediate import fleet
+        from remediate.engine import fleet
         from remediate.errors import UsageError
-        from remediate.patterns import select
+        from remediate.hosts.patterns import select
 
         hosts = select(self.inventory, limit)
         if not hosts:
@@ -224,7 +224,7 @@ class Remediate:
         """Undo run ``run_id`` on ``host`` from the host's own journal (byte for byte, or refused).
 
         ``authorize(cause)``, if given, sees the cause of the run being undone and may refuse (a reason)."""
-        from remediate.run import rollback
+        from remediate.engine.run import rollback
 
         target = self.host(host)
         return self._kept(
@@ -274,7 +274,7 @@ class Connections:
         self._busy: set[str] = set()
 
     def get(self, host: Host, accept_new_host_key: bool) -> Transport:
-        from remediate.connect import open_transport
+        from remediate.hosts.connect import open_transport
 
         with self._lock:
             self._busy.add(host.name)

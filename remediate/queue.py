@@ -31,16 +31,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from remediate.engine.fleet import HostResult
 from remediate.errors import InputError, RemediateError, UsageError
-from remediate.fleet import HostResult
-from remediate.store import redact
+from remediate.stores.db import redact
 
 if TYPE_CHECKING:
     import procrastinate
     import psycopg
 
     from remediate.api import Remediate
-    from remediate.inventory import Host
+    from remediate.hosts.inventory import Host
     from remediate.serve.config import ServeConfig
 
 __all__ = ["SERVE_TASK", "TASK", "Queue", "ServiceQueue", "init", "queue_of", "run_worker"]
@@ -398,7 +398,7 @@ def run_worker(
 ) -> None:
     """Run jobs from ``zone``'s queue (or the default queue) until SIGINT/SIGTERM; with ``serve`` (a
     service's config), the service's jobs too."""
-    from remediate import fleet
+    from remediate.engine import fleet
 
     app = _app(url)
     worker_name = name or f"{socket.gethostname()}-{os.getpid()}"

@@ -21,8 +21,8 @@ import pytest
 from pg import Postgres
 from serving import FakeSlack
 
-from remediate.evidence import Context
-from remediate.inventory import Host, Inventory, load_inventory
+from remediate.evidence.framework import Context
+from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.lab.core import APT_PACKAGES, Lab, LabConfig
 
 # The tests' lab lives on its own addresses so a demo lab (127.0.10.x) can run beside it.
@@ -159,8 +159,8 @@ def run_paused_after_write(host: Host, watched: Path, pause: float) -> tuple[Any
     import threading
     import time
 
+    from remediate.engine.run import run
     from remediate.errors import RemediateError
-    from remediate.run import run
 
     original = watched.read_bytes()
     outcome: dict[str, object] = {}
@@ -225,7 +225,7 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
-    """Where empty stores are (remediate.store), once per engine: the same tests hold on both."""
+    """Where empty stores are (remediate.stores.db), once per engine: the same tests hold on both."""
     if request.param == "sqlite":
         return tmp_path
     server: Postgres = request.getfixturevalue("postgres")

@@ -78,7 +78,7 @@ class Postgres:
             conn.execute("CREATE DATABASE remediate")
 
     def stores(self, name: str = "stores") -> str:
-        """The URL of database ``name`` with no `remediate` schema: empty stores (remediate.store)."""
+        """The URL of database ``name`` with no `remediate` schema: empty stores (remediate.stores.db)."""
         with psycopg.connect(self.admin, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 conn.execute(f"CREATE DATABASE {name}")

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import site_conf
 
-from remediate.connect import open_transport
-from remediate.inventory import Host
-from remediate.journal import new_run_id
+from remediate.engine.plan import Change, Plan
+from remediate.engine.run import apply_plan
+from remediate.events import new_run_id
+from remediate.hosts.connect import open_transport
+from remediate.hosts.inventory import Host
 from remediate.lab.core import Lab, LabConfig
 from remediate.nginx import NginxConfig
-from remediate.plan import Change, Plan
-from remediate.run import apply_plan
 from remediate.transport.base import Transport
 
 
@@ -116,7 +116,7 @@ def test_reload_nginx_rejects_is_detected_and_restored(
 
 def test_a_created_file_is_removed_when_the_apply_fails(lab: Lab, web01: Host, web: Transport, tmp_path: Path) -> None:
     """A new file (a drop-in) is written, and on failure removed again: the host is left exactly as before."""
-    from remediate.plan import Action
+    from remediate.engine.plan import Action
 
     drop_in = lab.dir / "web01" / "etc" / "remediate-test-drop-in.conf"
     drop_in.unlink(missing_ok=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_policy import INVENTORY, POLICY
 
-from remediate.approvals import Approvals, plan_hash
-from remediate.inventory import Inventory, load_inventory
-from remediate.policy import Policy
+from remediate.hosts.inventory import Inventory, load_inventory
+from remediate.stores.approvals import Approvals, plan_hash
+from remediate.stores.policy import Policy
 
 DIFF = "--- a/www.conf\n+++ b/www.conf\n-listen.mode = 0600\n+listen.mode = 0660\n"
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from conftest import remediate_cli
 
-from remediate.audit import GENESIS, Audit, digest
 from remediate.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from remediate.stores.audit import GENESIS, Audit, digest
 
 
 def _chain(directory: str | Path, n: int = 5) -> Audit:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_argv
 
-from remediate.classify import LABELS, classify, classify_text, label_of
-from remediate.diagnose import access_peers, offline, parse_since
+from remediate.engine.diagnose import access_peers, offline, parse_since
+from remediate.evidence.classify import LABELS, classify, classify_text, label_of
 from remediate.hostside import log_window
 
 CORPUS = Path(__file__).parent / "corpus" / "errorlog" / "labelled.log"
@@ -69,7 +69,7 @@ def test_corpus_from_nginx_source_is_labelled_right() -> None:
 
 def test_corpus_from_nginx_source_covers_the_table() -> None:
     """300+ lines; every label 20 times; every errno, platform and prefix family; every table row used."""
-    from remediate.classify import _MESSAGE, _STDERR_MESSAGE, ERRNOS, MESSAGES
+    from remediate.evidence.classify import _MESSAGE, _STDERR_MESSAGE, ERRNOS, MESSAGES
 
     rows = _from_source()
     assert len(rows) >= 300
@@ -246,7 +246,7 @@ def test_window_over_the_cap_keeps_the_newest_lines_and_says_truncated(tmp_path:
 
 def test_offline_diagnosis_streams_the_window_in_pieces(tmp_path: Path) -> None:
     """A window bigger than one read block is classified piecewise with the same counts as in one piece."""
-    from remediate.diagnose import summarize
+    from remediate.engine.diagnose import summarize
 
     now = time.time()
     log = tmp_path / "error.log"
@@ -269,9 +269,9 @@ def test_collectors_read_the_log_through_the_classifier(tmp_path: Path) -> None:
     down playbook's refused upstream; a musl-spelled timeout is the timeout playbook's; a client's timeout is not."""
     from conftest import text_context
 
-    from remediate.collect.down import _read_refused
-    from remediate.collect.timeout import _latest_timeout
-    from remediate.evidence import Log
+    from remediate.evidence.down import _read_refused
+    from remediate.evidence.framework import Log
+    from remediate.evidence.timeout import _latest_timeout
 
     site = b"http { server { listen 80; location / { proxy_pass http://10.0.0.9:8080; } } }\n"
     ctx = text_context(tmp_path, site)

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import remediate_cli
 
 from remediate.errors import EXIT_USAGE
-from remediate.inventory import Inventory
+from remediate.hosts.inventory import Inventory
 from remediate.lab.core import Lab
 
 

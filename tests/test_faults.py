@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, run_at_prompt, run_paused_after_write, site_conf
 
-from remediate.connect import open_transport
+from remediate.engine.plan import Change, Plan
+from remediate.engine.run import IDLE, HelperSession, apply_plan, host_status, rollback, run
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, TransportError
-from remediate.inventory import Host, load_inventory
-from remediate.journal import new_run_id
+from remediate.events import new_run_id
+from remediate.hosts.connect import open_transport
+from remediate.hosts.inventory import Host, load_inventory
 from remediate.lab.core import Lab, LabConfig
 from remediate.nginx import NginxConfig
-from remediate.plan import Change, Plan
-from remediate.run import IDLE, HelperSession, apply_plan, host_status, rollback, run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

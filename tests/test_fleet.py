@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import FLEET_SIZE, remediate_cli
 
+from remediate.engine.fleet import NOT_ATTEMPTED, HostResult, batches, parse_serial, rollout, worst_exit
 from remediate.errors import UsageError
-from remediate.fleet import NOT_ATTEMPTED, HostResult, batches, parse_serial, rollout, worst_exit
-from remediate.inventory import Host, Inventory, load_inventory
+from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.lab.core import PROBES, Lab
 from remediate.lab.hosts import WebHost
 

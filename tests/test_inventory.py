@@ -8,7 +8,7 @@ import pytest
 from conftest import remediate_cli
 
 from remediate.errors import EXIT_INPUT, InventoryError
-from remediate.inventory import VARS, load_inventory
+from remediate.hosts.inventory import VARS, load_inventory
 
 EXISTING = """\
 # An inventory an Ansible user already has: groups, children, vars at every level.

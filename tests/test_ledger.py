@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from remediate.ledger import Ledger
+from remediate.stores.ledger import Ledger
 
 
 def _submit(ledger: Ledger, host: str, dedupe: str | None = None) -> str:
@@ -91,7 +91,7 @@ def test_a_job_recorded_survives_the_service_being_killed(store: str | Path) -> 
     the job is in the ledger. One that was running when the service died is pending again on start."""
     script = (
         "import os, signal, sys\n"
-        "from remediate.ledger import Ledger\n"
+        "from remediate.stores.ledger import Ledger\n"
         "ledger = Ledger(sys.argv[1])\n"
         "job, _ = ledger.submit('web01', 'socket', 'fix', trigger='alertmanager', requested_by='fp', dedupe='k')\n"
         "ledger.claim('dying')\n"

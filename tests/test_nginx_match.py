@@ -261,9 +261,9 @@ def test_a_playbook_whose_route_is_unknown_refuses(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import text_context
 
-    from remediate.collect.timeout import _latest_timeout
     from remediate.errors import EXIT_REFUSED, Refused
-    from remediate.evidence import Log
+    from remediate.evidence.framework import Log
+    from remediate.evidence.timeout import _latest_timeout
     from remediate.nginx.match import CannotRoute
 
     site = b"http { server { listen 80; location / { proxy_pass http://a; }\n"

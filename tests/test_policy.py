@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from remediate.errors import InputError, UsageError
-from remediate.inventory import Inventory, load_inventory
-from remediate.patterns import select
-from remediate.policy import Policy
+from remediate.hosts.inventory import Inventory, load_inventory
+from remediate.hosts.patterns import select
+from remediate.stores.policy import Policy
 
 INVENTORY = """\
 all:

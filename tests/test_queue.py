@@ -21,7 +21,7 @@ from conftest import WorkerProcesses, remediate_cli
 from pg import Postgres
 
 from remediate import queue
-from remediate.inventory import load_inventory
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import PROBES, Lab
 
 HOSTS = ["web01", "web02", "web03", "web04", "web05"]

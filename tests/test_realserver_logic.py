@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from remediate.classify import classify_text
-from remediate.collect.logs import merge_window
-from remediate.collect.socket import passed_sockets, size_children
-from remediate.collect.workers import size_workers
-from remediate.connect import ssh_options
+from remediate.engine.replay import MAX_REPLAYS, replay_uris, replays
 from remediate.errors import InventoryError
-from remediate.inventory import load_inventory
+from remediate.evidence.classify import classify_text
+from remediate.evidence.socket import passed_sockets, size_children
+from remediate.evidence.window import merge_window
+from remediate.evidence.workers import size_workers
+from remediate.hosts.connect import ssh_options
+from remediate.hosts.inventory import load_inventory
 from remediate.nginx import NginxConfig
-from remediate.replay import MAX_REPLAYS, replay_uris, replays
 
 pytestmark = pytest.mark.unit
 
@@ -159,7 +159,7 @@ def test_errors_in_a_file_ignore_the_journal_and_remote_syslog_is_named() -> Non
 
 def test_dns_answers_take_aaaa_as_nginx_does() -> None:
     """nginx's resolver asks A and AAAA: an AAAA-only name resolves; both families' addresses count."""
-    from remediate.collect.dns import merge_answers, parse_dig
+    from remediate.evidence.dns import merge_answers, parse_dig
 
     none_a = parse_dig(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n")
     six = parse_dig(";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 2\nv6.internal. 0 IN AAAA ::1\n")
@@ -171,7 +171,7 @@ def test_dns_answers_take_aaaa_as_nginx_does() -> None:
 
 def test_a_unit_bound_to_another_address_does_not_own_the_port() -> None:
     """127.0.0.1:8001 refused: a stopped unit serving 127.0.0.5:8001 is not its owner; the one on 127.0.0.1 is."""
-    from remediate.collect.down import unit_on_port
+    from remediate.evidence.down import unit_on_port
 
     units = [
         {"Id": "backend.service", "ActiveState": "failed", "command": "python3 app.py --listen 127.0.0.1:8001"},

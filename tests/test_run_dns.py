@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli, site_conf, text_context
 
+from remediate.engine.modules import nginx_block_set, nginx_dns_variable
+from remediate.engine.run import run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
-from remediate.evidence import Context
+from remediate.evidence.framework import Context
 from remediate.lab.core import Lab, LabConfig
-from remediate.modules import nginx_block_set, nginx_dns_variable
 from remediate.nginx import MARKER, NginxConfig, parse
-from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, remediate_cli
 
+from remediate.engine.run import run
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK
-from remediate.inventory import load_inventory
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
-from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli, site_conf
 
+from remediate.engine.run import run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.lab.core import Lab, LabConfig
 from remediate.nginx import MARKER
-from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

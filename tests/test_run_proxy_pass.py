@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, site_conf
 
+from remediate.engine.modules import nginx_retarget
 from remediate.errors import EXIT_OK, EXIT_REFUSED
-from remediate.evidence import Context
-from remediate.inventory import load_inventory
+from remediate.evidence.framework import Context
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
-from remediate.modules import nginx_retarget
 from remediate.nginx import NginxConfig, dump, parse
 
 pytestmark = pytest.mark.usefixtures("state_dir")

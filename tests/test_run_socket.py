@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
 
-from remediate.connect import open_transport
+from remediate.engine.run import HelperSession, rollback, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED, TransportError
-from remediate.inventory import Host
+from remediate.hosts.connect import open_transport
+from remediate.hosts.inventory import Host
 from remediate.lab.core import Lab, LabConfig
-from remediate.run import HelperSession, rollback, run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

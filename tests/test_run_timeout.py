@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, site_conf, text_context
 
-from remediate.collect.nginx import nginx_seconds
+from remediate.engine.modules import nginx_timeout
+from remediate.engine.run import run
 from remediate.errors import EXIT_OK
-from remediate.evidence import Context
-from remediate.inventory import load_inventory
+from remediate.evidence.framework import Context
+from remediate.evidence.routing import nginx_seconds
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
-from remediate.modules import nginx_timeout
 from remediate.nginx import MARKER
-from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli
 
-from remediate.collect.workers import size_workers
+from remediate.engine.modules import service_nofile
+from remediate.engine.run import run
 from remediate.errors import EXIT_OK
-from remediate.evidence import Context
-from remediate.inventory import load_inventory
+from remediate.evidence.framework import Context
+from remediate.evidence.workers import size_workers
+from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
-from remediate.modules import service_nofile
 from remediate.nginx import MARKER
-from remediate.run import run
 
 pytestmark = pytest.mark.usefixtures("state_dir")
 

@@ -260,7 +260,7 @@ def test_a_restart_resumes_recorded_jobs(service: Service, lab: Lab, lab_cfg: La
     _break(lab, lab_cfg)
     service.stop()
     state = service.dir / "state" / "ledger.db"
-    from remediate.ledger import Ledger
+    from remediate.stores.ledger import Ledger
 
     ledger = Ledger(state.parent)
     job, _ = ledger.submit("web01", "auto", "fix", trigger="alertmanager", requested_by="fp-before-crash")

@@ -25,8 +25,8 @@ from serving import Alertmanager, FakeSlack, Service, alert, alert_payload, clic
 from test_serve import _answers, _break, _children, _plan_post, _thread_says
 
 from remediate.lab.core import Lab, LabConfig
-from remediate.ledger import Ledger
 from remediate.queue import ServiceQueue
+from remediate.stores.ledger import Ledger
 
 pytestmark = pytest.mark.lab
 

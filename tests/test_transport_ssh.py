@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from remediate.connect import ssh_target
 from remediate.errors import (
     AuthFailed,
     CommandFailed,
@@ -19,7 +18,8 @@ from remediate.errors import (
     HostKeyUnknown,
     HostUnreachable,
 )
-from remediate.inventory import Host
+from remediate.hosts.connect import ssh_target
+from remediate.hosts.inventory import Host
 from remediate.lab import pki
 from remediate.transport.ssh import SSHTarget, SSHTransport
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from remediate import values
+from remediate.hosts import values
 from remediate.nginx.config import PASS_DIRECTIVES, NginxConfig
 from remediate.nginx.parser import Directive
 

@@ -105,8 +105,8 @@ class Lab:
         cfg = self.config()
         if limit is None:
             return [cfg.web(1)]
-        from remediate.inventory import load_inventory
-        from remediate.patterns import select
+        from remediate.hosts.inventory import load_inventory
+        from remediate.hosts.patterns import select
 
         names = {h.name for h in select(load_inventory(self.inventory), limit)}
         chosen = [w for w in cfg.webs() if w.name in names]

@@ -30,16 +30,16 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from remediate.engine.playbook import load_playbooks
 from remediate.errors import InputError, RemediateError
-from remediate.inventory import Host, load_inventory
-from remediate.playbook import load_playbooks
+from remediate.hosts.inventory import Host, load_inventory
 from remediate.serve.config import ServeConfig
 from remediate.serve.jobs import Stores
 from remediate.serve.listen import ConnectionCap, ensure_descriptors
 from remediate.serve.notify import Notifier, mrkdwn
 from remediate.serve.slack import USAGE, Command, parse_command
 from remediate.serve.worker import WorkerProcess
-from remediate.store import errors, redact
+from remediate.stores.db import errors, redact
 
 __all__ = ["Dispatcher", "Metrics", "Service", "make_app", "serve"]
 

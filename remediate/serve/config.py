@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remediate.diagnose import parse_since
+from remediate.engine.diagnose import parse_since
 from remediate.errors import InputError
-from remediate.policy import Policy
+from remediate.stores.policy import Policy
 
 __all__ = ["ROUTE_MODES", "AlertRoute", "ServeConfig", "SlackConfig", "load_config"]
 
@@ -82,7 +82,7 @@ class ServeConfig:
 
     @property
     def stores(self) -> str | Path:
-        """Where the ledger, approvals and audit chain are (remediate.store)."""
+        """Where the ledger, approvals and audit chain are (remediate.stores.db)."""
         return self.queue or self.state_dir
 
 

@@ -1,6 +1,6 @@
 """The service's workers: jobs from the ledger, one at a time per host, through remediate.api.
 
-Every trigger ends up here as a ledger job (see remediate.ledger); ``workers`` threads claim them.
+Every trigger ends up here as a ledger job (see remediate.stores.ledger); ``workers`` threads claim them.
 What a job does depends on its mode:
 
 ``diagnose``  diagnose the host and post the verdict.
@@ -28,13 +28,13 @@ from typing import Any, TypeVar
 import structlog
 
 from remediate.api import Remediate
-from remediate.approvals import Approvals, plan_hash
-from remediate.audit import Audit
 from remediate.errors import RemediateError
-from remediate.ledger import Job, Ledger
 from remediate.serve.config import ServeConfig
 from remediate.serve.notify import Notifier, approval_blocks, mrkdwn, outcome_text, plan_text
-from remediate.store import Schema, Where, errors, open_db
+from remediate.stores.approvals import Approvals, plan_hash
+from remediate.stores.audit import Audit
+from remediate.stores.db import Schema, Where, errors, open_db
+from remediate.stores.ledger import Job, Ledger
 
 __all__ = ["Runner", "Seen", "Stores"]
 
@@ -65,7 +65,7 @@ class Seen:
 
 
 class Stores:
-    """The ledger, approvals, replay cache and audit chain at ``where`` (remediate.store), one connection
+    """The ledger, approvals, replay cache and audit chain at ``where`` (remediate.stores.db), one connection
     set per thread."""
 
     def __init__(self, where: Where) -> None:
@@ -327,7 +327,7 @@ STORE_PATIENCE = 120.0
 
 
 def _patiently(write: Callable[[], T]) -> T:
-    """``write()``, tried again for up to STORE_PATIENCE seconds while the store fails (remediate.store.errors)."""
+    """``write()``, tried again for up to STORE_PATIENCE seconds while the store fails (remediate.stores.db.errors)."""
     deadline = time.monotonic() + STORE_PATIENCE
     while True:
         try:

@@ -89,10 +89,10 @@ class WorkerProcess:
 
 def main(argv: list[str] | None = None) -> int:
     from remediate.api import Remediate
-    from remediate.inventory import load_inventory
+    from remediate.hosts.inventory import load_inventory
     from remediate.serve.config import load_config
+    from remediate.serve.eventlog import configure
     from remediate.serve.jobs import Runner, Stores
-    from remediate.serve.logs import configure
     from remediate.serve.notify import Notifier
 
     parser = argparse.ArgumentParser(prog="remediate-serve-worker")
