@@ -32,16 +32,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from remediate.engine.diagnose import Diagnosis, parse_since
-from remediate.engine.fleet import HostResult, Rollout
-from remediate.engine.run import TRIGGERS, Report, local_user
-from remediate.errors import TransportError
+from remediate.engine.fleet import HostResult, Rollout, worst_exit
+from remediate.engine.report import TRIGGERS, Report, local_user
+from remediate.errors import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    InputError,
+    Refused,
+    RemediateError,
+    TransportError,
+    UsageError,
+)
 from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.transport.base import Transport
 
 if TYPE_CHECKING:
     from remediate.engine.harden import HostAudit
 
-__all__ = ["TRIGGERS", "Connections", "Remediate", "open"]
+__all__ = ["TRIGGERS", "Connections", "Remediate", "diagnosing", "fixing", "hardening", "hardening_fixes", "open"]
 
 T = TypeVar("T")
 
@@ -59,7 +67,6 @@ class Remediate:
         playbooks: list[str] | None = None,
         connections: Connections | None = None,
     ) -> None:
-        from remediate.errors import UsageError
 
         if trigger not in TRIGGERS:
             raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
@@ -117,7 +124,6 @@ class Remediate:
         """Fix one hardening rule's findings on ``host`` through the guarded transaction (playbooks/harden)."""
         from remediate.engine.harden import playbooks_dir
         from remediate.engine.run import run
-        from remediate.errors import UsageError
         from remediate.harden import FIXABLE
 
         if rule not in FIXABLE:
@@ -192,17 +198,16 @@ class Remediate:
         ``forks`` at once, in ``serial`` batches, stopping as ``ansible-playbook`` does (remediate.engine.fleet).
         ``started`` and ``finished`` see each host as it goes; the Rollout has every host's result."""
         from remediate.engine import fleet
-        from remediate.errors import UsageError
         from remediate.hosts.patterns import select
 
         hosts = select(self.inventory, limit)
         if not hosts:
             raise UsageError(f"--limit {limit!r} selects no host of the inventory")
         if cause is None:
-            work = fleet.diagnosing(self, _seconds(since if since is not None else "15m"))
+            work = diagnosing(self, _seconds(since if since is not None else "15m"))
         else:
             window = None if since is None else _seconds(since)
-            work = fleet.fixing(self, cause, yes=yes, check=check, since=window, insecure_tls=insecure_tls)
+            work = fixing(self, cause, yes=yes, check=check, since=window, insecure_tls=insecure_tls)
         return fleet.rollout(
             hosts,
             work,
@@ -224,7 +229,7 @@ class Remediate:
         """Undo run ``run_id`` on ``host`` from the host's own journal (byte for byte, or refused).
 
         ``authorize(cause)``, if given, sees the cause of the run being undone and may refuse (a reason)."""
-        from remediate.engine.run import rollback
+        from remediate.engine.hoststate import rollback
 
         target = self.host(host)
         return self._kept(
@@ -336,3 +341,124 @@ def open(inventory: Inventory | str | Path, **options: Any) -> Iterator[Remediat
 
 def _seconds(since: str | float) -> float:
     return float(since) if isinstance(since, int | float) else parse_since(since)
+
+
+def fixing(
+    rem: Remediate, cause: str, *, check: bool = False, yes: bool = False, **options: Any
+) -> Callable[[Host], HostResult]:
+    """The work of ``run --limit``: ``rem.run(host, cause, ...)`` on one host, as a HostResult."""
+
+    def work(host: Host) -> HostResult:
+        began = time.monotonic()
+        try:
+            report = rem.run(host, cause, check=check, yes=yes, **options)
+        except RemediateError as exc:
+            return _error(host, cause, exc, began)
+        return HostResult(
+            host.name,
+            report.outcome,
+            report.exit_code,
+            cause=report.cause,
+            seconds=time.monotonic() - began,
+            run_id=report.run_id,
+            message=report.message,
+            report=report.to_json(),
+        )
+
+    return work
+
+
+def hardening(rem: Remediate, fail_on: str) -> Callable[[Host], HostResult]:
+    """The work of ``harden --limit``: the rules over one host (outcome ``findings`` or ``clean``; exit 3 when a
+    finding is at or above ``fail_on``)."""
+    from remediate import harden
+
+    def work(host: Host) -> HostResult:
+        began = time.monotonic()
+        try:
+            audit = rem.harden(host)
+        except RemediateError as exc:
+            return _error(host, "", exc, began)
+        failing = harden.at_least(audit.findings, fail_on)
+        counts = ", ".join(
+            f"{n} {s}" for s in reversed(harden.SEVERITIES) if (n := sum(f.severity == s for f in audit.findings))
+        )
+        return HostResult(
+            host.name,
+            "findings" if audit.findings else "clean",
+            EXIT_REFUSED if failing else EXIT_OK,
+            cause=counts or "none",
+            seconds=time.monotonic() - began,
+            message=failing[0].message if failing else "",
+            report=audit.to_json(),
+        )
+
+    return work
+
+
+def hardening_fixes(rem: Remediate, rules: list[str], *, check: bool, yes: bool) -> Callable[[Host], HostResult]:
+    """The work of ``harden --limit --fix``: each rule's fix in turn on one host; the worst outcome stands,
+    and a fix that failed or rolled back stops the host's next fixes."""
+
+    def work(host: Host) -> HostResult:
+        began = time.monotonic()
+        reports = []
+        for rule in rules:
+            try:
+                report = rem.harden_fix(host, rule, check=check, yes=yes)
+            except RemediateError as exc:
+                return _error(host, rule, exc, began)
+            reports.append(report)
+            if report.outcome in ("failed", "rolled-back"):
+                break
+        code = worst_exit(r.exit_code for r in reports)
+        worst = next((r for r in reports if r.exit_code == code), reports[-1])
+        return HostResult(
+            host.name,
+            worst.outcome,
+            worst.exit_code,
+            cause=" ".join(r.cause for r in reports),
+            seconds=time.monotonic() - began,
+            run_id=" ".join(r.run_id for r in reports if r.outcome not in ("nothing-to-do", "refused")),
+            message="; ".join(f"{r.cause}: {r.outcome}" for r in reports),
+            report={"runs": [r.to_json() for r in reports]},
+        )
+
+    return work
+
+
+def diagnosing(rem: Remediate, since: float) -> Callable[[Host], HostResult]:
+    """The work of ``diagnose --limit``: the verdict on one host, as a HostResult (outcome ``diagnosed``)."""
+
+    def work(host: Host) -> HostResult:
+        began = time.monotonic()
+        try:
+            found = rem.diagnose(host, since=since)
+        except RemediateError as exc:
+            return _error(host, "", exc, began)
+        return HostResult(
+            host.name,
+            "diagnosed",
+            EXIT_OK,
+            cause=found.verdict,
+            seconds=time.monotonic() - began,
+            message=found.reason,
+            report=found.to_json(),
+        )
+
+    return work
+
+
+def _error(host: Host, cause: str, exc: RemediateError, began: float) -> HostResult:
+    outcome = (
+        "unreachable"
+        if isinstance(exc, TransportError)
+        else "refused"
+        if isinstance(exc, Refused)
+        else "bad-input"
+        if isinstance(exc, InputError)
+        else "failed"
+    )
+    return HostResult(
+        host.name, outcome, exc.exit_code, cause=cause, seconds=time.monotonic() - began, message=str(exc)
+    )

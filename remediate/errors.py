@@ -26,10 +26,7 @@ so nothing above the transport or the inventory loader ever sees them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from remediate.transport.base import Result
+from typing import Protocol
 
 __all__ = [
     "EXIT_FAILED",
@@ -137,10 +134,26 @@ class CommandTimeout(TransportError):
     pass
 
 
+class Ran(Protocol):
+    """What CommandFailed needs of a command's result (remediate.transport.base.Result is one): the
+    bottom layer names the shape it needs instead of importing the layer above it."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def exited(self) -> int: ...
+
+    @property
+    def display(self) -> str: ...
+
+    def stderr_tail(self, lines: int = 3) -> str: ...
+
+
 class CommandFailed(TransportError):
     """A command exited non-zero; ``result`` holds its output."""
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Ran) -> None:
         tail = result.stderr_tail()
         detail = f": {tail}" if tail else ""
         super().__init__(f"`{result.display}` exited {result.exited}{detail}", host=result.host)

@@ -398,11 +398,12 @@ def run_worker(
 ) -> None:
     """Run jobs from ``zone``'s queue (or the default queue) until SIGINT/SIGTERM; with ``serve`` (a
     service's config), the service's jobs too."""
-    from remediate.engine import fleet
 
     app = _app(url)
     worker_name = name or f"{socket.gethostname()}-{os.getpid()}"
     settle: dict[str, GiveUp] = {TASK: lambda job, message: _give_up(url, job, message, worker_name)}
+
+    from remediate.api import diagnosing, fixing
 
     def host_job(context: Any, /, *, host: str, verb: str, **job: Any) -> None:
         started = time.time()
@@ -413,9 +414,9 @@ def run_worker(
             result = HostResult(host, "bad-input", exc.exit_code, message=f"worker {worker_name}: {exc}")
         else:
             if verb == "diagnose":
-                result = fleet.diagnosing(mine, float(job.get("since", 900)))(target)
+                result = diagnosing(mine, float(job.get("since", 900)))(target)
             else:
-                result = fleet.fixing(mine, job.pop("cause"), **job)(target)
+                result = fixing(mine, job.pop("cause"), **job)(target)
         _record(url, context.job, verb, result, worker_name, started)
 
     app.task(name=TASK, pass_context=True)(host_job)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import site_conf
 
+from remediate.engine.apply import apply_plan
 from remediate.engine.plan import Change, Plan
-from remediate.engine.run import apply_plan
 from remediate.events import new_run_id
 from remediate.hosts.connect import open_transport
 from remediate.hosts.inventory import Host

@@ -9,7 +9,7 @@ import pytest
 
 from remediate.engine.modules import INI_MARKER, ini_set, service_restart
 from remediate.engine.playbook import evaluate, find_playbook, load_playbook, load_playbooks, render
-from remediate.engine.run import call_helper
+from remediate.engine.session import call_helper
 from remediate.errors import InputError, Refused, RemediateError
 from remediate.evidence.framework import Context, Log
 from remediate.evidence.socket import parse_ini_sections
@@ -164,7 +164,7 @@ def test_fake_transport_refuses_unknown_commands() -> None:
 
 def test_fix_steps_when_loop_and_building_on_each_other(ctx: Context, tmp_path: Path) -> None:
     """`when` skips a step, `loop` repeats one with `item`, and each step edits what the one before left."""
-    from remediate.engine.run import plan_fix
+    from remediate.engine.fixes import plan_fix
 
     (tmp_path / "p.yml").write_text(
         "cause: x\nsummary: y\nevidence: []\ndecisions:\n  - when: true\n    reason: r\n    fix: f\n"

@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, run_at_prompt, run_paused_after_write, site_conf
 
+from remediate.engine.apply import apply_plan
+from remediate.engine.hoststate import host_status, rollback
 from remediate.engine.plan import Change, Plan
-from remediate.engine.run import IDLE, HelperSession, apply_plan, host_status, rollback, run
+from remediate.engine.run import run
+from remediate.engine.session import IDLE, HelperSession
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, TransportError
 from remediate.events import new_run_id
 from remediate.hosts.connect import open_transport

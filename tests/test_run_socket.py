@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
 
-from remediate.engine.run import HelperSession, rollback, run
+from remediate.engine.hoststate import rollback
+from remediate.engine.run import run
+from remediate.engine.session import HelperSession
 from remediate.errors import EXIT_OK, EXIT_REFUSED, TransportError
 from remediate.hosts.connect import open_transport
 from remediate.hosts.inventory import Host

@@ -581,7 +581,7 @@ def test_the_service_speaks_tls_itself(tmp_path: Path, fake_slack: FakeSlack, mo
     try:
         import socket
 
-        from remediate.serve.app import HEADER_TIMEOUT
+        from remediate.serve.gate import HEADER_TIMEOUT
 
         silent = socket.create_connection(("127.0.0.1", svc.port), timeout=HEADER_TIMEOUT + 10)  # no handshake
         opened = time.monotonic()
@@ -712,7 +712,7 @@ def test_slow_headers_are_dropped(service: Service) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    from remediate.serve.app import HEADER_TIMEOUT
+    from remediate.serve.gate import HEADER_TIMEOUT
 
     url = urlsplit(service.url)
     socks = [socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=5) for _ in range(30)]

@@ -739,7 +739,7 @@ def _fleet_queued(args: argparse.Namespace, hosts: list[Any], verb: str, since: 
     from remediate import queue
     from remediate.cli.fleetview import FleetView
     from remediate.engine import fleet
-    from remediate.engine.run import local_user
+    from remediate.engine.report import local_user
 
     jobs = queue.Queue(args.queue)
     try:
@@ -1056,7 +1056,7 @@ def _harden_fix(args: argparse.Namespace, rem: Any, host: Any) -> int:
 
 def _harden_fleet(args: argparse.Namespace, rem: Any) -> int:
     """harden (or harden --fix) on every host --limit selects, --forks at once."""
-    from remediate import harden
+    from remediate import api, harden
     from remediate.cli.fleetview import FleetView
     from remediate.engine import fleet
     from remediate.errors import Refused
@@ -1069,9 +1069,9 @@ def _harden_fleet(args: argparse.Namespace, rem: Any) -> int:
     if args.fix:
         if not (args.check or args.yes):
             raise Refused("a fleet run asks nothing host by host: give --yes to apply, or --check to look")
-        work = fleet.hardening_fixes(rem, [r for r in harden.FIXABLE if r in args.fix], check=args.check, yes=args.yes)
+        work = api.hardening_fixes(rem, [r for r in harden.FIXABLE if r in args.fix], check=args.check, yes=args.yes)
     else:
-        work = fleet.hardening(rem, args.fail_on)
+        work = api.hardening(rem, args.fail_on)
     as_json = args.json and not args.sarif
     # SARIF is the one document on stdout: the progress lines go to stderr.
     with FleetView(hosts, verb="hardening", as_json=as_json, out=sys.stderr if args.sarif else None) as view:
@@ -1129,7 +1129,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_unlock(args: argparse.Namespace) -> int:
-    from remediate.engine.run import unlock
+    from remediate.engine.hoststate import unlock
     from remediate.hosts.inventory import load_inventory
 
     host = load_inventory(args.inventory).host(args.host)
@@ -1314,4 +1314,3 @@ def _cmd_lab_debian(args: argparse.Namespace) -> int:
     known = ", ".join(f"{b.cause}/{b.variant}" for b in REAL_BREAKS)
     print(f"breaks: {known}")
     return EXIT_OK
-

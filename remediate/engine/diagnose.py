@@ -185,7 +185,7 @@ def diagnose(
     One round trip to ``host`` for the window and every candidate playbook's evidence, then one
     to each host that must be asked (nginx's host again for what the first answer pointed at, a
     backend host); ``round_trips`` in the result counts them."""
-    from remediate.engine.run import Transports, call_helper
+    from remediate.engine.session import Transports, call_helper
 
     pool = Transports(host, transport, accept_new_host_key)
     try:
@@ -213,9 +213,9 @@ def gather(
     """The diagnosis, and each candidate playbook's evidence (by cause) for a run to go on from.
 
     ``first_call`` sends the one request to ``host`` (a run sends it through its locked session);
-    ``pool`` opens the other hosts' transports (remediate.engine.run.Transports)."""
+    ``pool`` opens the other hosts' transports (remediate.engine.session.Transports)."""
+    from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
     from remediate.engine.playbook import find_playbook
-    from remediate.engine.run import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
     from remediate.errors import Refused
     from remediate.evidence.window import merge_window, window_request
 
@@ -290,8 +290,8 @@ def _outcome(book: Any, ctx: Context) -> tuple[str, dict[str, Any], str]:
     """What ``book`` would do with this evidence, as run --check says it: planned, refused or nothing-to-do."""
     import dataclasses
 
+    from remediate.engine.fixes import plan_fix
     from remediate.engine.playbook import render
-    from remediate.engine.run import plan_fix
     from remediate.errors import Refused, RemediateError
 
     try:

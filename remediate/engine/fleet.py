@@ -23,30 +23,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from remediate.errors import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_REFUSED,
-    InputError,
-    Refused,
-    RemediateError,
-    TransportError,
     UsageError,
 )
 from remediate.hosts.inventory import Host
-
-if TYPE_CHECKING:
-    from remediate.api import Remediate
 
 __all__ = [
     "NOT_ATTEMPTED",
     "HostResult",
     "Rollout",
     "batches",
-    "diagnosing",
-    "fixing",
     "parse_serial",
     "rollout",
     "worst_exit",
@@ -219,124 +209,3 @@ def rollout(
     result.results = [done[h.name] for h in hosts]
     result.seconds = time.monotonic() - began
     return result
-
-
-def fixing(
-    rem: Remediate, cause: str, *, check: bool = False, yes: bool = False, **options: Any
-) -> Callable[[Host], HostResult]:
-    """The work of ``run --limit``: ``rem.run(host, cause, ...)`` on one host, as a HostResult."""
-
-    def work(host: Host) -> HostResult:
-        began = time.monotonic()
-        try:
-            report = rem.run(host, cause, check=check, yes=yes, **options)
-        except RemediateError as exc:
-            return _error(host, cause, exc, began)
-        return HostResult(
-            host.name,
-            report.outcome,
-            report.exit_code,
-            cause=report.cause,
-            seconds=time.monotonic() - began,
-            run_id=report.run_id,
-            message=report.message,
-            report=report.to_json(),
-        )
-
-    return work
-
-
-def hardening(rem: Remediate, fail_on: str) -> Callable[[Host], HostResult]:
-    """The work of ``harden --limit``: the rules over one host (outcome ``findings`` or ``clean``; exit 3 when a
-    finding is at or above ``fail_on``)."""
-    from remediate import harden
-
-    def work(host: Host) -> HostResult:
-        began = time.monotonic()
-        try:
-            audit = rem.harden(host)
-        except RemediateError as exc:
-            return _error(host, "", exc, began)
-        failing = harden.at_least(audit.findings, fail_on)
-        counts = ", ".join(
-            f"{n} {s}" for s in reversed(harden.SEVERITIES) if (n := sum(f.severity == s for f in audit.findings))
-        )
-        return HostResult(
-            host.name,
-            "findings" if audit.findings else "clean",
-            EXIT_REFUSED if failing else EXIT_OK,
-            cause=counts or "none",
-            seconds=time.monotonic() - began,
-            message=failing[0].message if failing else "",
-            report=audit.to_json(),
-        )
-
-    return work
-
-
-def hardening_fixes(rem: Remediate, rules: list[str], *, check: bool, yes: bool) -> Callable[[Host], HostResult]:
-    """The work of ``harden --limit --fix``: each rule's fix in turn on one host; the worst outcome stands,
-    and a fix that failed or rolled back stops the host's next fixes."""
-
-    def work(host: Host) -> HostResult:
-        began = time.monotonic()
-        reports = []
-        for rule in rules:
-            try:
-                report = rem.harden_fix(host, rule, check=check, yes=yes)
-            except RemediateError as exc:
-                return _error(host, rule, exc, began)
-            reports.append(report)
-            if report.outcome in ("failed", "rolled-back"):
-                break
-        code = worst_exit(r.exit_code for r in reports)
-        worst = next((r for r in reports if r.exit_code == code), reports[-1])
-        return HostResult(
-            host.name,
-            worst.outcome,
-            worst.exit_code,
-            cause=" ".join(r.cause for r in reports),
-            seconds=time.monotonic() - began,
-            run_id=" ".join(r.run_id for r in reports if r.outcome not in ("nothing-to-do", "refused")),
-            message="; ".join(f"{r.cause}: {r.outcome}" for r in reports),
-            report={"runs": [r.to_json() for r in reports]},
-        )
-
-    return work
-
-
-def diagnosing(rem: Remediate, since: float) -> Callable[[Host], HostResult]:
-    """The work of ``diagnose --limit``: the verdict on one host, as a HostResult (outcome ``diagnosed``)."""
-
-    def work(host: Host) -> HostResult:
-        began = time.monotonic()
-        try:
-            found = rem.diagnose(host, since=since)
-        except RemediateError as exc:
-            return _error(host, "", exc, began)
-        return HostResult(
-            host.name,
-            "diagnosed",
-            EXIT_OK,
-            cause=found.verdict,
-            seconds=time.monotonic() - began,
-            message=found.reason,
-            report=found.to_json(),
-        )
-
-    return work
-
-
-def _error(host: Host, cause: str, exc: RemediateError, began: float) -> HostResult:
-    outcome = (
-        "unreachable"
-        if isinstance(exc, TransportError)
-        else "refused"
-        if isinstance(exc, Refused)
-        else "bad-input"
-        if isinstance(exc, InputError)
-        else "failed"
-    )
-    return HostResult(
-        host.name, outcome, exc.exit_code, cause=cause, seconds=time.monotonic() - began, message=str(exc)
-    )

@@ -44,15 +44,8 @@ class HostAudit:
 def audit_host(
     host: Host, inventory: Inventory, *, transport: Transport | None = None, accept_new_host_key: bool = False
 ) -> HostAudit:
-    from remediate.engine.run import (
-        Transports,
-        ask_hosts,
-        call_helper,
-        evidence_request,
-        finish_evidence,
-        read_evidence,
-        remote_asks,
-    )
+    from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
+    from remediate.engine.session import Transports, call_helper
 
     book = Playbook(cause="harden", summary="the hardening rules", path="<harden>", evidence=list(EVIDENCE))
     pool = Transports(host, transport, accept_new_host_key)
