@@ -3,9 +3,9 @@
 Run as root (it starts its own PostgreSQL on 127.0.36.1 in a temporary directory, the tests'
 harness, and removes it):
 
-    .venv/bin/python bench/bench_queue.py [--jobs 2000] [--concurrency 8] [--runs 3]
+    .venv/bin/python bench/bench_queue/ [--jobs 2000] [--concurrency 8] [--runs 3]
 
-Each run: defer --jobs no-op jobs one by one through `remediate.queue.Queue.enqueue` (a job lock
+Each run: defer --jobs no-op jobs one by one through `remediate.queue.producer.Queue.enqueue` (a job lock
 and a queueing lock per job, as a fleet run makes them; timed: enqueue rate), then one in-process
 Procrastinate worker with --concurrency runs them until none is left (timed: run rate); then the
 same number of jobs without any lock, to show what the locks cost. Medians of --runs. Postgres
@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from pg import Postgres  # noqa: E402
 
-from remediate import queue  # noqa: E402
 from remediate.hosts.inventory import load_inventory  # noqa: E402
+from remediate.queue import producer, schema  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +48,8 @@ def main() -> None:
     try:
         for _ in range(args.runs):
             server.reset()
-            queue.init(server.url)
-            jobs = queue.Queue(server.url)
+            schema.init(server.url)
+            jobs = producer.Queue(server.url)
             began = time.perf_counter()
             for n in range(args.jobs):
                 jobs.enqueue(hosts[n % len(hosts)], "noop", key=str(n))
@@ -58,7 +58,7 @@ def main() -> None:
             run_rates.append(args.jobs / _drain(server.url, args.concurrency))
             # The same jobs with no job lock and no queueing lock: what the locks cost.
             server.reset()
-            queue.init(server.url)
+            schema.init(server.url)
             _defer_plain(server.url, args.jobs)
             plain_rates.append(args.jobs / _drain(server.url, args.concurrency))
     finally:
@@ -76,7 +76,7 @@ def _defer_plain(url: str, count: int) -> None:
     from procrastinate import App, PsycopgConnector
 
     app = App(connector=PsycopgConnector(conninfo=url))
-    task = app.task(name=queue.TASK, queue=queue.DEFAULT_QUEUE)(lambda **_: None)
+    task = app.task(name=schema.TASK, queue=schema.DEFAULT_QUEUE)(lambda **_: None)
     with app.open():
         for n in range(count):
             task.defer(n=n)
@@ -89,12 +89,12 @@ def _drain(url: str, concurrency: int) -> float:
 
     app = App(connector=PsycopgConnector(conninfo=url))
 
-    @app.task(name=queue.TASK)
+    @app.task(name=schema.TASK)
     def noop(**_: object) -> None:
         return None
 
     began = time.perf_counter()
-    app.run_worker(queues=[queue.DEFAULT_QUEUE], concurrency=concurrency, wait=False, install_signal_handlers=False)
+    app.run_worker(queues=[schema.DEFAULT_QUEUE], concurrency=concurrency, wait=False, install_signal_handlers=False)
     return time.perf_counter() - began
 
 

@@ -8,5 +8,7 @@ echo "==> ruff"
 .venv/bin/ruff check remediate tests bench ansible_collections
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import layers (lint-imports: the layers in order, no circle)"
+.venv/bin/lint-imports --no-cache
 echo "==> pytest"
 .venv/bin/pytest "$@"

@@ -20,9 +20,9 @@ import pytest
 from conftest import WorkerProcesses, remediate_cli
 from pg import Postgres
 
-from remediate import queue
 from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import PROBES, Lab
+from remediate.queue import producer
 
 HOSTS = ["web01", "web02", "web03", "web04", "web05"]
 
@@ -102,7 +102,7 @@ def test_thirty_jobs_over_five_hosts_never_overlap_on_a_host(fleet_lab: Lab, wor
     fleet_lab.break_("socket", "missing", keep=True, limit=",".join(HOSTS))
     before = {h: len(_lock_history(fleet_lab, h)) for h in HOSTS}
     inventory = load_inventory(fleet_lab.inventory)
-    jobs = queue.Queue(workers.url)
+    jobs = producer.Queue(workers.url)
     try:
         ids = [
             jobs.enqueue(inventory.host(host), "run", key=f"n{n}", cause="socket", yes=True, requested_by="t")
@@ -138,7 +138,7 @@ def test_a_worker_killed_mid_job_leaves_the_host_consistent_and_the_job_retried(
     web03 = fleet_lab.webs("web03")[0]
     before = len(_lock_history(fleet_lab, "web03"))
     workers.start("w1", "--concurrency", "1")
-    jobs = queue.Queue(workers.url)
+    jobs = producer.Queue(workers.url)
     try:
         job_id = jobs.enqueue(load_inventory(fleet_lab.inventory).host("web03"), "run", cause="socket", yes=True)
     finally:
@@ -163,7 +163,7 @@ def test_a_worker_killed_mid_job_leaves_the_host_consistent_and_the_job_retried(
 def test_the_same_alert_enqueued_twice_is_one_job(fleet_lab: Lab, db: str) -> None:
     """A second enqueue with the same host, cause and key while the first waits is refused: one job."""
     inventory = load_inventory(fleet_lab.inventory)
-    jobs = queue.Queue(db)
+    jobs = producer.Queue(db)
     try:
         first = jobs.enqueue(inventory.host("web02"), "run", key="alert:fp-1", cause="socket", yes=True)
         second = jobs.enqueue(inventory.host("web02"), "run", key="alert:fp-1", cause="socket", yes=True)
@@ -232,7 +232,7 @@ def test_postgres_restarted_under_load_loses_no_job_and_runs_none_twice(
     """Restart PostgreSQL while two workers run 20 jobs: the workers reconnect; every job ends once."""
     fleet_lab.reset()
     inventory = load_inventory(fleet_lab.inventory)
-    jobs = queue.Queue(workers.url)
+    jobs = producer.Queue(workers.url)
     try:
         ids = [jobs.enqueue(inventory.host(h), "diagnose", key=f"n{n}", since=60) for n in range(4) for h in HOSTS]
     finally:

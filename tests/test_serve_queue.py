@@ -25,7 +25,7 @@ from serving import Alertmanager, FakeSlack, Service, alert, alert_payload, clic
 from test_serve import _answers, _break, _children, _plan_post, _thread_says
 
 from remediate.lab.core import Lab, LabConfig
-from remediate.queue import ServiceQueue
+from remediate.serve.queued import ServiceQueue
 from remediate.stores.ledger import Ledger
 
 pytestmark = pytest.mark.lab

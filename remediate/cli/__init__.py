@@ -736,17 +736,17 @@ def _fleet(args: argparse.Namespace, inventory: Any, verb: str, since: float) ->
 
 def _fleet_queued(args: argparse.Namespace, hosts: list[Any], verb: str, since: float, serial: list[Any]) -> int:
     """The fleet rollout with each host's work done by a `remediate worker`: enqueue, then wait for it."""
-    from remediate import queue
     from remediate.cli.fleetview import FleetView
     from remediate.engine import fleet
     from remediate.engine.report import local_user
+    from remediate.queue import producer
 
-    jobs = queue.Queue(args.queue)
+    jobs = producer.Queue(args.queue)
     try:
         job: dict[str, Any] = {"since": since, "requested_by": local_user(), "trigger": "cli"}
         if verb == "run":
             job.update(cause=args.cause, check=args.check, yes=args.yes, insecure_tls=args.insecure_tls)
-        work = queue.enqueuing(jobs, verb, timeout=args.wait, **job)
+        work = producer.enqueuing(jobs, verb, timeout=args.wait, **job)
         with FleetView(hosts, verb="queued", as_json=args.json) as view:
             done = fleet.rollout(
                 hosts,
@@ -764,16 +764,19 @@ def _fleet_queued(args: argparse.Namespace, hosts: list[Any], verb: str, since: 
 
 
 def _cmd_queue(args: argparse.Namespace) -> int:
-    from remediate import queue
+    from remediate.queue import schema
 
     if not args.queue:
         raise UsageError("give --queue postgresql://... (or set REMEDIATE_QUEUE)")
-    print(queue.init(args.queue))
+    print(schema.init(args.queue))
     return EXIT_OK
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from remediate import api, queue
+    from remediate import api
+    from remediate.queue import producer
+    from remediate.queue.worker import run_worker
+    from remediate.serve.queued import register
 
     serve = None
     if args.config:
@@ -796,7 +799,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # the service's jobs log here too
     with api.open(args.inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key) as rem:
-        queue.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
+        producer.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
         print(
             f"worker {args.name or '(HOSTNAME-PID)'}: taking jobs of "
             f"{'zone ' + args.zone if args.zone else 'hosts with no zone'}, {args.concurrency} at once"
@@ -804,7 +807,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        queue.run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name, serve=serve)
+        extra = register(rem, serve, args.queue) if serve is not None else None
+        run_worker(args.queue, rem, zone=args.zone, concurrency=args.concurrency, name=args.name, extra=extra)
     return EXIT_OK
 
 
@@ -942,9 +946,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     inventory = load_inventory(config.inventory)
     if config.queue:  # the database answers and has the schema, or one line now (not at the first alert)
-        from remediate import queue
+        from remediate.queue import producer
 
-        queue.Queue(config.queue).close()
+        producer.Queue(config.queue).close()
     if args.check:
         print(
             f"{args.config}: ok: listen {config.host}:{config.port}{' (https)' if config.tls else ''}, "

@@ -13,15 +13,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from remediate.errors import LabError, UsageError
 from remediate.lab import files, procs
 from remediate.lab.hosts import WebHost, each
 from remediate.lab.probes import PROBES
 
-if TYPE_CHECKING:
-    from remediate.lab.core import Lab
+
+class Lab(Protocol):
+    """What a break needs of the lab (remediate.lab.core.Lab is one): a load generator it remembers."""
+
+    def start_load(self, web: WebHost, argv: list[str], log: Path) -> int: ...
+
 
 __all__ = ["BREAKS", "CAUSES", "Break", "apply", "find_break"]
 

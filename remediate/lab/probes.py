@@ -5,12 +5,19 @@ from __future__ import annotations
 import http.client
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from remediate.errors import LabError
 
-if TYPE_CHECKING:
-    from remediate.lab.hosts import WebHost
+
+class Probed(Protocol):
+    """What wait_healthy needs of a web host (remediate.lab.hosts.WebHost is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def probe(self, path: str, timeout: float = ...) -> int | str: ...
+
 
 __all__ = ["PROBES", "probe", "wait_healthy"]
 
@@ -41,7 +48,7 @@ def probe(addr: str, port: int, path: str, host: str, timeout: float = 8.0) -> i
         conn.close()
 
 
-def wait_healthy(webs: Iterable[WebHost], timeout: float = 30.0) -> None:
+def wait_healthy(webs: Iterable[Probed], timeout: float = 30.0) -> None:
     """Wait until every probe on every web host answers 200; the ones that do not, named, if they never do."""
     pending = list(webs)
     deadline = time.monotonic() + timeout

@@ -12,8 +12,8 @@ Routes::
 Nothing a request carries is trusted before it is checked, and no bad request is a 500: every
 handler turns bad input into a 4xx with a one-line reason. Store work (SQLite, or PostgreSQL with
 ``queue:``) runs on a small thread pool, so the event loop only parses, checks and answers. Who
-runs the jobs is the :class:`remediate.serve.service.Dispatcher`: the worker process beside this one, or, with ``queue:``,
-`remediate worker --config` processes anywhere (remediate.queue.ServiceQueue).
+runs the jobs is the Dispatcher (remediate.serve.service): the worker process beside this one, or,
+with ``queue:``, `remediate worker --config` processes anywhere (remediate.serve.queued).
 """
 
 from __future__ import annotations

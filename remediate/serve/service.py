@@ -43,7 +43,7 @@ log = structlog.get_logger("remediate.serve")
 
 class Dispatcher(Protocol):
     """Who runs the ledger's jobs. Two engines: the embedded worker process (remediate.serve.worker,
-    the default), or Procrastinate on PostgreSQL (remediate.queue.ServiceQueue, with ``queue:``)."""
+    the default), or Procrastinate on PostgreSQL (remediate.serve.queued.ServiceQueue, with ``queue:``)."""
 
     def start(self) -> None: ...
 
@@ -78,7 +78,7 @@ class Service:
         self.notifier = Notifier(config.slack)
         self.dispatcher: Dispatcher
         if config.queue:
-            from remediate.queue import ServiceQueue
+            from remediate.serve.queued import ServiceQueue
 
             self.dispatcher = ServiceQueue(config.queue, self.inventory)
         else:
