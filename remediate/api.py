@@ -32,18 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from remediate.engine.diagnose import Diagnosis, parse_since
-from remediate.engine.fleet import HostResult, Rollout, worst_exit
+from remediate.engine.fleet import HostResult, Rollout
 from remediate.engine.report import TRIGGERS, Report, local_user
 from remediate.errors import (
     EXIT_OK,
     EXIT_REFUSED,
-    InputError,
-    Refused,
     RemediateError,
     TransportError,
     UsageError,
 )
 from remediate.hosts.inventory import Host, Inventory, load_inventory
+from remediate.outcomes import Outcome, worst_exit
 from remediate.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -385,7 +384,7 @@ def hardening(rem: Remediate, fail_on: str) -> Callable[[Host], HostResult]:
         )
         return HostResult(
             host.name,
-            "findings" if audit.findings else "clean",
+            Outcome.FINDINGS if audit.findings else Outcome.CLEAN,
             EXIT_REFUSED if failing else EXIT_OK,
             cause=counts or "none",
             seconds=time.monotonic() - began,
@@ -438,7 +437,7 @@ def diagnosing(rem: Remediate, since: float) -> Callable[[Host], HostResult]:
             return _error(host, "", exc, began)
         return HostResult(
             host.name,
-            "diagnosed",
+            Outcome.DIAGNOSED,
             EXIT_OK,
             cause=found.verdict,
             seconds=time.monotonic() - began,
@@ -450,15 +449,6 @@ def diagnosing(rem: Remediate, since: float) -> Callable[[Host], HostResult]:
 
 
 def _error(host: Host, cause: str, exc: RemediateError, began: float) -> HostResult:
-    outcome = (
-        "unreachable"
-        if isinstance(exc, TransportError)
-        else "refused"
-        if isinstance(exc, Refused)
-        else "bad-input"
-        if isinstance(exc, InputError)
-        else "failed"
-    )
     return HostResult(
-        host.name, outcome, exc.exit_code, cause=cause, seconds=time.monotonic() - began, message=str(exc)
+        host.name, Outcome.of_error(exc), exc.exit_code, cause=cause, seconds=time.monotonic() - began, message=str(exc)
     )

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from conftest import FLEET_SIZE, remediate_cli
 
-from remediate.engine.fleet import NOT_ATTEMPTED, HostResult, batches, parse_serial, rollout, worst_exit
+from remediate.engine.fleet import HostResult, batches, parse_serial, rollout
 from remediate.errors import UsageError
 from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.lab.core import PROBES, Lab
 from remediate.lab.hosts import WebHost
+from remediate.outcomes import Outcome, worst_exit
 
 
 def _fleet(tmp_path: Path, n: int) -> Inventory:
@@ -71,7 +72,7 @@ def test_max_fail_zero_stops_after_the_batch_with_a_failure(tmp_path: Path) -> N
     assert done.not_attempted == ["web07", "web08", "web09", "web10"]
     assert "batch 2: 1 of 3 failed" in done.stopped
     assert done.exit_code == 1
-    assert [r.outcome for r in done.results].count(NOT_ATTEMPTED) == 4
+    assert [r.outcome for r in done.results].count(Outcome.NOT_ATTEMPTED) == 4
 
 
 def test_max_fail_is_strictly_more_than(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ exit codes:
   4  rolled back: a change failed its checks and was undone
   5  bad input: inventory or config file is wrong (the message gives file:line)
   6  unreachable: SSH connect, authentication or a command timed out
+  7  applied, unverified: a fix was applied, but nothing could be asked afterwards to show it worked
+a fleet (--limit) exits with its worst host's code: 1 > 6 > 5 > 4 > 3 > 7 > 2 > 0
 """
 
 DEFAULT_LAB = "/tmp/remediate-lab"

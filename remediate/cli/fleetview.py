@@ -13,21 +13,24 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from remediate.engine.fleet import NOT_ATTEMPTED, HostResult, Rollout
+from remediate.engine.fleet import HostResult, Rollout
+from remediate.outcomes import Outcome
 
 if TYPE_CHECKING:
     from remediate.hosts.inventory import Host
 
 __all__ = ["FleetView"]
 
-_STYLE = {
-    "fixed": "green",
-    "nothing-to-do": "green",
-    "planned": "cyan",
-    "diagnosed": "cyan",
-    "refused": "yellow",
-    "rolled-back": "yellow",
-    NOT_ATTEMPTED: "dim",
+_STYLE: dict[str, str] = {
+    Outcome.FIXED: "green",
+    Outcome.NOTHING_TO_DO: "green",
+    Outcome.CLEAN: "green",
+    Outcome.PLANNED: "cyan",
+    Outcome.DIAGNOSED: "cyan",
+    Outcome.REFUSED: "yellow",
+    Outcome.ROLLED_BACK: "yellow",
+    Outcome.APPLIED_UNVERIFIED: "yellow",
+    Outcome.NOT_ATTEMPTED: "dim",
 }
 
 
@@ -67,7 +70,7 @@ class FleetView:
             self.out.write(json.dumps(result.to_json()) + "\n")
             self.out.flush()
         elif not self.live_mode:
-            seconds = f"{result.seconds:6.2f}s" if result.outcome != NOT_ATTEMPTED else " " * 7
+            seconds = f"{result.seconds:6.2f}s" if result.outcome is not Outcome.NOT_ATTEMPTED else " " * 7
             self.out.write(f"{result.host:<12} {result.outcome:<14} {seconds}  {_first_line(result.message, 100)}\n")
             self.out.flush()
         self._refresh()
@@ -84,7 +87,7 @@ class FleetView:
             table.add_column(column, justify="right" if column == "seconds" else "left", no_wrap=True)
         for r in rollout.results:
             style = _STYLE.get(r.outcome, "red")
-            seconds = f"{r.seconds:.2f}" if r.outcome != NOT_ATTEMPTED else "-"
+            seconds = f"{r.seconds:.2f}" if r.outcome is not Outcome.NOT_ATTEMPTED else "-"
             table.add_row(r.host, r.cause or "-", f"[{style}]{r.outcome}[/]", seconds, r.run_id or "-")
         self.console.print()
         self.console.print(table)
@@ -118,7 +121,7 @@ class FleetView:
 
 
 def _failed(result: HostResult) -> bool:
-    return result.failed and result.outcome != NOT_ATTEMPTED
+    return result.failed and result.outcome is not Outcome.NOT_ATTEMPTED
 
 
 def _first_line(text: str, width: int = 0) -> str:

@@ -137,7 +137,7 @@ def _harden_show(
 def _harden_fix(args: argparse.Namespace, rem: Any, host: Any) -> int:
     """Each --fix RULE in the rules' order, one guarded run each; then what harden finds now."""
     from remediate import harden
-    from remediate.engine.fleet import worst_exit
+    from remediate.outcomes import worst_exit
 
     show, confirm = prompting(args)
 

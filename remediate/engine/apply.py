@@ -13,25 +13,26 @@ from typing import Any
 
 from remediate.engine.modules import validate_argv
 from remediate.engine.plan import Action, Plan
-from remediate.engine.report import OUTCOME_EXIT, Report
+from remediate.engine.report import Report
 from remediate.engine.session import HelperSession, call_helper
 from remediate.evidence.routing import pid_file
 from remediate.hosts.inventory import Host
 from remediate.nginx import NginxConfig
+from remediate.outcomes import Outcome
 from remediate.transport.base import Transport
 
 __all__ = ["apply_plan", "validate_plan"]
 
 
-def _finish(report: Report, answer: dict[str, Any], reason: str, log: Any, where: str = "") -> None:
+def finish_report(report: Report, answer: dict[str, Any], reason: str, log: Any, where: str = "") -> None:
     """The outcome and message of an apply, from the helper's answer."""
     outcome = answer.get("outcome", "failed")
-    report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
+    report.outcome = Outcome.parse(outcome)
     if answer.get("failed_step"):
         report.message = f"{answer['failed_step']}{f' on {where}' if where else ''} failed: {answer.get('reason', '')}"
         report.message += "; " + _what_remains(answer)
     else:
-        report.message = answer.get("reason", "") or (reason if report.outcome == "fixed" else "")
+        report.message = answer.get("reason", "") or (reason if report.outcome is Outcome.FIXED else "")
     log.info("apply", step="apply", outcome=report.outcome, steps=answer.get("steps"), reason=answer.get("reason"))
 
 
@@ -69,7 +70,7 @@ def apply_plan(
     steps, written, restored, problems.
     """
     request = _apply_request(host, plan, run_id=run_id, cause=cause, config=config)
-    request.update(probes=_distinct(probes), probe_budget=host["probe_budget"])
+    request.update(probes=distinct_probes(probes), probe_budget=host["probe_budget"])
     if cause == "workers":  # out of connections, nginx answers 500 (ngx_http_upstream_connect fails outright)
         request["bad_statuses"] = [500, 502, 503, 504]
     if who is not None:  # the host's journal records who asked, and why
@@ -128,7 +129,7 @@ def validate_plan(transport: Transport, host: Host, plan: Plan) -> dict[str, Any
     return call_helper(transport, host, request)
 
 
-def _check_candidate(transport: Transport, host: Host, plan: Plan, report: Report) -> None:
+def check_candidate(transport: Transport, host: Host, plan: Plan, report: Report) -> None:
     """--check: say whether the candidate passes its checks; a failing one makes the run a refusal."""
     if not any(c.validate != "none" for c in plan.changes):
         return
@@ -142,7 +143,7 @@ def _check_candidate(transport: Transport, host: Host, plan: Plan, report: Repor
         if res["exit"] != 0:
             words = str(res["words"])
             report.step(res["name"], False, words, started)
-            report.outcome = "refused"
+            report.outcome = Outcome.REFUSED
             report.message = (
                 f"{host.name}: --check: this change would fail `{res['name']}`: {words}; nothing was written"
             )
@@ -153,6 +154,6 @@ def _check_candidate(transport: Transport, host: Host, plan: Plan, report: Repor
     )
 
 
-def _distinct(probes: list[Any]) -> list[Any]:
+def distinct_probes(probes: list[Any]) -> list[Any]:
     """Probe URLs and replay specs once each, in their first order."""
     return list({json.dumps(p, sort_keys=True): p for p in probes}.values())

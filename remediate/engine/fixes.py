@@ -23,12 +23,12 @@ def plan_fix(book: Playbook, fix: str, ctx: Context) -> Plan:
             ctx.values["item"] = item
             part = MODULES[step.module](ctx, render(step.args, ctx))
             plan.add(part)
-            _advance(ctx, part)  # the next step builds on this one's result
+            advance_files(ctx, part)  # the next step builds on this one's result
         ctx.values.pop("item", None)
     return plan
 
 
-def _advance(ctx: Context, part: Plan) -> None:
+def advance_files(ctx: Context, part: Plan) -> None:
     """Let later fix steps see the files as the earlier steps left them."""
     if not part.changes:
         return

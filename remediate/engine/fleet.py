@@ -26,25 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remediate.errors import (
-    EXIT_FAILED,
     EXIT_OK,
     UsageError,
 )
 from remediate.hosts.inventory import Host
+from remediate.outcomes import Outcome, worst_exit
 
 __all__ = [
-    "NOT_ATTEMPTED",
     "HostResult",
     "Rollout",
     "batches",
     "parse_serial",
     "rollout",
-    "worst_exit",
 ]
-
-NOT_ATTEMPTED = "not-attempted"
-# Worst first: the exit code of a rollout is the worst of its hosts'.
-_SEVERITY = (EXIT_FAILED, 6, 5, 4, 3, 7, 2, EXIT_OK)
 
 
 @dataclass
@@ -52,7 +46,7 @@ class HostResult:
     """What happened on one host: the summary row, and the full report for --json."""
 
     host: str
-    outcome: str
+    outcome: Outcome
     exit_code: int
     cause: str = ""
     seconds: float = 0.0
@@ -94,7 +88,7 @@ class Rollout:
 
     @property
     def not_attempted(self) -> list[str]:
-        return [r.host for r in self.results if r.outcome == NOT_ATTEMPTED]
+        return [r.host for r in self.results if r.outcome is Outcome.NOT_ATTEMPTED]
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -103,19 +97,13 @@ class Rollout:
         return {
             "hosts": len(self.results),
             "outcomes": counts,
-            "failed": [r.host for r in self.results if r.failed and r.outcome != NOT_ATTEMPTED],
+            "failed": [r.host for r in self.results if r.failed and r.outcome is not Outcome.NOT_ATTEMPTED],
             "not_attempted": self.not_attempted,
             "batches": self.batches,
             "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
             "exit_code": self.exit_code,
         }
-
-
-def worst_exit(codes: Any) -> int:
-    """The worst of ``codes`` (an iterable of exit codes); 0 for none."""
-    found = set(codes)
-    return next((code for code in _SEVERITY if code in found), EXIT_OK if not found else EXIT_FAILED)
 
 
 def parse_serial(text: str | None) -> list[int | str]:
@@ -204,7 +192,7 @@ def rollout(
     for host in hosts:
         if host.name not in done:
             why = f"not attempted: {result.stopped}"
-            done[host.name] = HostResult(host.name, NOT_ATTEMPTED, EXIT_OK, message=why)
+            done[host.name] = HostResult(host.name, Outcome.NOT_ATTEMPTED, EXIT_OK, message=why)
             finished(done[host.name])
     result.results = [done[h.name] for h in hosts]
     result.seconds = time.monotonic() - began

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from remediate.engine.playbook import Playbook
-from remediate.engine.session import Transports, _answer, call_helper
+from remediate.engine.session import Transports, answer_of, call_helper
 from remediate.evidence.framework import Context
 from remediate.evidence.registry import COLLECTORS, build_request, interpret
 from remediate.hosts.inventory import Host, Inventory
@@ -57,7 +57,7 @@ def ask_hosts(pool: Transports, run_id: str, asks: dict[str, tuple[Host, dict[st
     for other, requests in by_host.values():
         batch = call_helper(pool.get(other), other, {"op": "batch", "requests": requests})
         for key, part in batch.get("answers", {}).items():
-            answers[key] = _answer(other, json.dumps(part).encode(), "batch", "")
+            answers[key] = answer_of(other, json.dumps(part).encode(), "batch", "")
     return answers
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from remediate.engine.report import OUTCOME_EXIT, TRIGGERS, Report, local_user
+from remediate.engine.report import TRIGGERS, Report, local_user
 from remediate.engine.session import call_helper
 from remediate.errors import (
     Refused,
@@ -20,6 +20,7 @@ from remediate.errors import (
 )
 from remediate.evidence.framework import Context
 from remediate.hosts.inventory import Host
+from remediate.outcomes import Outcome
 from remediate.transport.base import Transport
 
 __all__ = ["host_status", "lock_message", "rollback", "unlock"]
@@ -36,7 +37,7 @@ _STATE_MEANS = {
 }
 
 
-def _after_drop(host: Host, run_id: str, exc: TransportError) -> TransportError:
+def after_drop(host: Host, run_id: str, exc: TransportError) -> TransportError:
     """The connection dropped during an apply: say what the host's journal says happened (exit 6).
 
     The helper goes on without us, so the truth is on the host: ask it over a new connection,
@@ -98,7 +99,7 @@ def unlock(
             transport.close()
 
 
-def _check_journal_location(host: Host, ctx: Context) -> None:
+def check_journal_location(host: Host, ctx: Context) -> None:
     """Backups must never be read as config: refuse a journal_dir inside a folder nginx includes."""
     if ctx.config is None:
         return
@@ -146,7 +147,7 @@ def rollback(
             run = host_status(transport, host, target).get("run") or {}
             refusal = authorize(str(run.get("cause") or "unknown"))
             if refusal:
-                report.outcome, report.message = "refused", f"{refusal}; nothing was changed"
+                report.outcome, report.message = Outcome.REFUSED, f"{refusal}; nothing was changed"
                 report.step("rollback", False, report.message, started)
                 return report
         answer = call_helper(
@@ -162,16 +163,15 @@ def rollback(
                 "trigger": trigger,
             },
         )
-        outcome = answer.get("outcome", "failed")
-        outcome = "restored" if outcome == "rolled-back" else outcome
-        report.outcome = outcome if outcome in OUTCOME_EXIT else "failed"
+        outcome = Outcome.parse(answer.get("outcome"))
+        report.outcome = Outcome.RESTORED if outcome is Outcome.ROLLED_BACK else outcome
         restored = answer.get("restored") or []
         report.message = answer.get("reason") or (
             f"restored {', '.join(restored)}"
             if restored
             else "nothing to restore: the files already hold their original bytes"
         ) + ("; " + "; ".join(answer["problems"]) if answer.get("problems") else "")
-        report.step("rollback", report.outcome == "restored", report.message, started)
+        report.step("rollback", report.outcome is Outcome.RESTORED, report.message, started)
         report.round_trips = getattr(transport, "round_trips", 0)
     finally:
         if own:

@@ -8,29 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remediate.engine.plan import Plan
-from remediate.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_ROLLED_BACK,
-    EXIT_UNVERIFIED,
-)
+from remediate.outcomes import Outcome
 
-__all__ = ["OUTCOME_EXIT", "TRIGGERS", "Report", "local_user"]
-
-OUTCOME_EXIT = {
-    "fixed": EXIT_OK,
-    # Applied and committed, but nothing could be asked afterwards: no failing request in the window
-    # to replay (none was GET/HEAD, or none named a plain-HTTP server) and no probe_urls through it.
-    "applied-unverified": EXIT_UNVERIFIED,
-    "nothing-to-do": EXIT_OK,
-    "planned": EXIT_OK,
-    "refused": EXIT_REFUSED,
-    "rolled-back": EXIT_ROLLED_BACK,
-    "restored": EXIT_OK,  # a rollback the user asked for, done
-    "failed": EXIT_FAILED,
-}
-
+__all__ = ["TRIGGERS", "Report", "local_user"]
 
 #: What can start a run; recorded with who asked.
 TRIGGERS = ("cli", "slack", "alertmanager", "api")
@@ -51,7 +31,7 @@ class Report:
     run_id: str
     host: str
     cause: str
-    outcome: str = "failed"
+    outcome: Outcome = Outcome.FAILED
     decision: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     plan: Plan = field(default_factory=Plan)
@@ -66,7 +46,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return OUTCOME_EXIT[self.outcome]
+        return self.outcome.exit_code
 
     def step(self, name: str, ok: bool, detail: str, started: float) -> None:
         self.steps.append({"step": name, "ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)})

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from remediate.engine.apply import _check_candidate, _distinct, _finish, apply_plan
+from remediate.engine.apply import apply_plan, check_candidate, distinct_probes, finish_report
 from remediate.engine.fixes import plan_fix
 from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
 from remediate.engine.hoststate import (
-    _after_drop,
-    _check_journal_location,
+    after_drop,
+    check_journal_location,
     lock_message,
 )
 from remediate.engine.plan import Plan
@@ -38,6 +38,7 @@ from remediate.errors import (
 )
 from remediate.evidence.framework import Context, error_log_of, to_json
 from remediate.hosts.inventory import Host, Inventory
+from remediate.outcomes import Outcome
 from remediate.transport.base import Transport
 
 __all__ = ["run"]
@@ -115,7 +116,7 @@ def run(
             show_diagnosis=show_diagnosis,
         )
     except Refused as exc:
-        report.outcome, report.message = "refused", str(exc)
+        report.outcome, report.message = Outcome.REFUSED, str(exc)
     finally:
         report.round_trips = pool.round_trips
         log.info("end", step="end", outcome=report.outcome, message=report.message, steps=report.steps)
@@ -189,7 +190,7 @@ def _run(
                     f"{host.name}: --cause auto: the evidence says every cause has passed"
                     f" ({diagnosis.reason}), yet the failing requests still fail: {still}; nothing was changed"
                 )
-            report.outcome = "nothing-to-do"
+            report.outcome = Outcome.NOTHING_TO_DO
             report.message = (
                 f"no cause to fix: {diagnosis.reason}, and the requests that failed answer again"
                 if diagnosis.findings
@@ -206,7 +207,7 @@ def _run(
         ctx = finish_evidence(ctx, book, answer, ask_hosts(pool, report.run_id, remote_asks(ctx, book)))
         what = f"{len(book.evidence)} collector(s)"
     session = opened[0] if opened else None
-    _check_journal_location(host, ctx)
+    check_journal_location(host, ctx)
     report.evidence = {name: to_json(ctx.values[name]) for name, _, _ in book.evidence}
     trips = pool.round_trips
     report.step("evidence", True, f"{what} in {trips} round trip{'s' if trips != 1 else ''}", started)
@@ -221,7 +222,7 @@ def _run(
     if decision.outcome == "refuse":
         raise Refused(f"{host.name}: {render(decision.refuse, ctx)} ({reason})")
     if decision.outcome == "nothing-to-do":
-        report.outcome, report.message = "nothing-to-do", reason
+        report.outcome, report.message = Outcome.NOTHING_TO_DO, reason
         return
 
     # 3. plan
@@ -232,12 +233,12 @@ def _run(
     report.step("plan", True, f"{len(plan.changes)} file change(s), {len(plan.actions)} action(s)", started)
     log.info("plan", step="plan", plan=plan.to_json())
     if plan.empty:
-        report.outcome, report.message = "nothing-to-do", "the fix is already in place"
+        report.outcome, report.message = Outcome.NOTHING_TO_DO, "the fix is already in place"
         return
     if check:
-        report.outcome, report.message = "planned", "--check: nothing was written"
+        report.outcome, report.message = Outcome.PLANNED, "--check: nothing was written"
         if validate:
-            _check_candidate(transport, host, plan, report)
+            check_candidate(transport, host, plan, report)
         if show is not None:
             show(report)
         return
@@ -273,10 +274,10 @@ def _run(
                 pool.get(other), other, part, run_id=report.run_id, cause=report.cause, probes=[], who=report
             )
         except TransportError as exc:
-            raise _after_drop(other, report.run_id, exc) from None
+            raise after_drop(other, report.run_id, exc) from None
         report.steps += [{**s, "step": f"{other_name}: {s['step']}"} for s in answer.get("steps", [])]
         if answer.get("outcome") != "fixed":
-            _finish(report, answer, reason, log, where=other_name)
+            finish_report(report, answer, reason, log, where=other_name)
             return
     mine = Plan(
         changes=[c for c in plan.changes if c.host in (None, host.name)],
@@ -296,12 +297,12 @@ def _run(
             who=report,
         )
     except TransportError as exc:
-        raise _after_drop(host, report.run_id, exc) from None
+        raise after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
-    _finish(report, answer, reason, log)
-    if report.outcome == "fixed" and not answer.get("verified") and report.cause in CAUSE_LABELS:
+    finish_report(report, answer, reason, log)
+    if report.outcome is Outcome.FIXED and not answer.get("verified") and report.cause in CAUSE_LABELS:
         # (a harden fix prevents a failure that is not happening: its check is the audit run again)
-        report.outcome = "applied-unverified"
+        report.outcome = Outcome.APPLIED_UNVERIFIED
         why = (
             "no failing GET/HEAD request in the error log's window to replay and no probe_urls through it"
             if not probes
@@ -323,7 +324,7 @@ def _still_failing(
         specs += replays(ctx.config, log.classified if log else [], cause)
     if not specs:
         return ""
-    request = {"op": "collect", "replay": {"probes": _distinct(specs), "bad": [500, 502, 503, 504]}}
+    request = {"op": "collect", "replay": {"probes": distinct_probes(specs), "bad": [500, 502, 503, 504]}}
     answer = session.call(request) if session is not None else call_helper(transport, host, request)
     bad = [f"{k} -> {v}" for k, v in (answer.get("replay") or {}).get("failing", {}).items()]
     return ", ".join(bad)

@@ -62,7 +62,7 @@ class Transports:
             t.close()
 
 
-def _answer(host: Host, raw: bytes, exited: int | str, stderr: str) -> dict[str, Any]:
+def answer_of(host: Host, raw: bytes, exited: int | str, stderr: str) -> dict[str, Any]:
     try:
         answer: dict[str, Any] = json.loads(raw or b"null")
     except ValueError:
@@ -89,7 +89,7 @@ def helper_argv(host: Host, *extra: str) -> list[str]:
 def call_helper(transport: Transport, host: Host, request: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
     """Run the host-side helper once with ``request`` as JSON on stdin; one round trip."""
     result = transport.run(helper_argv(host), stdin=json.dumps(request).encode(), timeout=timeout, warn=True)
-    return _answer(host, result.stdout, f"exit {result.exited}", result.stderr_tail())
+    return answer_of(host, result.stdout, f"exit {result.exited}", result.stderr_tail())
 
 
 class HelperSession:
@@ -121,7 +121,7 @@ class HelperSession:
         self.transport.round_trips += 1
         self.stream.write(json.dumps(request).encode() + b"\n")
         line = self.stream.read_line(timeout)
-        return _answer(self.host, line, "session", self.stream.stderr().strip()[-300:])
+        return answer_of(self.host, line, "session", self.stream.stderr().strip()[-300:])
 
     def close(self) -> None:
         """End the session: the helper sees EOF, and lets go of the lock."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from remediate.engine.fleet import HostResult
 from remediate.errors import InputError
+from remediate.outcomes import Outcome
 from remediate.queue.schema import (
     SERVE_TASK,
     TASK,
@@ -94,7 +95,14 @@ class Queue:
         if host is None or status not in ("succeeded", "failed"):
             return str(status), None
         return str(status), HostResult(
-            host, outcome, code, cause=cause, seconds=seconds, run_id=run_id, message=message, report=report
+            host,
+            Outcome.parse(outcome),
+            code,
+            cause=cause,
+            seconds=seconds,
+            run_id=run_id,
+            message=message,
+            report=report,
         )
 
     def wait(self, job_id: int, host: str, timeout: float | None = None) -> HostResult:
@@ -105,9 +113,16 @@ class Queue:
             if found is not None:
                 return found
             if state in ("failed", "cancelled", "aborted", "missing"):
-                return HostResult(host, "failed", 1, message=f"job {job_id} ended {state} with no result")
+                return HostResult(
+                    host, Outcome.FAILED, Outcome.FAILED.exit_code, message=f"job {job_id} ended {state} with no result"
+                )
             if deadline is not None and time.monotonic() > deadline:
-                return HostResult(host, "queued", 1, message=f"job {job_id} is still {state} after {timeout:g}s")
+                return HostResult(
+                    host,
+                    Outcome.QUEUED,
+                    Outcome.QUEUED.exit_code,
+                    message=f"job {job_id} is still {state} after {timeout:g}s",
+                )
             time.sleep(self.poll)
 
 
@@ -123,7 +138,9 @@ def enqueuing(queue: Queue, verb: str, *, timeout: float | None = None, **job: A
         job_id = queue.enqueue(host, verb, **job)
         if job_id is None:
             message = f"an equal job for {host.name} is already queued; not enqueued twice"
-            return HostResult(host.name, "refused", 3, cause=str(job.get("cause", "")), message=message)
+            return HostResult(
+                host.name, Outcome.REFUSED, Outcome.REFUSED.exit_code, cause=str(job.get("cause", "")), message=message
+            )
         result = queue.wait(job_id, host.name, timeout)
         result.seconds = result.seconds or time.monotonic() - began
         return result

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from remediate.engine.fleet import HostResult
 from remediate.errors import RemediateError
+from remediate.outcomes import Outcome
 from remediate.queue.schema import (
     HEARTBEAT,
     RECORD_PATIENCE,
@@ -65,7 +66,7 @@ def run_worker(
         try:
             target = rem.host(host)
         except RemediateError as exc:  # not in this worker's inventory: the job's answer, not a crash
-            result = HostResult(host, "bad-input", exc.exit_code, message=f"worker {worker_name}: {exc}")
+            result = HostResult(host, Outcome.BAD_INPUT, exc.exit_code, message=f"worker {worker_name}: {exc}")
         else:
             if verb == "diagnose":
                 result = diagnosing(mine, float(job.get("since", 900)))(target)
@@ -109,7 +110,7 @@ def run_worker(
 
 
 def _give_up(url: str, job: Any, message: str, worker: str) -> None:
-    result = HostResult(job.task_kwargs.get("host", "?"), "failed", 1, message=message)
+    result = HostResult(job.task_kwargs.get("host", "?"), Outcome.FAILED, Outcome.FAILED.exit_code, message=message)
     _record(url, job, job.task_kwargs.get("verb", "run"), result, worker, time.time())
 
 

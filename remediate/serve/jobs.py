@@ -29,6 +29,7 @@ import structlog
 
 from remediate.api import Remediate
 from remediate.errors import RemediateError
+from remediate.outcomes import Outcome
 from remediate.serve.config import ServeConfig
 from remediate.serve.notify import Notifier, approval_blocks, mrkdwn, outcome_text, plan_text
 from remediate.stores.approvals import Approvals, plan_hash
@@ -217,7 +218,7 @@ class Runner:
         for finding in diagnosis.findings:
             lines.append(f"• {finding.cause or finding.label}: {finding.count} line(s), {finding.confidence}")
         self._say(job, "\n".join(lines))
-        return {"outcome": "diagnosed", "verdict": diagnosis.verdict, "cause": job.cause}
+        return {"outcome": Outcome.DIAGNOSED, "verdict": diagnosis.verdict, "cause": job.cause}
 
     def _approve(self, job: Job, rem: Remediate) -> dict[str, Any]:
         report = rem.plan(job.host, job.cause, since=self._window(job))
