@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from remediate.engine.diagnose import Diagnosis, parse_since
 from remediate.engine.fleet import HostResult, Rollout
-from remediate.engine.report import TRIGGERS, Report, local_user
+from remediate.engine.report import TRIGGERS, Report, check_trigger, local_user
 from remediate.errors import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -67,8 +67,7 @@ class Remediate:
         connections: Connections | None = None,
     ) -> None:
 
-        if trigger not in TRIGGERS:
-            raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+        check_trigger(trigger)
         self.inventory = inventory if isinstance(inventory, Inventory) else load_inventory(Path(inventory))
         self.requested_by = requested_by or local_user()
         self.trigger = trigger
@@ -122,7 +121,7 @@ class Remediate:
     ) -> Report:
         """Fix one hardening rule's findings on ``host`` through the guarded transaction (playbooks/harden)."""
         from remediate.engine.harden import playbooks_dir
-        from remediate.engine.run import run
+        from remediate.engine.run import RunOptions, run
         from remediate.harden import FIXABLE
 
         if rule not in FIXABLE:
@@ -131,9 +130,13 @@ class Remediate:
         return self._kept(
             target,
             lambda t: run(
-                target, rule, transport=t, check=check, yes=yes, confirm=confirm, show=show,
-                playbooks=[*(self.playbooks or []), playbooks_dir()], inventory=self.inventory,
-                requested_by=self.requested_by, trigger=self.trigger,
+                target, rule,
+                RunOptions(
+                    check=check, yes=yes, confirm=confirm, show=show,
+                    playbooks=(*(self.playbooks or []), str(playbooks_dir())), requested_by=self.requested_by,
+                    trigger=self.trigger,
+                ),
+                transport=t, inventory=self.inventory,
             ),
         )  # fmt: skip
 
@@ -155,27 +158,17 @@ class Remediate:
         show_diagnosis: Callable[[Diagnosis], None] | None = None,
     ) -> Report:
         """Fix ``cause`` (or ``"auto"``) on ``host``, guarded; applies only with ``yes`` or ``confirm`` saying so."""
-        from remediate.engine.run import run
+        from remediate.engine.run import RunOptions, run
 
+        options = RunOptions(
+            check=check, yes=yes, confirm=confirm, show=show, playbooks=tuple(self.playbooks or ()),
+            insecure_tls=insecure_tls, since=None if since is None else _seconds(since),
+            show_diagnosis=show_diagnosis, requested_by=self.requested_by, trigger=self.trigger,
+        )  # fmt: skip
         target = self.host(host)
         return self._kept(
             target,
-            lambda t: run(
-                target,
-                cause,
-                transport=t,
-                check=check,
-                yes=yes,
-                confirm=confirm,
-                show=show,
-                playbooks=self.playbooks,
-                inventory=self.inventory,
-                insecure_tls=insecure_tls,
-                since=None if since is None else _seconds(since),
-                show_diagnosis=show_diagnosis,
-                requested_by=self.requested_by,
-                trigger=self.trigger,
-            ),
+            lambda t: run(target, cause, options, transport=t, inventory=self.inventory),
         )
 
     def fleet(

@@ -159,7 +159,7 @@ def run_paused_after_write(host: Host, watched: Path, pause: float) -> tuple[Any
     import threading
     import time
 
-    from remediate.engine.run import run
+    from remediate.engine import run as engine  # the module: PAUSE_AFTER_WRITE is set on it
     from remediate.errors import RemediateError
 
     original = watched.read_bytes()
@@ -167,9 +167,13 @@ def run_paused_after_write(host: Host, watched: Path, pause: float) -> tuple[Any
 
     def doomed() -> None:
         try:
-            outcome["report"] = run(host, "socket", yes=True, test_pause_after_write=pause)
+            outcome["report"] = engine.run(host, "socket", engine.RunOptions(yes=True))
         except RemediateError as exc:
             outcome["error"] = exc
+        finally:
+            engine.PAUSE_AFTER_WRITE = None
+
+    engine.PAUSE_AFTER_WRITE = pause  # the helper sleeps this long after its write (tests only)
 
     thread = threading.Thread(target=doomed)
     thread.start()

@@ -24,7 +24,7 @@ from conftest import remediate_cli, run_at_prompt, run_paused_after_write, site_
 from remediate.engine.apply import apply_plan
 from remediate.engine.hoststate import host_status, rollback
 from remediate.engine.plan import Change, Plan
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.engine.session import IDLE, HelperSession
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, TransportError
 from remediate.events import new_run_id
@@ -92,7 +92,7 @@ def test_a_failed_write_never_undoes_a_later_human_fix(lab: Lab, lab_cfg: LabCon
     pool = _pool(lab)
     before = _fingerprint(pool)
     with _immutable(pool):
-        failed = run(web01, "socket", yes=True)
+        failed = run(web01, "socket", RunOptions(yes=True))
     assert failed.outcome == "failed", failed.message
     assert f"cannot write {pool}" in failed.message and "Operation not permitted" in failed.message
     assert "nothing was changed" in failed.message
@@ -103,7 +103,7 @@ def test_a_failed_write_never_undoes_a_later_human_fix(lab: Lab, lab_cfg: LabCon
     lab.ctl(lab_cfg, "web01", "restart", "php-fpm")
     assert lab.probe(lab_cfg, "/index.php") == 200
     human = _fingerprint(pool)
-    other = run(web01, "timeout", yes=True)
+    other = run(web01, "timeout", RunOptions(yes=True))
     assert other.recovered == []
     assert _fingerprint(pool) == human
     assert lab.probe(lab_cfg, "/index.php") == 200
@@ -113,7 +113,7 @@ def test_a_corrupted_backup_is_never_restored(lab: Lab, lab_cfg: LabConfig, web0
     """A backup whose bytes differ from the journal's sha256: rollback refuses, names it, and changes nothing."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    fixed = run(web01, "socket", yes=True)
+    fixed = run(web01, "socket", RunOptions(yes=True))
     assert fixed.outcome == "fixed", fixed.message
     backup = _journal(web01) / "runs" / fixed.run_id / "files" / "0.orig"
     backup.write_bytes(b"[www]\nlisten = /nowhere\ninclude = /etc/shadow\n")
@@ -190,7 +190,7 @@ def test_a_controller_killed_at_the_prompt_does_not_keep_the_lock(lab: Lab, web0
     proc.wait(30)
     os.close(leader)
     _wait_free(web01, within=IDLE)
-    report = run(web01, "socket", yes=True)
+    report = run(web01, "socket", RunOptions(yes=True))
     assert report.outcome == "fixed", report.message
 
 
@@ -215,7 +215,7 @@ def test_a_corrupt_journal_entry_blocks_nothing(lab: Lab, web01: Host) -> None:
     (broken / "meta.json").write_bytes(b'{"run_id": "x", "state": "applying", "chan')
     try:
         for _ in range(2):
-            report = run(web01, "socket", yes=True)
+            report = run(web01, "socket", RunOptions(yes=True))
             assert report.outcome == "nothing-to-do", report.message
             problems = [p for r in report.recovered for p in r["problems"]]
             assert any("meta.json" in p and "unreadable" in p for p in problems)

@@ -10,7 +10,7 @@ import pytest
 from conftest import inventory_with, run_cli, site_conf, text_context
 
 from remediate.engine.modules import nginx_block_set, nginx_dns_variable
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.evidence.framework import Context
 from remediate.lab.core import Lab, LabConfig
@@ -95,13 +95,13 @@ def test_stale_record_pinned_when_the_inventory_says_pin(lab: Lab, lab_cfg: LabC
     before = site_conf(lab).read_bytes()
     assert lab.probe(lab_cfg, "/svc/") == 502
     inventory = inventory_with(lab, tmp_path, "      resolvers:", "      dns_strategy: pin\n      resolvers:")
-    report = run(inventory.host("web01"), "dns", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "dns", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "fixed", report.message
     assert site_conf(lab).read_bytes() == before.replace(
         f"http://svc.lab:{lab_cfg.app_port};".encode(), f"http://{lab_cfg.addr(6)}:{lab_cfg.app_port};".encode()
     )
     assert lab.probe(lab_cfg, "/svc/") == 200
-    assert run(inventory.host("web01"), "dns", yes=True, inventory=inventory).outcome == "nothing-to-do"
+    assert run(inventory.host("web01"), "dns", RunOptions(yes=True), inventory=inventory).outcome == "nothing-to-do"
 
 
 def test_a_name_the_resolver_does_not_know_is_refused(lab: Lab, lab_cfg: LabConfig) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, remediate_cli
 
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK
 from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import Lab, LabConfig
@@ -50,7 +50,7 @@ def test_service_not_restartable_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_pa
     lab.reset()
     lab.break_("down", "crash", keep=True)
     inventory = inventory_with(lab, tmp_path, "restartable_services: [app, tls,", "restartable_services: [tls,")
-    report = run(inventory.host("web01"), "down", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "down", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
     assert "'app', which is not in restartable_services" in report.message
     assert lab.probe(lab_cfg, "/") == 502
@@ -61,7 +61,7 @@ def test_address_no_inventory_host_owns_is_refused(lab: Lab, lab_cfg: LabConfig,
     lab.reset()
     lab.break_("down", "crash", keep=True)
     inventory = inventory_with(lab, tmp_path, f"ansible_host: {lab_cfg.addr(2)}", "ansible_host: 127.0.20.77")
-    report = run(inventory.host("web01"), "down", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "down", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "refused"
     assert f"{lab_cfg.addr(2)}:{lab_cfg.app_port} is down, but no inventory host owns" in report.message
     assert lab.probe(lab_cfg, "/") == 502
@@ -73,7 +73,7 @@ def test_failed_restart_shows_the_service_log_and_stops(lab: Lab, lab_cfg: LabCo
     lab.break_("down", "crash", keep=True)
     (lab.dir / "app01" / "state" / "crash_on_start").write_text("app\n")
     inventory = load_inventory(lab.inventory)
-    report = run(inventory.host("web01"), "down", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "down", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "rolled-back" and report.exit_code == EXIT_ROLLED_BACK
     assert "restart on app01 failed" in report.message
     assert "cannot load configuration" in report.message  # the tail of app's own stderr log

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli, site_conf
 
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.lab.core import Lab, LabConfig
 from remediate.nginx import MARKER
@@ -81,12 +81,14 @@ def test_tls_without_a_ca_bundle_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_pa
     before = site_conf(lab).read_bytes()
     assert lab.probe(lab_cfg, "/secure/") == 502
     inventory = inventory_with(lab, tmp_path, "      tls_ca_bundle: ", "      unused_ca_bundle: ")
-    report = run(inventory.host("web01"), "invalid-response", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "invalid-response", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
     assert "inventory names no tls_ca_bundle" in report.message and "--insecure-tls" in report.message
     assert site_conf(lab).read_bytes() == before
     # Only the explicit flag turns verification off, and it says so loudly.
-    insecure = run(inventory.host("web01"), "invalid-response", yes=True, inventory=inventory, insecure_tls=True)
+    insecure = run(
+        inventory.host("web01"), "invalid-response", RunOptions(yes=True, insecure_tls=True), inventory=inventory
+    )
     assert insecure.outcome == "fixed", insecure.message
     assert "TEMPORARY WORKAROUND" in insecure.decision["reason"]
     assert site_conf(lab).read_bytes() == before.replace(

@@ -16,7 +16,7 @@ import pytest
 from conftest import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
 
 from remediate.engine.hoststate import rollback
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.engine.session import HelperSession
 from remediate.errors import EXIT_OK, EXIT_REFUSED, TransportError
 from remediate.hosts.connect import open_transport
@@ -154,7 +154,7 @@ def test_candidate_failing_validation_is_never_written(
     lab.break_("socket", "permission", keep=True)
     before, master = _tree_state(lab), _php_fpm_master(lab)
     books = _bad_playbook(tmp_path, extra_values='          pm: "no-such-process-manager"')
-    report = run(web01, "socket", yes=True, playbooks=[books])
+    report = run(web01, "socket", RunOptions(yes=True, playbooks=(str(books),)))
     assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED, report.message
     assert report.message.startswith("php-fpm -t failed") and "nothing was changed" in report.message
     assert "invalid process manager" in report.message  # php-fpm's own words, naming the file:line
@@ -172,7 +172,7 @@ def test_probe_still_failing_is_rolled_back(lab: Lab, lab_cfg: LabConfig, tmp_pa
     before = _tree_state(lab)
     books = _bad_playbook(tmp_path, verify=f"http://{lab_cfg.addr(1)}:{lab_cfg.http_port + 1}/unreachable")
     fast = dataclasses.replace(web01, vars={**web01.vars, "probe_budget": 1.0})
-    report = run(fast, "socket", yes=True, playbooks=[books])
+    report = run(fast, "socket", RunOptions(yes=True, playbooks=(str(books),)))
     assert report.outcome == "rolled-back", report.message
     assert "every file was restored byte for byte" in report.message and "INCOMPLETE" not in report.message
     assert report.steps[-1]["step"] == "restore" and report.steps[-1]["ok"]
@@ -190,13 +190,13 @@ def test_second_run_while_lock_is_held_is_refused(lab: Lab, web01: Host) -> None
                 {"op": "collect", "run_id": "other-run", "journal_dir": web01["journal_dir"], "lock": True}
             )
             assert held["lock"]["acquired"]
-            report = run(web01, "socket", yes=True)
+            report = run(web01, "socket", RunOptions(yes=True))
             assert report.outcome == "refused" and report.exit_code == EXIT_REFUSED
             assert "other-run holds the lock" in report.message
             assert f"remediate unlock -i {web01.inventory_file} --host web01 other-run" in report.message
         finally:
             other.close()
-    assert run(web01, "socket", yes=True).outcome == "nothing-to-do"  # the session ended: the lock is free
+    assert run(web01, "socket", RunOptions(yes=True)).outcome == "nothing-to-do"  # the session ended: the lock is free
 
 
 def test_stale_lock_of_a_dead_run_is_taken_over(lab: Lab, web01: Host) -> None:
@@ -205,7 +205,7 @@ def test_stale_lock_of_a_dead_run_is_taken_over(lab: Lab, web01: Host) -> None:
     lock = Path(web01["journal_dir"]) / "lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"run_id": "dead-run", "pid": None, "since": 0, "expires": 1}))
-    report = run(web01, "socket", yes=True)
+    report = run(web01, "socket", RunOptions(yes=True))
     assert report.outcome == "nothing-to-do"
     assert not lock.exists()
 
@@ -258,7 +258,7 @@ def test_connection_cut_mid_apply_is_recovered_by_the_next_run(
         if json.loads((Path(web01["journal_dir"]) / "runs" / r / "meta.json").read_text())["state"] == "activating"
     ]
     assert crashed
-    report = run(web01, "socket", yes=True)
+    report = run(web01, "socket", RunOptions(yes=True))
     assert [r["run_id"] for r in report.recovered] == crashed
     assert str(pool) in report.recovered[0]["restored"]
     assert report.outcome == "fixed"
@@ -270,7 +270,7 @@ def test_rollback_restores_the_files_of_a_run(lab: Lab, lab_cfg: LabConfig, web0
     lab.reset()
     lab.break_("socket", "permission", keep=True)
     before = _tree_state(lab)
-    report = run(web01, "socket", yes=True)
+    report = run(web01, "socket", RunOptions(yes=True))
     assert report.outcome == "fixed"
     done = remediate_cli("rollback", "-i", str(lab.inventory), "--host", "web01", report.run_id)
     assert done.returncode == EXIT_OK, done.stderr
@@ -282,7 +282,7 @@ def test_rollback_refuses_a_file_edited_since(lab: Lab, web01: Host, pool: Path)
     """A file edited by hand after the run makes rollback refuse (exit 3) unless --force."""
     lab.reset()
     lab.break_("socket", "permission", keep=True)
-    report = run(web01, "socket", yes=True)
+    report = run(web01, "socket", RunOptions(yes=True))
     assert report.outcome == "fixed"
     pool.write_bytes(pool.read_bytes() + b"; edited by a human\n")
     refused = rollback(web01, report.run_id)
@@ -303,7 +303,7 @@ def test_file_changed_between_plan_and_apply_is_refused(lab: Lab, web01: Host, p
         pool.write_bytes(meddled)
         return True
 
-    report = run(web01, "socket", confirm=confirm_after_someone_edits)
+    report = run(web01, "socket", RunOptions(confirm=confirm_after_someone_edits))
     assert report.outcome == "refused" and "changed since the plan was made" in report.message
     assert pool.read_bytes() == meddled
     assert not (Path(web01["journal_dir"]) / "lock").exists()
@@ -313,7 +313,7 @@ def test_journal_inside_an_nginx_include_folder_is_refused(lab: Lab, web01: Host
     """Backups must never be read as config: a journal_dir under a folder nginx includes is refused."""
     inside = str(lab.dir / "web01" / "nginx" / "conf.d" / "remediate-journal")
     host = dataclasses.replace(web01, vars={**web01.vars, "journal_dir": inside})
-    report = run(host, "socket", check=True)
+    report = run(host, "socket", RunOptions(check=True))
     assert report.outcome == "refused" and "which nginx includes" in report.message
     assert not Path(inside).exists()
 

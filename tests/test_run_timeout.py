@@ -9,7 +9,7 @@ import pytest
 from conftest import remediate_cli, site_conf, text_context
 
 from remediate.engine.modules import nginx_timeout
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK
 from remediate.evidence.framework import Context
 from remediate.evidence.routing import nginx_seconds
@@ -60,7 +60,7 @@ def test_backend_slower_than_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig
         lab.inventory.read_text().replace("      journal_dir: ", "      timeout_ceiling: 6\n      journal_dir: ", 1)
     )
     inventory = load_inventory(path)
-    report = run(inventory.host("web01"), "timeout", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "timeout", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "refused"
     assert "too slow for any timeout remediate may set (timeout_ceiling 6.0s)" in report.message
     assert site_conf(lab).read_bytes() == before

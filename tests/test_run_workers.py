@@ -9,7 +9,7 @@ import pytest
 from conftest import inventory_with, run_cli
 
 from remediate.engine.modules import service_nofile
-from remediate.engine.run import run
+from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK
 from remediate.evidence.framework import Context
 from remediate.evidence.workers import size_workers
@@ -66,7 +66,7 @@ def test_above_the_ceiling_is_refused(lab: Lab, lab_cfg: LabConfig, tmp_path: Pa
     inventory = inventory_with(
         lab, tmp_path, "      journal_dir: ", "      worker_connections_ceiling: 100\n      journal_dir: "
     )
-    report = run(inventory.host("web01"), "workers", yes=True, inventory=inventory)
+    report = run(inventory.host("web01"), "workers", RunOptions(yes=True), inventory=inventory)
     assert report.outcome == "refused"
     assert f"computed worker_connections {2 * lab_cfg.worker_connections} is above the ceiling 100" in report.message
     assert conf.read_bytes() == before

@@ -10,13 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from remediate.engine.report import TRIGGERS, Report, local_user
+from remediate.engine.report import Report, check_trigger, local_user
 from remediate.engine.session import call_helper
 from remediate.errors import (
     Refused,
     RemediateError,
     TransportError,
-    UsageError,
 )
 from remediate.evidence.framework import Context
 from remediate.hosts.inventory import Host
@@ -135,8 +134,7 @@ def rollback(
     from remediate.events import new_run_id
     from remediate.hosts.connect import open_transport
 
-    if trigger not in TRIGGERS:
-        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    check_trigger(trigger)
     report = Report(run_id=new_run_id(), host=host.name, cause=f"rollback {target}", trigger=trigger)
     report.requested_by = requested_by or local_user()
     own = transport is None

@@ -8,12 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remediate.engine.plan import Plan
+from remediate.errors import UsageError
 from remediate.outcomes import Outcome
 
-__all__ = ["TRIGGERS", "Report", "local_user"]
+__all__ = ["TRIGGERS", "Report", "check_trigger", "local_user"]
 
 #: What can start a run; recorded with who asked.
 TRIGGERS = ("cli", "slack", "alertmanager", "api")
+
+
+def check_trigger(trigger: str) -> str:
+    """``trigger`` if it is one of TRIGGERS; the one place that says so."""
+    if trigger not in TRIGGERS:
+        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    return trigger
 
 
 def local_user() -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from remediate.engine.apply import apply_plan, check_candidate, distinct_probes, finish_report
@@ -29,72 +30,89 @@ from remediate.engine.hoststate import (
 from remediate.engine.plan import Plan
 from remediate.engine.playbook import Playbook, find_playbook, render
 from remediate.engine.replay import CAUSE_LABELS, replay_uris, replays
-from remediate.engine.report import TRIGGERS, Report, local_user
+from remediate.engine.report import Report, check_trigger, local_user
 from remediate.engine.session import HelperSession, Transports, call_helper
 from remediate.errors import (
     Refused,
     TransportError,
-    UsageError,
 )
 from remediate.evidence.framework import Context, error_log_of, to_json
 from remediate.hosts.inventory import Host, Inventory
 from remediate.outcomes import Outcome
 from remediate.transport.base import Transport
 
-__all__ = ["run"]
+__all__ = ["PAUSE_AFTER_WRITE", "RunOptions", "run"]
 
 
 # -- evidence: one round trip to the host, then one to each other host that must be asked ----
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes: everything about it but the host, the cause and the way to reach the host.
+
+    ``check`` writes nothing (with ``validate``, the candidate still goes through ``nginx -t`` /
+    ``php-fpm -t`` on the host: one more round trip). Without ``check`` a fix is applied only with
+    ``yes``, or when ``confirm`` (shown the report, diff included) says so. ``since`` is the error
+    log's window in seconds (default: the error_log collector's, 15 minutes). ``insecure_tls`` lets
+    the invalid-response fix turn proxy_ssl_verify off when no CA can be trusted: a temporary
+    workaround, reported as such. ``requested_by`` (default: the local user) and ``trigger`` are
+    recorded in the report, the controller's journal and the host's journal. ``show`` sees the report
+    before the apply, ``show_diagnosis`` the diagnosis of ``cause="auto"``.
+    """
+
+    check: bool = False
+    yes: bool = False
+    validate: bool = True
+    since: float | None = None
+    playbooks: tuple[str, ...] = ()
+    insecure_tls: bool = False
+    accept_new_host_key: bool = False
+    run_id: str | None = None
+    requested_by: str | None = None
+    trigger: str = "api"
+    confirm: Callable[[Report], bool] | None = None
+    show: Callable[[Report], None] | None = None
+    show_diagnosis: Callable[[Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        check_trigger(self.trigger)
+
+
+#: Seconds the host's helper sleeps after its write, before reloading. Tests only (tests/conftest.py
+#: sets it to cut a connection mid-apply); never part of a run's options.
+PAUSE_AFTER_WRITE: float | None = None
+
+
 def run(
     host: Host,
     cause: str,
+    options: RunOptions = RunOptions(),
     *,
     transport: Transport | None = None,
-    check: bool = False,
-    yes: bool = False,
-    confirm: Callable[[Report], bool] | None = None,
-    show: Callable[[Report], None] | None = None,
-    playbooks: list[str] | None = None,
-    accept_new_host_key: bool = False,
-    run_id: str | None = None,
-    test_pause_after_write: float | None = None,
     inventory: Inventory | None = None,
-    insecure_tls: bool = False,
-    validate: bool = True,
-    since: float | None = None,
-    show_diagnosis: Callable[[Any], None] | None = None,
-    requested_by: str | None = None,
-    trigger: str = "api",
 ) -> Report:
-    """Diagnose ``cause`` on ``host`` and fix it, guarded. See the module docstring.
+    """Diagnose ``cause`` on ``host`` and fix it, guarded (see the module docstring), as ``options`` say.
 
     ``cause="auto"`` diagnoses first (remediate.engine.diagnose) and fixes only a confident, fixable
-    verdict, from the diagnosis' own evidence; ``show_diagnosis`` sees the diagnosis first.
-    ``since`` is the error-log window in seconds (default: the error_log collector's, 15 minutes).
-    ``requested_by`` (default: the local user) and ``trigger`` (cli, slack, alertmanager, api) are
-    recorded in the report, the controller's journal and the host's journal.
-    ``inventory`` (default: the file ``host`` came from) is where the hosts behind nginx are found.
-    ``insecure_tls`` lets the invalid-response fix turn proxy_ssl_verify off when no CA can be
-    trusted: a temporary workaround, reported as such. With ``check``, ``validate`` runs the
-    candidate through ``nginx -t`` / ``php-fpm -t`` on the host (one more round trip, nothing written).
+    verdict, from the diagnosis' own evidence. ``transport`` (default: one opened from the inventory)
+    reaches ``host``; ``inventory`` (default: the file ``host`` came from) is where the hosts behind
+    nginx are found.
     """
     from remediate.events import new_run_id, open_journal
     from remediate.hosts.inventory import load_inventory
 
-    if trigger not in TRIGGERS:
-        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    playbooks = list(options.playbooks) or None
     book = None if cause == "auto" else find_playbook(cause, playbooks)
-    report = Report(run_id=run_id or new_run_id(), host=host.name, cause=cause, trigger=trigger)
-    report.requested_by = requested_by or local_user()
+    report = Report(run_id=options.run_id or new_run_id(), host=host.name, cause=cause, trigger=options.trigger)
+    report.requested_by = options.requested_by or local_user()
     log, fh, path = open_journal(
-        report.run_id, host=host.name, cause=cause, requested_by=report.requested_by, trigger=trigger
+        report.run_id, host=host.name, cause=cause, requested_by=report.requested_by, trigger=options.trigger
     )
     report.journal = str(path)
-    pool = Transports(host, transport, accept_new_host_key)
+    pool = Transports(host, transport, options.accept_new_host_key)
     try:
-        log.info("start", step="start", check=check, playbook=book.path if book else "auto")
+        log.info("start", step="start", check=options.check, playbook=book.path if book else "auto")
         if inventory is None:
             inventory = load_inventory(host.inventory_file)
         _run(
@@ -104,16 +122,16 @@ def run(
             inventory,
             report,
             log,
-            check=check,
-            yes=yes,
-            confirm=confirm,
-            show=show,
-            pause=test_pause_after_write,
-            options={"insecure_tls": insecure_tls},
-            validate=validate,
-            since=since,
+            check=options.check,
+            yes=options.yes,
+            confirm=options.confirm,
+            show=options.show,
+            pause=PAUSE_AFTER_WRITE,
+            options={"insecure_tls": options.insecure_tls},
+            validate=options.validate,
+            since=options.since,
             playbook_dirs=playbooks,
-            show_diagnosis=show_diagnosis,
+            show_diagnosis=options.show_diagnosis,
         )
     except Refused as exc:
         report.outcome, report.message = Outcome.REFUSED, str(exc)
