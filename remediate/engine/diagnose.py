@@ -189,7 +189,7 @@ def diagnose(
 
     pool = Transports(host, transport, accept_new_host_key)
     try:
-        diagnosis, _ = gather(
+        diagnosis, _ = gather_candidates(
             host, inventory, pool, lambda request: call_helper(pool.get(host), host, request), since=since,
             playbooks=playbooks,
         )  # fmt: skip
@@ -199,7 +199,7 @@ def diagnose(
         pool.close()
 
 
-def gather(
+def gather_candidates(
     host: Host,
     inventory: Inventory,
     pool: Any,

@@ -7,6 +7,7 @@ read into one Context.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from remediate.engine.playbook import Playbook
@@ -15,7 +16,7 @@ from remediate.evidence.framework import Context
 from remediate.evidence.registry import COLLECTORS, build_request, interpret
 from remediate.hosts.inventory import Host, Inventory
 
-__all__ = ["ask_hosts", "evidence_request", "finish_evidence", "read_evidence", "remote_asks"]
+__all__ = ["ask_hosts", "evidence_request", "finish_evidence", "gather", "read_evidence", "remote_asks"]
 
 
 def evidence_request(host: Host, books: list[Playbook], *, since: float | None = None) -> dict[str, Any]:
@@ -66,3 +67,23 @@ def finish_evidence(ctx: Context, book: Playbook, answer: dict[str, Any], remote
     if any(COLLECTORS[c].remote for _, c, _ in book.evidence):
         ctx = interpret(ctx, [s for s in book.evidence if COLLECTORS[s[1]].remote], answer, remote=remote)
     return ctx
+
+
+def gather(
+    host: Host,
+    book: Playbook,
+    pool: Transports,
+    first_call: Callable[[dict[str, Any]], dict[str, Any]],
+    inventory: Inventory,
+    *,
+    run_id: str,
+    since: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> Context:
+    """The whole round for ``book``: its request sent by ``first_call`` (a run sends it through its
+    locked session), read, then the second phase asked of each other host, one round trip each.
+
+    remediate.engine.diagnose.gather_candidates is the same round over every candidate playbook at once."""
+    answer = first_call(evidence_request(host, [book], since=since))
+    ctx = read_evidence(host, book, answer, inventory, options or {})
+    return finish_evidence(ctx, book, answer, ask_hosts(pool, run_id, remote_asks(ctx, book)))

@@ -44,15 +44,14 @@ class HostAudit:
 def audit_host(
     host: Host, inventory: Inventory, *, transport: Transport | None = None, accept_new_host_key: bool = False
 ) -> HostAudit:
-    from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
+    from remediate.engine.gather import gather
     from remediate.engine.session import Transports, call_helper
 
     book = Playbook(cause="harden", summary="the hardening rules", path="<harden>", evidence=list(EVIDENCE))
     pool = Transports(host, transport, accept_new_host_key)
     try:
-        answer = call_helper(pool.get(host), host, evidence_request(host, [book]))
-        ctx = read_evidence(host, book, answer, inventory, {})
-        ctx = finish_evidence(ctx, book, answer, ask_hosts(pool, "harden", remote_asks(ctx, book)))
+        ctx = gather(host, book, pool, lambda request: call_helper(pool.get(host), host, request), inventory,
+                     run_id="harden")  # fmt: skip
         value = ctx.values["harden"]
         findings = [Finding(**f) for f in value["findings"]]
         return HostAudit(host.name, findings, value["skipped"], value["facts"], pool.round_trips)

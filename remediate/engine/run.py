@@ -21,7 +21,7 @@ from typing import Any
 
 from remediate.engine.apply import apply_plan, check_candidate, distinct_probes, finish_report
 from remediate.engine.fixes import plan_fix
-from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
+from remediate.engine.gather import gather
 from remediate.engine.hoststate import (
     after_drop,
     check_journal_location,
@@ -188,9 +188,9 @@ def _run(
     if book is None:
         # --cause auto: the diagnosis' own evidence (every candidate playbook's, in the same round
         # trips) decides the cause, and the chosen playbook goes on from it without asking again.
-        from remediate.engine.diagnose import choose_cause, gather
+        from remediate.engine.diagnose import choose_cause, gather_candidates
 
-        diagnosis, contexts = gather(
+        diagnosis, contexts = gather_candidates(
             host, inventory, pool, first_call, since=since, playbooks=playbook_dirs, run_id=report.run_id,
             options=options,
         )  # fmt: skip
@@ -220,9 +220,7 @@ def _run(
         ctx = contexts[report.cause]
         what = f"the diagnosis' evidence ({len(contexts)} playbook(s))"
     else:
-        answer = first_call(evidence_request(host, [book], since=since))
-        ctx = read_evidence(host, book, answer, inventory, options)
-        ctx = finish_evidence(ctx, book, answer, ask_hosts(pool, report.run_id, remote_asks(ctx, book)))
+        ctx = gather(host, book, pool, first_call, inventory, run_id=report.run_id, since=since, options=options)
         what = f"{len(book.evidence)} collector(s)"
     session = opened[0] if opened else None
     check_journal_location(host, ctx)
