@@ -266,3 +266,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped and os.environ.get("CI"):
         reporter.write_line(f"CI: {skipped} test(s) skipped; every test must run in CI", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+#: The tiers, by the real parts a test needs (what its fixtures start): each runs alone with -m.
+_TIER_FIXTURES = {
+    "lab": ("lab", "fleet_lab", "lab_cfg", "lab_inventory", "web01"),
+    "service": ("postgres", "store", "fake_slack", "service"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in exactly one tier: realhost and lab as marked or by their fixtures, service by its
+    fixtures (a running service, PostgreSQL, Slack), and unit for the rest: text and logic only."""
+    for item in items:
+        marked = {m.name for m in item.iter_markers()} & {"unit", "lab", "service", "realhost"}
+        names = set(getattr(item, "fixturenames", ()))
+        for tier, fixtures in _TIER_FIXTURES.items():
+            if names & set(fixtures) and "realhost" not in marked:
+                marked.add(tier)
+        if "lab" in marked:
+            marked.discard("service")
+        if not marked:
+            item.add_marker(pytest.mark.unit)
+        for tier in marked:
+            item.add_marker(getattr(pytest.mark, tier))

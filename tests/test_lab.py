@@ -79,6 +79,7 @@ def test_unknown_cause_or_variant_is_a_usage_error() -> None:
         find_break("socket", None)
 
 
+@pytest.mark.lab
 def test_lab_down_leaves_no_process_behind() -> None:
     """`lab down` stops every process the lab started, its descendants included."""
     directory = make_lab_dir("remediate-down-lab-")
