@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from remediate.lab.core import Lab, LabConfig
-from remediate.lab.realhost import CACHE, RealHost, build_rootfs
+from remediate.lab.realhost import RealHost
+from remediate.lab.rootfs import CACHE, build_rootfs
 
 
 def _run(inventory: Path, host: str, env: dict[str, str]) -> tuple[float, str]:

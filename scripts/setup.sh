@@ -58,5 +58,5 @@ fetch_corpus microsoft-jest-sarif-1.0.0-beta.0.tgz 748e2c3d1a842e7bb258416685c7e
 
 # The real host's root file system (Debian bookworm from Debian's packages, for tests/test_realhost.py):
 # built once into /var/cache/remediate/debian-bookworm (about 70 s), reused while its recipe holds.
-echo "==> the Debian host's root file system (remediate.lab.realhost)"
-.venv/bin/python -c 'from remediate.lab.realhost import build_rootfs; print(build_rootfs())'
+echo "==> the Debian host's root file system (remediate.lab.rootfs)"
+.venv/bin/python -c 'from remediate.lab.rootfs import build_rootfs; print(build_rootfs())'

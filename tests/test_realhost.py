@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import make_lab_dir, remediate_cli
 
-from remediate.lab.realhost import PROBES, REAL_BREAKS, RealBreak, RealHost, RealHostConfig
+from remediate.lab.realbreaks import PROBES, REAL_BREAKS, RealBreak
+from remediate.lab.realhost import RealHost, RealHostConfig
 
 pytestmark = [pytest.mark.realhost, pytest.mark.usefixtures("state_dir")]
 

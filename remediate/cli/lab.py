@@ -194,7 +194,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 def _cmd_lab_debian(args: argparse.Namespace) -> int:
     """``lab … --os debian``: the stock Debian host under systemd (remediate.lab.realhost)."""
-    from remediate.lab.realhost import PROBES, REAL_BREAKS, RealHost
+    from remediate.lab.realbreaks import PROBES, REAL_BREAKS
+    from remediate.lab.realhost import RealHost
 
     host = RealHost(args.dir or DEFAULT_DEBIAN_LAB)
     started = time.monotonic()

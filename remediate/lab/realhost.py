@@ -6,7 +6,7 @@ The loopback lab proves the logic; this host is the reference. It is what people
   uses): systemd, openssh-server, nginx 1.22, php8.2-fpm with its stock ``www`` pool, journald,
   and a small backend under its own systemd unit (``backend.service``, no ``Restart=``, as units
   people write usually are). Built once into a cache directory, rebuilt when missing or when its
-  recipe changes (``RECIPE``);
+  recipe changes (remediate.lab.rootfs);
 * booted with ``systemd-nspawn -b`` on a throwaway overlay (``--volatile=overlay``), so every
   ``up`` starts from a stock host and nothing a test does reaches the cached tree. Machines here
   have no systemd as PID 1 and no D-Bus, so nspawn runs with ``--register=no --keep-unit
@@ -15,8 +15,8 @@ The loopback lab proves the logic; this host is the reference. It is what people
   sshd on :22) never meet another lab's. The host side of the veth is configured here, by hand.
   Test traffic goes only to the guest's address inside that namespace.
 
-Breaks are made the way they happen on such a host: ``systemctl kill -s KILL``, ``systemctl
-stop``, pool edits followed by a restart, unit files, ``error_log syslog:``.
+Breaks are made the way they happen on such a host (remediate.lab.realbreaks): ``systemctl kill
+-s KILL``, ``systemctl stop``, pool edits followed by a restart, unit files, ``error_log syslog:``.
 
 The lab drives the guest with ``nsenter`` into its namespaces (no SSH needed for the lab's own
 work); remediate itself reaches it over SSH as a user would, with a key the lab makes at ``up``
@@ -26,7 +26,6 @@ and the host keys the image was built with.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -34,415 +33,21 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remediate.errors import LabError, UsageError
+from remediate.errors import LabError
 from remediate.lab import procs
-from remediate.lab.breaks import Break
-
-__all__ = ["CACHE", "PACKAGES", "REAL_BREAKS", "RealBreak", "RealHost", "RealHostConfig", "build_rootfs"]
-
-#: Where the root file system is cached (outside any clone, so CI and later runs reuse it).
-CACHE = Path(os.environ.get("REMEDIATE_ROOTFS_CACHE", "/var/cache/remediate/debian-bookworm"))
-
-#: Debian's packages on the host, as a user installs them (``apt-get install nginx php8.2-fpm``).
-PACKAGES = (
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "openssh-server",
-    "nginx",
-    "php8.2-fpm",
-    "python3",
-    "python3-venv",  # a venv for remediate itself (the example units' /opt/remediate)
-    "iproute2",
-    "procps",
-    "curl",
-    "dnsutils",
-    "sudo",
-    "ca-certificates",
-    "less",
-    "dnsmasq-base",
+from remediate.lab.realbreaks import PROBES, RealBreak, find_real_break, make
+from remediate.lab.rootfs import (
+    _need,
+    build_rootfs,
 )
 
-_BACKEND = Path(__file__).with_name("backend.py")
-
-# The site a Debian administrator writes for PHP and a few backends behind nginx: Debian's default
-# server with PHP switched on (snippets/fastcgi-php.conf and the versioned socket, as the comments in
-# Debian's own default site show), an API and a slow reports endpoint on a local backend, a health
-# check on a second one, a name resolved at request time (/dyn/) and one resolved at start (/svc/).
-_SITE = """\
-server {
-\tlisten 80 default_server;
-\tlisten [::]:80 default_server;
-
-\troot /var/www/html;
-\tindex index.php index.html index.htm index.nginx-debian.html;
-
-\tserver_name _;
-
-\tlocation / {
-\t\ttry_files $uri $uri/ =404;
-\t}
-
-\tlocation /api/ {
-\t\tproxy_pass http://127.0.0.1:8001;
-\t\tproxy_intercept_errors on;
-\t\terror_page 404 =502 /50x.html;
-\t}
-
-\tlocation /reports/ {
-\t\tproxy_pass http://127.0.0.1:8001;
-\t\tproxy_read_timeout 3s;
-\t}
-
-\tlocation /hold/ {
-\t\tproxy_pass http://127.0.0.1:8001;
-\t\tproxy_read_timeout 15m;
-\t}
-
-\tlocation = /healthz {
-\t\tproxy_pass http://127.0.0.1:9000;
-\t}
-
-\tlocation /secure/ {
-\t\tproxy_pass https://127.0.0.1:8443;
-\t\tproxy_ssl_verify on;
-\t\tproxy_ssl_trusted_certificate /etc/lab-pki/public-ca.crt;
-\t\tproxy_ssl_name app01.lab;
-\t\tproxy_ssl_server_name on;
-\t}
-
-\tlocation /dyn/ {
-\t\tresolver 127.0.0.2 valid=10s;
-\t\tset $dyn app.internal;
-\t\tproxy_pass http://$dyn:8001;
-\t}
-
-\tlocation /svc/ {
-\t\tproxy_pass http://svc.internal:8001;
-\t}
-
-\tlocation = /50x.html {
-\t\tinternal;
-\t}
-
-\tlocation ~ \\.php$ {
-\t\tinclude snippets/fastcgi-php.conf;
-\t\tfastcgi_pass unix:/run/php/php8.2-fpm.sock;
-\t}
-}
-"""
-
-
-def _unit(description: str, argv: str, *, after: str = "network.target", install: bool = True) -> str:
-    return (
-        f"[Unit]\nDescription={description}\nAfter={after}\n\n"
-        f"[Service]\nExecStart={argv}\nStateDirectory=lab-backend\n"
-        + ("\n[Install]\nWantedBy=multi-user.target\n" if install else "")
-    )
-
-
-_PY = "/usr/bin/python3 /usr/local/lib/lab-backend/backend.py serve --state /var/lib/lab-backend"
-_DNS_UNIT = """\
-[Unit]
-Description=The site's internal DNS (dnsmasq on 127.0.0.2: *.internal)
-Before=nginx.service
-After=network.target
-
-[Service]
-Type=forking
-PIDFile=/run/lab-dns.pid
-ExecStart=/usr/sbin/dnsmasq --conf-file=/etc/lab-dns.conf --pid-file=/run/lab-dns.pid
-
-[Install]
-WantedBy=multi-user.target
-"""
-_DNS_CONF = """\
-listen-address=127.0.0.2
-bind-interfaces
-no-resolv
-no-hosts
-addn-hosts=/etc/lab-dns.hosts
-local=/internal/
-user=nobody
-"""
-
-_PHP_INDEX = "<?php\nheader('Content-Type: text/plain');\necho \"php ok\\n\";\n"
-
-#: Changes to the image that are not packages; part of the recipe, so editing them rebuilds.
-_CUSTOM = {
-    "etc/nginx/sites-available/default": _SITE,
-    "etc/systemd/system/backend.service": _unit(
-        "Example backend (the API nginx proxies /api/ to)", f"{_PY} --role app --name backend --listen 127.0.0.1:8001"
-    ),
-    "etc/systemd/system/flaky.service": _unit(
-        "Health-check backend (/healthz)", f"{_PY} --role flaky --name flaky --listen 127.0.0.1:9000"
-    ),
-    "etc/systemd/system/tls.service": _unit(
-        "HTTPS backend (/secure/), its certificate from /etc/lab-pki",
-        f"{_PY} --role app --name tls --listen 127.0.0.1:8443 --pki /etc/lab-pki --tls",
-    ),
-    "etc/systemd/system/backend-blue.service": _unit(
-        "svc.internal, blue", f"{_PY} --role app --name blue --listen 127.0.0.5:8001"
-    ),
-    "etc/systemd/system/backend-green.service": _unit(
-        "svc.internal, green (started by a deploy)",
-        f"{_PY} --role app --name green --listen 127.0.0.6:8001",
-        install=False,
-    ),
-    "etc/systemd/system/lab-dns.service": _DNS_UNIT,
-    "etc/lab-dns.conf": _DNS_CONF,
-    "etc/lab-dns.hosts": "127.0.0.1 app.internal\n127.0.0.5 svc.internal\n",
-    "etc/resolv.conf": "nameserver 127.0.0.2\n",
-    "var/www/html/index.php": _PHP_INDEX,
-    "var/www/html/50x.html": "<html><body><h1>Something went wrong.</h1></body></html>\n",
-    "etc/hostname": "debian-web\n",
-    "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tdebian-web\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-}
-_ENABLED = {
-    f"etc/systemd/system/multi-user.target.wants/{unit}": f"/etc/systemd/system/{unit}"
-    for unit in ("backend.service", "flaky.service", "tls.service", "backend-blue.service", "lab-dns.service")
-}
-
-RECIPE = hashlib.sha256(
-    json.dumps(
-        {"suite": "bookworm", "packages": PACKAGES, "custom": _CUSTOM, "enabled": _ENABLED, "v": 3},
-        sort_keys=True,
-    ).encode()
-    + _BACKEND.read_bytes()
-).hexdigest()[:16]
-
-#: name → path the lab asks through nginx on the host; every one answers 200 when healthy.
-PROBES: dict[str, str] = {
-    "php": "/index.php",
-    "api": "/api/users",
-    "static": "/index.nginx-debian.html",
-    "reports": "/reports/daily",
-    "healthz": "/healthz",
-    "dyn": "/dyn/",
-    "svc": "/svc/",
-    "secure": "/secure/",
-}
-
-
-def _mirror() -> str:
-    """The Debian mirror apt on this machine already uses (deb822 or one-line sources)."""
-    for path in [*sorted(Path("/etc/apt/sources.list.d").glob("*.sources")), Path("/etc/apt/sources.list")]:
-        with contextlib.suppress(OSError):
-            text = path.read_text()
-            if m := re.search(r"^URIs:\s*(\S+/debian)/?\s*$", text, re.M):
-                return m.group(1)
-            if m := re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s+bookworm\b", text, re.M):
-                return m.group(1)
-    return "http://deb.debian.org/debian"
-
-
-def _need(program: str, package: str) -> str:
-    found = shutil.which(program)
-    if not found:
-        raise LabError(f"`{program}` is not installed; apt-get install {package} (scripts/setup.sh does)")
-    return found
-
-
-def build_rootfs(cache: Path = CACHE, *, log: Path | None = None, say: Any = print) -> Path:
-    """The cached root file system, built when missing or when the recipe changed; returns its path."""
-    rootfs = cache / "rootfs"
-    stamp = cache / "recipe"
-    if rootfs.is_dir() and stamp.is_file() and stamp.read_text().strip() == RECIPE:
-        return rootfs
-    debootstrap = _need("debootstrap", "debootstrap")
-    cache.mkdir(parents=True, exist_ok=True)
-    new = cache / "rootfs.new"
-    shutil.rmtree(new, ignore_errors=True)
-    log = log or cache / "build.log"
-    say(f"building the Debian bookworm host in {rootfs} (once; a few minutes; log: {log})")
-    started = time.monotonic()
-    argv = [
-        debootstrap,
-        "--variant=minbase",
-        "--include=" + ",".join(PACKAGES),
-        "bookworm",
-        str(new),
-        _mirror(),
-    ]
-    with log.open("wb") as out:
-        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        raise LabError(f"debootstrap failed ({done.returncode}): {' | '.join(tail)}; see {log}")
-    for rel, text in _CUSTOM.items():
-        path = new / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    for rel, target in _ENABLED.items():
-        link = new / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
-        link.symlink_to(target)
-    (new / "usr/local/lib/lab-backend").mkdir(parents=True, exist_ok=True)
-    shutil.copy(_BACKEND, new / "usr/local/lib/lab-backend/backend.py")
-    # apt's caches are not part of a stock host's state and only make the tree bigger.
-    shutil.rmtree(new / "var/cache/apt/archives", ignore_errors=True)
-    (new / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(rootfs, ignore_errors=True)
-    new.rename(rootfs)
-    stamp.write_text(RECIPE + "\n")
-    say(f"built in {time.monotonic() - started:.0f}s")
-    return rootfs
-
-
-#: A break of the Debian host: the loopback lab's Break (what fails, what nginx answers, the signature, which
-#: log shows it: "error", "access", or "journal"), made on the one host ("debian").
-RealBreak = Break
-
-
-def _brk(cause: str, variant: str, probe: str, status: int, signature: str, summary: str, log: str = "error") -> Break:
-    return Break(cause, variant, probe, status, signature, log=log, summary=summary, where="debian")
-
-
-_SOCK = r"connect\(\) to unix:/run/php/php8\.2-fpm\.sock failed"
-_REFUSED = r"connect\(\) failed \(111: Connection refused\) while connecting to upstream"
-REAL_BREAKS: tuple[RealBreak, ...] = (
-    _brk(
-        "socket",
-        "killed",
-        "php",
-        502,
-        _SOCK + r" \(111: Connection refused\)",
-        "php-fpm's master SIGKILLed (systemctl kill -s KILL, as the OOM killer does): the socket file stays",
-    ),
-    _brk(
-        "socket",
-        "killed-journald",
-        "php",
-        502,
-        _SOCK + r" \(111: Connection refused\)",
-        "as killed, with nginx's error_log sent to journald (syslog:server=unix:/dev/log)",
-        log="journal",
-    ),
-    _brk(
-        "socket",
-        "missing",
-        "php",
-        502,
-        _SOCK + r" \(2: No such file or directory\)",
-        "php8.2-fpm stopped (systemctl stop): the socket is gone",
-    ),
-    _brk(
-        "socket",
-        "permission",
-        "php",
-        502,
-        _SOCK + r" \(13: Permission denied\)",
-        "the www pool hands its socket to root:root (listen.owner/group), so www-data may not connect",
-    ),
-    _brk(
-        "socket",
-        "saturated",
-        "php",
-        502,
-        _SOCK + r" \(11: Resource temporarily unavailable\)",
-        "the www pool has pm = static, pm.max_children = 2, listen.backlog 8; slow requests hold every child"
-        " and the queue",
-    ),
-    _brk(
-        "down",
-        "crash",
-        "api",
-        502,
-        _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8001',
-        "backend.service SIGKILLed (systemctl kill -s KILL): the unit is failed, nothing on :8001",
-    ),
-    _brk(
-        "proxy-pass",
-        "port",
-        "api",
-        502,
-        _REFUSED + r'.*upstream: "http://127\.0\.0\.1:8002',
-        "location /api/ proxies to port 8002; the backend listens on 8001",
-    ),
-    _brk(
-        "proxy-pass",
-        "slash",
-        "api",
-        502,
-        r'"GET /api/users HTTP/1\.1" 502',
-        "proxy_pass has a trailing slash: /api/users reaches the backend as /users (404, shown as 502)",
-        log="access",
-    ),
-    _brk(
-        "dns",
-        "no-resolver",
-        "dyn",
-        502,
-        r"no resolver defined to resolve app\.internal",
-        "location /dyn/ proxies to a variable but its resolver line is gone",
-    ),
-    _brk(
-        "dns",
-        "nxdomain",
-        "dyn",
-        502,
-        r"ghost\.internal could not be resolved \(3: Host not found\)",
-        "location /dyn/ names ghost.internal, which the site's DNS does not know",
-    ),
-    _brk(
-        "dns",
-        "stale",
-        "svc",
-        502,
-        _REFUSED + r'.*upstream: "http://127\.0\.0\.5:8001',
-        "svc.internal moved to 127.0.0.6 (a deploy); nginx still uses 127.0.0.5, resolved at start, now stopped",
-    ),
-    _brk(
-        "timeout",
-        "read",
-        "reports",
-        504,
-        r"upstream timed out \(110: Connection timed out\) while reading response header",
-        "the backend now takes 6 s for /reports/; the location's proxy_read_timeout is 3s",
-    ),
-    _brk(
-        "invalid-response",
-        "empty",
-        "healthz",
-        502,
-        r"upstream prematurely closed connection while reading response header",
-        "flaky.service (on :9000) accepts and closes without a byte (SIGUSR1)",
-    ),
-    _brk(
-        "invalid-response",
-        "tls",
-        "secure",
-        502,
-        r"upstream SSL certificate verify error",
-        "tls.service now presents a certificate from the internal CA, which nginx does not trust",
-    ),
-    _brk(
-        "workers",
-        "load",
-        "api",
-        500,  # one proxy_pass address: ngx_http_upstream_connect fails outright (the lab's pool says 502)
-        r"worker_connections are not enough",
-        "worker_connections 32 in nginx.conf, and a load holds every slot",
-    ),
-)
-CAUSES = tuple(dict.fromkeys(b.cause for b in REAL_BREAKS))
-
-
-def find_real_break(cause: str, variant: str | None) -> RealBreak:
-    matches = [b for b in REAL_BREAKS if b.cause == cause and (variant is None or b.variant == variant)]
-    if not matches:
-        known = ", ".join(f"{b.cause}/{b.variant}" for b in REAL_BREAKS)
-        raise UsageError(f"the Debian host has no break {cause}/{variant or '*'} (it has: {known})")
-    return matches[0]
+__all__ = ["RealHost", "RealHostConfig"]
 
 
 @dataclass
@@ -743,7 +348,7 @@ class RealHost:
         cfg = self.load()
         brk = find_real_break(cause, variant)
         before = len(self._log_text(cfg, brk.log))
-        getattr(self, "_break_" + f"{brk.cause}_{brk.variant}".replace("-", "_"))(cfg)
+        make(self, cfg, brk)
         cfg.broken.append(f"{brk.cause}/{brk.variant}")
         self.save(cfg)
         deadline = time.monotonic() + 20
@@ -754,117 +359,6 @@ class RealHost:
                 return brk
             time.sleep(0.2)
         raise LabError(f"break {brk.cause}/{brk.variant} did not take: {brk.probe} answers {status}")
-
-    def _break_socket_killed(self, cfg: RealHostConfig) -> None:
-        # systemd 252 may report EIO for workers that died with their master; the probe says if it took.
-        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "php8.2-fpm"], check=False)
-
-    def _break_socket_missing(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "stop", "php8.2-fpm"])
-
-    def _break_socket_permission(self, cfg: RealHostConfig) -> None:
-        pool = "/etc/php/8.2/fpm/pool.d/www.conf"
-        text = self.read(cfg, pool).decode()
-        text = re.sub(r"(?m)^listen\.owner = .*$", "listen.owner = root", text)
-        text = re.sub(r"(?m)^listen\.group = .*$", "listen.group = root", text)
-        self.write(cfg, pool, text)
-        self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
-
-    def _edit(self, cfg: RealHostConfig, path: str, old: str, new: str) -> None:
-        text = self.read(cfg, path).decode()
-        if old not in text:
-            raise LabError(f"{path} has no {old!r} to change")
-        self.write(cfg, path, text.replace(old, new, 1))
-
-    def _reload_nginx(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "reload", "nginx"])
-        time.sleep(0.3)  # the new workers take over
-
-    def _break_socket_killed_journald(self, cfg: RealHostConfig) -> None:
-        self._edit(cfg, "/etc/nginx/nginx.conf", "error_log /var/log/nginx/error.log;",
-                   "error_log syslog:server=unix:/dev/log;")  # fmt: skip
-        self._reload_nginx(cfg)
-        self._break_socket_killed(cfg)
-
-    def _site(self, cfg: RealHostConfig, old: str, new: str) -> None:
-        self._edit(cfg, "/etc/nginx/sites-available/default", old, new)
-        self._reload_nginx(cfg)
-
-    def _break_proxy_pass_port(self, cfg: RealHostConfig) -> None:
-        self._site(
-            cfg,
-            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001;",
-            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8002;",
-        )
-
-    def _break_proxy_pass_slash(self, cfg: RealHostConfig) -> None:
-        self._site(
-            cfg,
-            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001;",
-            "\tlocation /api/ {\n\t\tproxy_pass http://127.0.0.1:8001/;",
-        )
-
-    def _break_dns_no_resolver(self, cfg: RealHostConfig) -> None:
-        self._site(cfg, "\t\tresolver 127.0.0.2 valid=10s;\n", "")
-
-    def _break_dns_nxdomain(self, cfg: RealHostConfig) -> None:
-        self._site(cfg, "set $dyn app.internal;", "set $dyn ghost.internal;")
-
-    def _break_dns_stale(self, cfg: RealHostConfig) -> None:
-        self.write(cfg, "/etc/lab-dns.hosts", "127.0.0.1 app.internal\n127.0.0.6 svc.internal\n")
-        self.sh(cfg, ["systemctl", "restart", "lab-dns"])
-        self.sh(cfg, ["systemctl", "start", "backend-green"])
-        self.sh(cfg, ["systemctl", "stop", "backend-blue"])
-
-    def _break_timeout_read(self, cfg: RealHostConfig) -> None:
-        self.write(cfg, "/var/lib/lab-backend/reports_delay", "6\n")
-
-    def _break_invalid_response_empty(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "kill", "--signal=USR1", "flaky"])
-
-    def _break_invalid_response_tls(self, cfg: RealHostConfig) -> None:
-        self.write(cfg, "/var/lib/lab-backend/tls_issuer", "internal\n")
-        self.sh(cfg, ["systemctl", "restart", "tls"])
-        time.sleep(0.5)
-
-    def _break_workers_load(self, cfg: RealHostConfig) -> None:
-        self._edit(cfg, "/etc/nginx/nginx.conf", "worker_connections 768;", "worker_connections 32;")
-        self._reload_nginx(cfg)
-        status = self.dir / "load.status"
-        status.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "remediate.lab.backend", "load", "--target", f"{cfg.guest_address}:80",
-                "--probe", PROBES["api"], "--status", str(status), "--max-conns", "256",
-                "--duration", "600"]  # fmt: skip
-        cfg.load_pid = procs.spawn(self.dir, argv, self.dir / "load.log")
-        self.save(cfg)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if status.exists() and '"holding"' in status.read_text():
-                return
-            if not procs.alive(cfg.load_pid):
-                raise LabError(f"the load generator died; see {self.dir / 'load.log'}")
-            time.sleep(0.2)
-        raise LabError("the load generator did not reach its level within 120s")
-
-    def _break_socket_saturated(self, cfg: RealHostConfig) -> None:
-        pool = "/etc/php/8.2/fpm/pool.d/www.conf"
-        text = self.read(cfg, pool).decode()
-        text = re.sub(r"(?m)^pm = .*$", "pm = static", text)
-        text = re.sub(r"(?m)^pm\.max_children = .*$", "pm.max_children = 2", text)
-        text = re.sub(r"(?m)^;?listen\.backlog = .*$", "listen.backlog = 8", text)
-        self.write(cfg, pool, text)
-        self.write(cfg, "/var/www/html/slow.php", '<?php\nsleep(20);\necho "slow\\n";\n')
-        self.sh(cfg, ["systemctl", "restart", "php8.2-fpm"])
-        # 16 slow requests: 2 children busy, 8 waiting in the queue, the rest refused with EAGAIN. Each
-        # thread ends by itself within 30 s.
-        import threading
-
-        for _ in range(16):
-            threading.Thread(target=self.probe, args=(cfg, "/slow.php", 30.0), daemon=True).start()
-        time.sleep(1.0)
-
-    def _break_down_crash(self, cfg: RealHostConfig) -> None:
-        self.sh(cfg, ["systemctl", "kill", "--signal=KILL", "backend"], check=False)
 
 
 # -- cgroups --------------------------------------------------------------------------
