@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from remediate.engine.modules import INI_MARKER, ini_set, service_restart
+from remediate.engine.host_modules import INI_MARKER, ini_set, service_restart
 from remediate.engine.playbook import evaluate, find_playbook, load_playbook, load_playbooks, render
 from remediate.engine.session import call_helper
 from remediate.errors import InputError, Refused, RemediateError

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli, site_conf, text_context
 
-from remediate.engine.modules import nginx_block_set, nginx_dns_variable
+from remediate.engine.nginx_modules import nginx_block_set, nginx_dns_variable
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.evidence.framework import Context

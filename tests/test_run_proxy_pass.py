@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, site_conf
 
-from remediate.engine.modules import nginx_retarget
+from remediate.engine.nginx_modules import nginx_retarget
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.evidence.framework import Context
 from remediate.hosts.inventory import load_inventory

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import remediate_cli, site_conf, text_context
 
-from remediate.engine.modules import nginx_timeout
+from remediate.engine.nginx_modules import nginx_timeout
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK
 from remediate.evidence.framework import Context

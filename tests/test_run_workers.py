@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import inventory_with, run_cli
 
-from remediate.engine.modules import service_nofile
+from remediate.engine.host_modules import service_nofile
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK
 from remediate.evidence.framework import Context

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from remediate.engine.modules import validate_argv
+from remediate.engine.host_modules import validate_argv
 from remediate.engine.plan import Action, Plan
 from remediate.engine.report import Report
 from remediate.engine.session import HelperSession, call_helper
