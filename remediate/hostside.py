@@ -30,8 +30,8 @@ Ops (``{"op": ...}``):
 * ``unlock``: ask the process holding the lock to let go (it finishes a transaction first).
 """
 
-# mypy: ignore-errors
-# (Runs on the host's own python3, standard library only; kept free of typing imports on purpose.)
+# Runs on the host's own python3 (3.7 or later), standard library only. Annotations are never
+# evaluated (the __future__ import), and typing is imported only by mypy, never on the host.
 from __future__ import annotations
 
 import base64
@@ -54,6 +54,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy reads this; the host never imports typing
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    #: A request, an answer, a journal's meta: JSON objects.
+    Req = dict[str, Any]
 
 LOCK_NAME = "lock"
 LOCK_HISTORY = "locks.log"
@@ -82,18 +90,18 @@ FINAL = ("committed", "rolled-back", "failed", "restore-incomplete", "recovered"
 TXN = {"active": False, "stop": False}
 
 
-def sha(data):
+def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def now():
+def now() -> float:
     return time.time()
 
 
 # -- small tools -------------------------------------------------------------------
 
 
-def run(argv, timeout=60):
+def run(argv: list[str], timeout: float = 60) -> Req:
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         return {
@@ -108,11 +116,11 @@ def run(argv, timeout=60):
         return {"argv": argv, "exit": 124, "stdout": "", "stderr": "timed out after %ss" % timeout}
 
 
-def tail(cmd):
+def tail(cmd: Req) -> str:
     return " | ".join([ln for ln in (cmd["stderr"] or cmd["stdout"]).strip().splitlines() if ln.strip()][-3:])
 
 
-def stat_of(path):
+def stat_of(path: str) -> Req | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -123,9 +131,9 @@ def stat_of(path):
     import pwd
     import stat as st_mod
 
-    def name(fn, ident):
+    def name(fn: Callable[[int], Any], ident: int) -> str:
         try:
-            return fn(ident)[0]
+            return str(fn(ident)[0])
         except KeyError:
             return str(ident)
 
@@ -142,12 +150,12 @@ def stat_of(path):
     }
 
 
-def read(path):
+def read(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
 
 
-def write_atomic(path, data, like=None, mode=0o644):
+def write_atomic(path: str, data: bytes, like: Req | None = None, mode: int = 0o644) -> None:
     """Temp file beside the target, owner and mode copied, fsync, rename: all or nothing."""
     target = os.path.realpath(path)
     fd, tmp = tempfile.mkstemp(prefix=".remediate.", dir=os.path.dirname(target))
@@ -168,7 +176,7 @@ def write_atomic(path, data, like=None, mode=0o644):
         raise
 
 
-def missing_dirs(directory):
+def missing_dirs(directory: str) -> list[str]:
     """The directories from the first missing ancestor of ``directory`` down to it, in order to make."""
     todo = []
     while directory and directory != "/" and not os.path.isdir(directory):
@@ -177,7 +185,7 @@ def missing_dirs(directory):
     return list(reversed(todo))
 
 
-def log_tail(path, max_bytes):
+def log_tail(path: str, max_bytes: int) -> Req:
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -194,7 +202,7 @@ def log_tail(path, max_bytes):
 _STAMP = re.compile(rb"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ", re.M)
 
 
-def log_window(path, since, max_bytes, now_ts=None):
+def log_window(path: str, since: float, max_bytes: int, now_ts: float | None = None) -> Req:
     """The lines of an error log from ``since`` seconds ago to now, read from the end.
 
     Finds where the window starts by reading backwards in blocks (linear in the window, constant
@@ -208,7 +216,8 @@ def log_window(path, since, max_bytes, now_ts=None):
     total = sum(end - start for _, start, end in spans)
     truncated = total > max_bytes
     if truncated:  # keep the newest max_bytes, from a line start
-        keep, kept = max_bytes, []
+        keep = max_bytes
+        kept: list[tuple[str, int, int, bool]] = []
         for name, start, end in reversed(spans):
             if keep <= 0:
                 break
@@ -218,11 +227,11 @@ def log_window(path, since, max_bytes, now_ts=None):
             else:
                 kept.insert(0, (name, start, end, False))
             keep -= end - start
-        spans = kept
+        marked = kept
     else:
-        spans = [(name, start, end, False) for name, start, end in spans]
+        marked = [(name, start, end, False) for name, start, end in spans]
     parts = []
-    for name, start, end, cut in spans:
+    for name, start, end, cut in marked:
         data = b"".join(read_span(name, start, end))
         if cut:
             data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
@@ -240,7 +249,7 @@ def log_window(path, since, max_bytes, now_ts=None):
     }
 
 
-def journal_window(unit, since, max_bytes):
+def journal_window(unit: str, since: float, max_bytes: int) -> Req:
     """What ``unit`` wrote to journald in the last ``since`` seconds (nginx's errors when it logs to
     syslog or stderr), message text only, the newest ``max_bytes``."""
     res = run(["journalctl", "--unit", unit, "--since", "@%d" % int(now() - since), "--no-pager", "--quiet",
@@ -253,13 +262,14 @@ def journal_window(unit, since, max_bytes):
     return {"unit": unit, "text": text}
 
 
-def cutoff_of(since, now_ts=None):
+def cutoff_of(since: float, now_ts: float | None = None) -> bytes:
     return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime((now_ts or now()) - since)).encode()
 
 
-def window_spans(path, cutoff):
+def window_spans(path: str, cutoff: bytes) -> tuple[list[tuple[str, int, int]], list[Req]]:
     """[(file, start, end)] oldest first: the byte ranges of ``path`` and its rotated files in the window."""
-    spans, read_files = [], []
+    spans: list[tuple[str, int, int]] = []
+    read_files: list[Req] = []
     candidates = [path] + ["%s.%d%s" % (path, n, ext) for n in range(1, 10) for ext in ("", ".gz")]
     for name in candidates:
         if not os.path.exists(name):
@@ -276,7 +286,7 @@ def window_spans(path, cutoff):
     return spans, read_files
 
 
-def read_span(name, start, end, block=8 << 20):
+def read_span(name: str, start: int, end: int, block: int = 8 << 20) -> Iterator[bytes]:
     """The bytes of ``name`` from ``start`` to ``end``, in blocks (uncompressed offsets for .gz)."""
     import gzip
 
@@ -292,7 +302,7 @@ def read_span(name, start, end, block=8 << 20):
             yield data
 
 
-def _window_start(name, cutoff, block=1 << 20):
+def _window_start(name: str, cutoff: bytes, block: int = 1 << 20) -> tuple[int, int, bool]:
     """(start, end, whole): the offset of the first line of ``name`` stamped at or after ``cutoff``,
     its size, and whether the file's first line is already inside the window.
 
@@ -343,7 +353,7 @@ def _window_start(name, cutoff, block=1 << 20):
         return 0, end, True
 
 
-def _first_at_or_after(data, cutoff):
+def _first_at_or_after(data: bytes, cutoff: bytes) -> int:
     """Offset of the first line stamped at or after ``cutoff`` (lines are in time order)."""
     for m in _STAMP.finditer(data):
         if m.group(1) >= cutoff:
@@ -351,7 +361,7 @@ def _first_at_or_after(data, cutoff):
     return len(data)
 
 
-def pid_alive(pid):
+def pid_alive(pid: int) -> bool:
     if not pid:
         return False
     try:
@@ -367,7 +377,7 @@ def pid_alive(pid):
         return True
 
 
-def children(pid):
+def children(pid: int) -> dict[int, str]:
     found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -387,18 +397,18 @@ def children(pid):
 
 
 class Journal:
-    def __init__(self, root, create=True):
+    def __init__(self, root: str, create: bool = True) -> None:
         self.root = root
         if create:
             os.makedirs(os.path.join(root, RUNS), mode=0o700, exist_ok=True)
             os.chmod(root, 0o700)
 
-    def run_dir(self, run_id):
+    def run_dir(self, run_id: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]+$", run_id) or run_id in (".", ".."):
             raise ValueError("bad run id %r" % run_id)
         return os.path.join(self.root, RUNS, run_id)
 
-    def meta(self, run_id):
+    def meta(self, run_id: str) -> Req | None:
         """A run's meta.json; None when there is no such run; ``{"state": "unreadable"}`` when it is corrupt."""
         path = os.path.join(self.run_dir(run_id), "meta.json")
         try:
@@ -412,15 +422,15 @@ class Journal:
         except (OSError, ValueError) as exc:
             return {"run_id": run_id, "state": "unreadable", "changes": [], "error": "%s: %s" % (path, exc)}
 
-    def save(self, meta):
+    def save(self, meta: Req) -> None:
         path = self.run_dir(meta["run_id"])
         os.makedirs(os.path.join(path, "files"), mode=0o700, exist_ok=True)
         write_atomic(os.path.join(path, "meta.json"), json.dumps(meta, indent=1).encode(), mode=0o600)
 
-    def backup_path(self, run_id, index):
+    def backup_path(self, run_id: str, index: int) -> str:
         return os.path.join(self.run_dir(run_id), "files", "%d.orig" % index)
 
-    def runs(self):
+    def runs(self) -> list[Req]:
         try:
             names = sorted(os.listdir(os.path.join(self.root, RUNS)))
         except FileNotFoundError:
@@ -434,10 +444,10 @@ class Journal:
 # kernel drops it when that process ends, however it ends (SIGKILL included), so the lock cannot
 # outlive its holder. The file's text (run id, pid, since) is there for messages only.
 
-HELD = {}  # journal root -> (fd, info), the locks this process holds
+HELD: dict[str, tuple[int, Req]] = {}  # journal root -> (fd, info), the locks this process holds
 
 
-def _lock_text(fd):
+def _lock_text(fd: int) -> Req:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         return json.loads(os.read(fd, 65536).decode("utf-8") or "null") or {}
@@ -445,7 +455,7 @@ def _lock_text(fd):
         return {}
 
 
-def lock_acquire(root, run_id):
+def lock_acquire(root: str, run_id: str) -> Req:
     """Take the host's lock for ``run_id``: {"acquired": True} or {"acquired": False, "held": who}."""
     if root in HELD:
         info = HELD[root][1]
@@ -482,16 +492,17 @@ def lock_acquire(root, run_id):
         return {"acquired": True, "stale": previous or None}
 
 
-def lock_release(root):
-    fd, info = HELD.pop(root, (None, None))
-    if fd is not None:
+def lock_release(root: str) -> None:
+    held = HELD.pop(root, None)
+    if held is not None:
+        fd, info = held
         _lock_history(root, {"run_id": info["run_id"], "released": now(), "pid": info["pid"]})
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(root, LOCK_NAME))
         os.close(fd)
 
 
-def _lock_history(root, entry):
+def _lock_history(root: str, entry: Req) -> None:
     """One line in JOURNAL/locks.log per acquire and release: who held the host when. A holder
     killed while holding has no release line; the kernel dropped its flock when it died. History
     only: a full disk must not stop a fix, so a line that cannot be written is left out."""
@@ -503,7 +514,7 @@ def _lock_history(root, entry):
             os.close(fd)
 
 
-def lock_holder(root):
+def lock_holder(root: str) -> Req | None:
     """Who holds the lock now (the kernel's answer, not the file's), or None."""
     path = os.path.join(root, LOCK_NAME)
     try:
@@ -529,7 +540,7 @@ _UNIX = re.compile(r"unix:([^\s;:\"'{}]+)")
 _USER = re.compile(r"^\s*user\s+([^\s;]+)(?:\s+([^\s;]+))?\s*;", re.M)
 
 
-def socket_accepts(path):
+def socket_accepts(path: str) -> tuple[bool, str]:
     """Does anything accept on the unix socket ``path``? (True, "") or (False, "errno: why").
 
     A socket file whose listener died (a SIGKILLed php-fpm master, the OOM killer) stays on disk:
@@ -548,7 +559,7 @@ def socket_accepts(path):
         s.close()
 
 
-def nginx_facts(dump_text):
+def nginx_facts(dump_text: str) -> Req:
     """The unix sockets the dump names, and the worker user with its groups (what initgroups gives it)."""
     found = _USER.search(dump_text)
     user, group = (found.group(1), found.group(2) or found.group(1)) if found else ("nobody", "nogroup")
@@ -567,7 +578,7 @@ def nginx_facts(dump_text):
             "stat": st,
             "exists": bool(st and st.get("kind") == "socket"),
         }
-        if entry["exists"]:
+        if st is not None and entry["exists"]:
             mode = st["mode"]
             entry["nginx_may_connect"] = bool(
                 user == "root"
@@ -586,8 +597,8 @@ def nginx_facts(dump_text):
 # -- ops ---------------------------------------------------------------------------------
 
 
-def op_collect(req):
-    out = {"lock": None, "recovered": []}
+def op_collect(req: Req) -> Req:
+    out: Req = {"lock": None, "recovered": []}
     if req.get("lock"):
         journal = Journal(req["journal_dir"])
         out["lock"] = lock_acquire(journal.root, req["run_id"])
@@ -595,7 +606,7 @@ def op_collect(req):
             return out
         out["recovered"] = recover(journal, req)
     out["commands"] = {name: run(argv, req.get("timeout", 60)) for name, argv in req.get("commands", {}).items()}
-    files = {}
+    files: dict[str, Req | None] = {}
     wanted = list(req.get("files", []))
     if req.get("php_fpm"):
         out["php_fpm"] = php_fpm_files(req["php_fpm"]["conf"], req["php_fpm"].get("pools") or [])
@@ -637,14 +648,14 @@ def op_collect(req):
     return out
 
 
-def op_batch(req):
+def op_batch(req: Req) -> Req:
     """Several read-only collect requests in one round trip, run side by side: {"answers": {name: answer}}.
 
     The second phase of a diagnosis asks one host several things (a backend's answer, dig, a
     stub_status page) for several playbooks at once; each part is a plain collect, never a lock."""
     answers = {}
 
-    def one(name, sub):
+    def one(name: str, sub: Req) -> None:
         sub = dict(sub, op="collect")
         sub.pop("lock", None)
         answers[name] = handle(sub)
@@ -657,7 +668,7 @@ def op_batch(req):
     return {"answers": answers}
 
 
-def recover(journal, req):
+def recover(journal: Journal, req: Req) -> list[Req]:
     """Finish the runs a crash left mid-transaction, as the state each reached says (see RECOVERABLE)."""
     done = []
     for meta in journal.runs():
@@ -687,7 +698,7 @@ def recover(journal, req):
     return done
 
 
-def restore_files(journal, meta, force):
+def restore_files(journal: Journal, meta: Req, force: bool) -> tuple[list[str], list[str]]:
     """Put back every file this run wrote; return (restored paths, problems).
 
     Compare-and-swap, like the apply: a file is restored only while it holds exactly the bytes
@@ -695,13 +706,15 @@ def restore_files(journal, meta, force):
     and is left alone. Every backup is checked against the sha256 the journal recorded before
     any file is touched: if one does not match, nothing at all is restored.
     """
-    todo, problems, bad_backup = [], [], False
+    todo: list[tuple[Req, bytes | None]] = []
+    problems: list[str] = []
+    bad_backup = False
     for index, change in enumerate(meta["changes"]):
         if not change.get("backed_up"):
             continue
         path = change["path"]
         try:
-            current = read(path)
+            current: bytes | None = read(path)
         except FileNotFoundError:
             current = None
         current_sha = sha(current) if current is not None else None
@@ -734,29 +747,29 @@ def restore_files(journal, meta, force):
     if bad_backup:
         return [], [*problems, "nothing was restored: every file is as it was"]
     restored = []
-    for change, original in todo:
+    for change, saved in todo:
         try:
-            if original is None:
+            if saved is None:
                 os.unlink(change["path"])
                 for directory in reversed(change.get("made_dirs", [])):
                     with contextlib.suppress(OSError):  # not empty: someone else's files are in it now
                         os.rmdir(directory)
             else:
-                write_atomic(change["path"], original, like=change["stat"])
+                write_atomic(change["path"], saved, like=change["stat"])
             restored.append(change["path"])
         except OSError as exc:
             problems.append("cannot restore %s: %s" % (change["path"], exc.strerror or exc))
     return restored, problems
 
 
-def finish_restore(meta, restored):
+def finish_restore(meta: Req, restored: list[str]) -> list[str]:
     """After files are back: validate, then run again only the actions that had started.
 
     An action that never ran never made the candidate live, so there is nothing to undo: a
     reload after a rejected ``nginx -t`` would only make someone else's staged edit live. With no
     file restored nothing runs either: re-running a restart that just failed would be a retry.
     """
-    issues = []
+    issues: list[str] = []
     if not restored:
         return issues
     started = set(meta.get("started", []))
@@ -780,7 +793,7 @@ def finish_restore(meta, restored):
     return issues
 
 
-def reload_nginx(action):
+def reload_nginx(action: Req) -> tuple[bool, str]:
     """Reload and confirm: a new worker appears and every old one stops accepting.
 
     nginx keeps its old config when a reload fails and `-s reload` still exits 0, so the exit
@@ -813,14 +826,14 @@ def reload_nginx(action):
     return False, "nginx did not start new workers after reload (it keeps the old config when a reload fails)"
 
 
-def _size(path):
+def _size(path: str | None) -> int | None:
     try:
         return os.path.getsize(path) if path else None
     except OSError:
         return None
 
 
-def _quiet(path, deadline, still=0.7):
+def _quiet(path: str | None, deadline: float, still: float = 0.7) -> None:
     """Wait until ``path`` has not grown for ``still`` seconds (or the deadline)."""
     size, since = _size(path), now()
     while now() < deadline and now() - since < still:
@@ -830,9 +843,9 @@ def _quiet(path, deadline, still=0.7):
             size, since = grown, now()
 
 
-def _new_emerg(path, offset):
+def _new_emerg(path: str | None, offset: int | None) -> str | None:
     """The first [emerg] line nginx wrote to ``path`` after ``offset``, or None."""
-    if offset is None:
+    if offset is None or path is None:
         return None
     try:
         with open(path, "rb") as fh:
@@ -846,15 +859,15 @@ def _new_emerg(path, offset):
     return None
 
 
-def gave_up(failed_argv, checked):
+def gave_up(failed_argv: list[str] | None, checked: list[float]) -> bool:
     """Has the service manager already said the service failed? (checked at most twice a second)"""
     if not failed_argv or now() - checked[0] < 0.5:
         return False
     checked[0] = now()
-    return run(failed_argv, 5)["exit"] == 0
+    return bool(run(failed_argv, 5)["exit"] == 0)
 
 
-def wait_socket(path, timeout, failed_argv=None):
+def wait_socket(path: str, timeout: float, failed_argv: list[str] | None = None) -> bool:
     deadline, checked = now() + timeout, [now()]
     while now() < deadline and not gave_up(failed_argv, checked):
         try:
@@ -868,7 +881,7 @@ def wait_socket(path, timeout, failed_argv=None):
     return False
 
 
-def http_status(url, timeout):
+def http_status(url: str, timeout: float) -> Req:
     """The status a URL answers, or why it gave none (the backend asked directly, bypassing nginx)."""
     started = now()
     try:
@@ -882,7 +895,7 @@ def http_status(url, timeout):
         return {"status": None, "error": why[:200], "seconds": round(now() - started, 3)}
 
 
-def raw_http(spec):
+def raw_http(spec: Req) -> Req:
     """GET a URL by hand, bypassing nginx, bounded in time and bytes: what exactly comes back.
 
     kind is one of: ok (a status line), empty (closed without a byte), closed (closed
@@ -953,11 +966,11 @@ def raw_http(spec):
     return out
 
 
-def tls_facts(host, port, spec, timeout):
+def tls_facts(host: str, port: int, spec: Req, timeout: float) -> Req:
     """The backend certificate's subject and issuer, and whether each CA file given verifies it."""
     import ssl
 
-    facts = {"subject": None, "issuer": None, "verify": {}}
+    facts: Req = {"subject": None, "issuer": None, "verify": {}}
     try:
         raw = ssl.create_default_context()
         raw.check_hostname = False
@@ -965,6 +978,8 @@ def tls_facts(host, port, spec, timeout):
         with socket.create_connection((host, port), timeout=timeout) as plain:
             with raw.wrap_socket(plain, server_hostname=spec.get("server_name") or host) as tls:
                 der = tls.getpeercert(binary_form=True)
+        if der is None:
+            raise ValueError("the backend sent no certificate")
         pem = ssl.DER_cert_to_PEM_cert(der)
         shown = subprocess.run(
             ["openssl", "x509", "-noout", "-subject", "-issuer"], input=pem.encode(), capture_output=True, timeout=10
@@ -990,7 +1005,7 @@ def tls_facts(host, port, spec, timeout):
 _INCLUDE = re.compile(r"^\s*include\s*=\s*(.+?)\s*$")
 
 
-def php_fpm_files(conf, patterns):
+def php_fpm_files(conf: str, patterns: list[str]) -> Req:
     """php-fpm's pool files: those ``patterns`` name (globs expanded), or else those the main config's
     ``include=`` lines name, as php-fpm itself reads them (Debian: pool.d/*.conf)."""
     import glob
@@ -1012,7 +1027,7 @@ def php_fpm_files(conf, patterns):
     return {"conf": conf, "includes": includes, "patterns": chosen, "pools": pools, "error": error}
 
 
-def ask_listeners(spec):
+def ask_listeners(spec: Req) -> Req:
     """Every TCP port listening on ``ip`` (or on all addresses), asked for ``uri`` directly: which serves it?
 
     How the port nginx should use is found when the inventory maps no service: GET only, bounded in
@@ -1039,7 +1054,7 @@ def ask_listeners(spec):
     return {str(port): entry for port, entry in found.items()}
 
 
-def systemd_units_on_port(port):
+def systemd_units_on_port(port: int) -> Req:
     """The loaded service units whose command line names ``port``, with their last journal lines.
 
     How a backend that nobody mapped to its port is found on a systemd host: when it is down no
@@ -1079,9 +1094,9 @@ def systemd_units_on_port(port):
     return {"units": found}
 
 
-def nofile_limits(pid_file):
+def nofile_limits(pid_file: str) -> Req:
     """The open-files limit nginx's master and workers really run with, and the kernel ceiling."""
-    out = {"master": None, "pid": None, "workers": {}, "nr_open": None}
+    out: Req = {"master": None, "pid": None, "workers": {}, "nr_open": None}
     with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as fh:
         out["nr_open"] = int(fh.read().strip())
     try:
@@ -1091,7 +1106,7 @@ def nofile_limits(pid_file):
         return out
     out["pid"] = master
 
-    def limit(pid):
+    def limit(pid: int) -> Req | None:
         with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/%d/limits" % pid) as fh:
             for line in fh:
                 if line.startswith("Max open files"):
@@ -1111,7 +1126,7 @@ def nofile_limits(pid_file):
     return out
 
 
-def fpm_masters_started():
+def fpm_masters_started() -> dict[str, str]:
     """When each running php-fpm master started, in the error log's format and time zone ({pid: time}):
     lines older than that are about a master that is gone."""
     found = {}
@@ -1130,7 +1145,7 @@ def fpm_masters_started():
     return found
 
 
-def started_at(pid):
+def started_at(pid: int) -> float | None:
     """A process's start, in seconds since the epoch (from /proc: boot time plus its start in ticks)."""
     try:
         with open("/proc/stat") as fh:
@@ -1142,7 +1157,7 @@ def started_at(pid):
         return None
 
 
-def wait_port(address, timeout, failed_argv=None):
+def wait_port(address: str, timeout: float, failed_argv: list[str] | None = None) -> bool:
     host, _, port = address.rpartition(":")
     deadline, checked = now() + timeout, [now()]
     while now() < deadline and not gave_up(failed_argv, checked):
@@ -1154,7 +1169,7 @@ def wait_port(address, timeout, failed_argv=None):
     return False
 
 
-def probe(urls, budget, bad):
+def probe(urls: list[Any], budget: float, bad: set[int]) -> Req:
     """Ask each URL until none answers a bad status, within the budget.
 
     An entry is a URL, or {"url", "host", "method"}: a failing request replayed through nginx with
@@ -1162,7 +1177,7 @@ def probe(urls, budget, bad):
     that gives no answer in time (a long poll, a download) proves nothing either way: it is left
     out of the verdict (see ``judge``), while a probe URL must answer."""
     deadline = now() + budget
-    last = {}
+    last: Req = {}
     while True:
         last = {}
         for spec in urls:
@@ -1191,7 +1206,7 @@ def probe(urls, budget, bad):
         time.sleep(0.1)
 
 
-def judge(statuses, bad):
+def judge(statuses: Req, bad: set[int]) -> tuple[Req, int]:
     """(the entries that fail, how many answered well) of a probe's statuses."""
     failing = {}
     good = 0
@@ -1209,7 +1224,7 @@ def judge(statuses, bad):
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is nginx answering: its status is the answer, never a request elsewhere."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
         return None
 
 
@@ -1239,7 +1254,7 @@ print(json.dumps({"results": out}))
 """
 
 
-def validate_candidates(changes, checks):
+def validate_candidates(changes: list[Req], checks: list[Req]) -> Req:
     """Run ``checks`` against the candidates without touching a live file.
 
     Returns {"results": [...]} (one per check, with exit and output), or {"unavailable": why}
@@ -1282,8 +1297,8 @@ def validate_candidates(changes, checks):
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit %d" % done.returncode]
-            return {"unavailable": "no private mount namespace: %s" % why[0]}
+            said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit %d" % done.returncode]
+            return {"unavailable": "no private mount namespace: %s" % said[0]}
         for res in answer.get("results", []):
             res["words"] = check_failure(res) if res["exit"] else tail(res)
         return answer
@@ -1291,51 +1306,58 @@ def validate_candidates(changes, checks):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def check_failure(res):
+def check_failure(res: Req) -> str:
     """nginx's (php-fpm's) own words for a failed check: the [emerg] (ERROR:) line names the file."""
     lines = [ln.strip() for ln in (res["stderr"] + "\n" + res["stdout"]).splitlines() if ln.strip()]
     named = [ln for ln in lines if "[emerg]" in ln or "ERROR:" in ln]
     return named[0] if named else "`%s` exited %d: %s" % (" ".join(res["argv"]), res["exit"], tail(res))
 
 
-def op_validate(req):
+def op_validate(req: Req) -> Req:
     """--check: would the candidates pass the checks? Writes nothing that outlives the call."""
     return validate_candidates(req.get("changes", []), req.get("validate", []))
 
 
-def cannot(what, path, exc):
+def cannot(what: str, path: str, exc: BaseException) -> str:
     return "cannot %s %s: %s" % (what, path, getattr(exc, "strerror", None) or exc)
 
 
-def op_apply(req):
+class Steps:
+    """The steps of one op, in order, each with how long it took (the controller shows them)."""
+
+    def __init__(self) -> None:
+        self.list: list[Req] = []
+        self.started = now()
+
+    def add(self, name: str, ok: bool, detail: str = "", t0: float | None = None) -> None:
+        self.list.append({"step": name, "ok": ok, "detail": detail, "seconds": round(now() - (t0 or self.started), 3)})
+
+
+def op_apply(req: Req) -> Req:
     journal = Journal(req["journal_dir"])
     run_id = req["run_id"]
-    steps = []
-    started = now()
+    steps = Steps()
 
-    def step(name, ok, detail="", t0=None):
-        steps.append({"step": name, "ok": ok, "detail": detail, "seconds": round(now() - (t0 or started), 3)})
-
-    def refuse(reason, **extra):
-        return dict({"outcome": "refused", "reason": reason, "steps": steps, "written": False}, **extra)
+    def refuse(reason: str, **extra: Any) -> Req:
+        return dict({"outcome": "refused", "reason": reason, "steps": steps.list, "written": False}, **extra)
 
     t0 = now()
     lock = lock_acquire(journal.root, run_id)
     if not lock["acquired"]:
         return refuse("lock held by run %s" % lock["held"].get("run_id"))
-    step("lock", True, "held by %s (pid %d)" % (run_id, os.getpid()), t0)
+    steps.add("lock", True, "held by %s (pid %d)" % (run_id, os.getpid()), t0)
     changes = req["changes"]
     # compare-and-swap: every file must still hold the bytes the plan was made from
     t0 = now()
     for change in changes:
         try:
-            current = read(change["path"])
+            current: bytes | None = read(change["path"])
         except FileNotFoundError:
             current = None
         if (sha(current) if current is not None else None) != change["before_sha"]:
-            step("compare", False, "%s changed since the plan was made" % change["path"], t0)
+            steps.add("compare", False, "%s changed since the plan was made" % change["path"], t0)
             return refuse("%s changed since the plan was made; run again" % change["path"])
-    step("compare", True, "%d file(s) unchanged since the plan" % len(changes), t0)
+    steps.add("compare", True, "%d file(s) unchanged since the plan" % len(changes), t0)
     # validate the candidates before any of them replaces a live file
     checks = req.get("validate", [])
     in_place = list(checks)
@@ -1343,20 +1365,20 @@ def op_apply(req):
         t0 = now()
         checked = validate_candidates(changes, checks)
         if "unavailable" in checked:
-            step("validate", True, "in place after the write (%s)" % checked["unavailable"], t0)
+            steps.add("validate", True, "in place after the write (%s)" % checked["unavailable"], t0)
         else:
             for res in checked["results"]:
                 if res["exit"] != 0:
-                    step(res["name"], False, res["words"], t0)
+                    steps.add(res["name"], False, res["words"], t0)
                     return refuse(res["words"], failed_step=res["name"])
-                step(res["name"], True, "candidate passes, before the write: %s" % tail(res), t0)
+                steps.add(res["name"], True, "candidate passes, before the write: %s" % tail(res), t0)
             in_place = []
     old_handlers = {}
     TXN["active"] = True
     for sig in (signal.SIGHUP, signal.SIGTERM):
         old_handlers[sig] = signal.signal(sig, _defer)
     try:
-        return _transaction(journal, req, run_id, changes, in_place, step, steps, started)
+        return Transaction(journal, req, run_id, changes, steps).run(in_place)
     finally:
         TXN["active"] = False
         for sig, handler in old_handlers.items():
@@ -1365,194 +1387,239 @@ def op_apply(req):
             lock_release(journal.root)
 
 
-def _defer(signum, frame):
+def _defer(signum: int, frame: Any) -> None:
     TXN["stop"] = True  # a dropped connection or a TERM must not stop a transaction halfway
 
 
-def _transaction(journal, req, run_id, changes, in_place, step, steps, started):
-    actions = req.get("actions", [])
-    meta = {
-        "run_id": run_id,
-        "cause": req.get("cause"),
-        "requested_by": req.get("requested_by"),
-        "trigger": req.get("trigger"),
-        "state": "prepared",
-        "started_at": started,
-        "changes": [],
-        "validate": req.get("validate", []),
-        "actions": actions,
-        "started": [],
-    }
-    for change in changes:
-        # A new file takes the owner and mode of the file it stands beside ("like": a log among nginx's logs).
-        like = stat_of(change["like"]) if change["before_sha"] is None and change.get("like") else None
-        meta["changes"].append(
-            {
-                "path": change["path"],
-                "before_sha": change["before_sha"],
-                "after_sha": sha(base64.b64decode(change["after_b64"])),
-                # (a planned-new file that exists now was made by the validation's own `nginx -t`, which
-                # creates the logs it names, root:root 0644: it takes the owner and mode it was planned with)
-                "stat": like if like and "mode" in like else stat_of(change["path"]),
-                "backed_up": False,
-            }
-        )
+class _Failed(Exception):
+    """A step of a transaction failed after the first write: (step, detail[, outcome])."""
 
-    def closed(what, detail):
-        """A failure before any live file was written: record it, and say nothing changed."""
-        step(what, False, detail)
-        meta["state"] = "failed"
-        meta["failure"] = {"step": what, "detail": detail}
-        with contextlib.suppress(OSError):
-            journal.save(meta)
-        return {
-            "outcome": "failed",
-            "failed_step": what,
-            "reason": detail,
-            "steps": steps,
-            "written": False,
-            "restored": [],
-            "problems": [],
-            "journal": journal.run_dir(run_id),
-        }
+    def __init__(self, what: str, detail: str, outcome: str | None = None) -> None:
+        super().__init__(detail)
+        self.what, self.detail, self.outcome = what, detail, outcome
 
-    # 1. backups (bytes, owner, mode), each read back and checked, before any live file is written
-    t0 = now()
-    try:
-        journal.save(meta)
-    except OSError as exc:
-        step("journal", False, cannot("write the journal in", journal.root, exc))
-        return {
-            "outcome": "failed",
-            "failed_step": "journal",
-            "steps": steps,
-            "written": False,
-            "reason": cannot("write the journal in", journal.root, exc),
-            "restored": [],
-            "problems": [],
+
+class Transaction:
+    """One apply on this host as an explicit state machine, each state recorded in the run's journal
+    before the work it stands for (certbot's Reverter is the model: checkpoint, finalize, recover).
+
+    ``checkpoint`` (prepared): back up every file, each read back and checked; a failure here is
+    ``closed``: nothing live was written. ``activate`` (writing, then activating): write every file,
+    validate in place when that could not be done before, run the actions, probe. ``commit``
+    (committed). Any failure after the first write is ``recover``ed: every file written is restored
+    and the actions that had started run again. ``answer`` is the one place the reply is built.
+    """
+
+    def __init__(self, journal: Journal, req: Req, run_id: str, changes: list[Req], steps: Steps) -> None:
+        self.journal, self.req, self.run_id, self.changes, self.steps = journal, req, run_id, changes, steps
+        self.actions: list[Req] = req.get("actions", [])
+        self.meta: Req = {
+            "run_id": run_id,
+            "cause": req.get("cause"),
+            "requested_by": req.get("requested_by"),
+            "trigger": req.get("trigger"),
+            "state": "prepared",
+            "started_at": steps.started,
+            "changes": [],
+            "validate": req.get("validate", []),
+            "actions": self.actions,
+            "started": [],
         }
-    for index, change in enumerate(changes):
-        if change["before_sha"] is None:  # a new file (a drop-in): undone by removing it
-            meta["changes"][index].update(backed_up=True, created=True)
-            continue
-        backup = journal.backup_path(run_id, index)
+        for change in changes:
+            # A new file takes the owner and mode of the file it stands beside ("like": a log among nginx's logs).
+            like = stat_of(change["like"]) if change["before_sha"] is None and change.get("like") else None
+            self.meta["changes"].append(
+                {
+                    "path": change["path"],
+                    "before_sha": change["before_sha"],
+                    "after_sha": sha(base64.b64decode(change["after_b64"])),
+                    # (a planned-new file that exists now was made by the validation's own `nginx -t`, which
+                    # creates the logs it names, root:root 0644: it takes the owner and mode it was planned with)
+                    "stat": like if like and "mode" in like else stat_of(change["path"]),
+                    "backed_up": False,
+                }
+            )
+
+    def run(self, in_place: list[Req]) -> Req:
+        """checkpoint → activate → commit, or the failure's answer; never raises."""
+        closed = self.checkpoint()
+        if closed is not None:
+            return closed
+        what = "write"
         try:
-            data = read(change["path"])
-            if sha(data) != change["before_sha"]:
-                return closed("backup", "%s changed while it was backed up; nothing was written" % change["path"])
-            write_atomic(backup, data, mode=0o600)
-            if sha(read(backup)) != change["before_sha"]:
-                return closed("backup", "the backup %s does not read back as written" % backup)
+            verified = self.activate(in_place)
+            what = "journal"
+            self.commit()
+        except _Failed as failed:
+            return self.recover(failed.what, failed.detail, failed.outcome)
         except OSError as exc:
-            return closed("backup", cannot("back up", change["path"], exc) + " (into %s)" % backup)
-        meta["changes"][index]["backed_up"] = True
-    meta["state"] = "writing"
-    try:
-        journal.save(meta)
-    except OSError as exc:
-        return closed("backup", cannot("write the journal in", journal.root, exc))
-    step("backup", True, "%d original(s) in %s" % (len(changes), journal.run_dir(run_id)), t0)
+            if isinstance(exc, _WriteError):
+                return self.recover("write", cannot("write", exc.path, exc.cause))
+            return self.recover("journal", cannot("record the run in", self.journal.run_dir(self.run_id), exc))
+        except Exception as exc:  # a bug here must still leave the host as it was
+            return self.recover(self._doing or what, "%s: %s" % (type(exc).__name__, exc))
+        return self.answer("fixed", written=True, verified=verified)
 
-    def fail(what, detail, outcome=None):
+    def answer(self, outcome: str, **extra: Any) -> Req:
+        """The reply to the controller: the outcome, every step so far, where the journal is."""
+        return dict({"outcome": outcome, "steps": self.steps.list, "journal": self.journal.run_dir(self.run_id)},
+                    **extra)  # fmt: skip
+
+    def closed(self, what: str, detail: str) -> Req:
+        """A failure before any live file was written: record it, and say nothing changed."""
+        self.steps.add(what, False, detail)
+        self.meta["state"] = "failed"
+        self.meta["failure"] = {"step": what, "detail": detail}
+        with contextlib.suppress(OSError):
+            self.journal.save(self.meta)
+        return self.answer("failed", failed_step=what, reason=detail, written=False, restored=[], problems=[])
+
+    def checkpoint(self) -> Req | None:
+        """State prepared: back up (bytes, owner, mode) every file, each read back and checked, before any
+        live file is written; then state writing. None when done, else the closed failure's answer."""
+        t0 = now()
+        try:
+            self.journal.save(self.meta)
+        except OSError as exc:
+            reason = cannot("write the journal in", self.journal.root, exc)
+            self.steps.add("journal", False, reason)
+            answer = self.answer("failed", failed_step="journal", written=False, reason=reason, restored=[],
+                                 problems=[])  # fmt: skip
+            del answer["journal"]  # there is none to point at
+            return answer
+        for index, change in enumerate(self.changes):
+            if change["before_sha"] is None:  # a new file (a drop-in): undone by removing it
+                self.meta["changes"][index].update(backed_up=True, created=True)
+                continue
+            backup = self.journal.backup_path(self.run_id, index)
+            try:
+                data = read(change["path"])
+                if sha(data) != change["before_sha"]:
+                    return self.closed(
+                        "backup", "%s changed while it was backed up; nothing was written" % change["path"]
+                    )
+                write_atomic(backup, data, mode=0o600)
+                if sha(read(backup)) != change["before_sha"]:
+                    return self.closed("backup", "the backup %s does not read back as written" % backup)
+            except OSError as exc:
+                return self.closed("backup", cannot("back up", change["path"], exc) + " (into %s)" % backup)
+            self.meta["changes"][index]["backed_up"] = True
+        self.meta["state"] = "writing"
+        try:
+            self.journal.save(self.meta)
+        except OSError as exc:
+            return self.closed("backup", cannot("write the journal in", self.journal.root, exc))
+        self.steps.add(
+            "backup", True, "%d original(s) in %s" % (len(self.changes), self.journal.run_dir(self.run_id)), t0
+        )
+        return None
+
+    _doing = ""  # the file being written, for a failure's message
+
+    def activate(self, in_place: list[Req]) -> bool:
+        """States writing, then activating: write every file, validate in place (only when it could not be
+        done before), run the actions, probe. Raises _Failed; True when a probe answered."""
+        t0 = now()
+        for index, change in enumerate(self.changes):
+            self._doing = change["path"]
+            if self.meta["changes"][index].get("created"):
+                # A new file (a systemd drop-in) may need its directory: made here, recorded first,
+                # removed again by a restore when it is still empty.
+                made = missing_dirs(os.path.dirname(change["path"]))
+                if made:
+                    self.meta["changes"][index]["made_dirs"] = made
+                    self.journal.save(self.meta)
+                    for directory in made:
+                        _written(os.mkdir, change["path"], directory, 0o755)
+            data = base64.b64decode(change["after_b64"])
+            _written(write_atomic, change["path"], change["path"], data, like=self.meta["changes"][index]["stat"])
+            self.meta["changes"][index]["written"] = True
+        self._doing = ""
+        self.steps.add("write", True, ", ".join(c["path"] for c in self.changes) or "no files", t0)
+        self.meta["state"] = "activating"
+        self.journal.save(self.meta)
+        if self.req.get("test_pause_after_write"):
+            time.sleep(self.req["test_pause_after_write"])
+        for check in in_place:
+            t0 = now()
+            res = run(check["argv"])
+            if res["exit"] != 0:
+                raise _Failed(check["name"], check_failure(res))
+            self.steps.add(check["name"], True, "in place: " + tail(res), t0)
+        for index, action in enumerate(self.actions):
+            self.meta["started"].append(index)
+            self.journal.save(self.meta)
+            t0 = now()
+            failure = run_action(action, self.steps.add, t0)
+            if failure:
+                raise _Failed(*failure)
+        if not self.req.get("probes"):
+            return False
+        t0 = now()
+        budget = self.req.get("probe_budget", 10)
+        bad_statuses = set(self.req.get("bad_statuses", [502, 504]))
+        statuses = probe(self.req["probes"], budget, bad_statuses)
+        bad, answered = judge(statuses, bad_statuses)
+        if bad:
+            said = ", ".join("%s -> %s" % kv for kv in bad.items())
+            raise _Failed("probe", "still failing after %ss: %s" % (budget, said))
+        self.steps.add("probe", bool(answered), ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
+        return answered > 0
+
+    def commit(self) -> None:
+        """State committed: the run is done and stays so (a rollback by hand can still undo it)."""
+        self.meta["state"] = "committed"
+        self.meta["finished"] = now()
+        self.journal.save(self.meta)
+
+    def recover(self, what: str, detail: str, outcome: str | None = None) -> Req:
         """A failure after the first write: restore every file written, rerun what had started."""
-        step(what, False, detail)
+        self.steps.add(what, False, detail)
         t1 = now()
-        restored, problems = restore_files(journal, meta, force=False)
+        meta = self.meta
+        restored, problems = restore_files(self.journal, meta, force=False)
         problems += finish_restore(meta, restored)
         meta["state"] = "restore-incomplete" if problems else ("rolled-back" if restored else "failed")
         meta["failure"] = {"step": what, "detail": detail}
         try:
-            journal.save(meta)
+            self.journal.save(meta)
         except OSError as exc:
-            problems.append(cannot("record the outcome in", journal.run_dir(run_id), exc))
+            problems.append(cannot("record the outcome in", self.journal.run_dir(self.run_id), exc))
         rerun = [a["service"] for i, a in enumerate(meta["actions"]) if i in set(meta["started"])]
         began = bool(restored or meta["started"])
         did = "restored %s" % (", ".join(restored) or "nothing (no file had changed)")
         if restored and rerun:
             did += "; then %s again" % ", ".join(rerun)
-        step("restore", not problems, did + ("; " + "; ".join(problems) if problems else ""), t1)
-        return {
-            # rolled back: the host was being changed (a file written, an action begun) and is as it was
-            "outcome": "failed" if problems else outcome or ("rolled-back" if began else "failed"),
-            "failed_step": what,
-            "reason": detail,
-            "steps": steps,
-            "written": any(c.get("written") for c in meta["changes"]),
-            "began": [a["service"] for i, a in enumerate(meta["actions"]) if i in set(meta["started"])],
-            "restored": restored,
-            "problems": problems,
-            "journal": journal.run_dir(run_id),
-        }
+        self.steps.add("restore", not problems, did + ("; " + "; ".join(problems) if problems else ""), t1)
+        # rolled back: the host was being changed (a file written, an action begun) and is as it was
+        return self.answer(
+            "failed" if problems else outcome or ("rolled-back" if began else "failed"),
+            failed_step=what,
+            reason=detail,
+            written=any(c.get("written") for c in meta["changes"]),
+            began=rerun,
+            restored=restored,
+            problems=problems,
+        )
 
-    # 2. write, 3. validate in place (only when it could not be done before), 4. actions, 5. probe
-    what, t0 = "write", now()
-    verified = False
+
+class _WriteError(OSError):
+    """Writing a live file (or its directory) failed: said as "cannot write PATH", not as the journal."""
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.path, self.cause = path, cause
+
+
+def _written(call: Any, path: str, *args: Any, **kwargs: Any) -> None:
+    """``call(*args)`` for the live file ``path``: an OSError is that file's failure."""
     try:
-        for index, change in enumerate(changes):
-            what = change["path"]
-            if meta["changes"][index].get("created"):
-                # A new file (a systemd drop-in) may need its directory: made here, recorded first,
-                # removed again by a restore when it is still empty.
-                made = missing_dirs(os.path.dirname(change["path"]))
-                if made:
-                    meta["changes"][index]["made_dirs"] = made
-                    journal.save(meta)
-                    for directory in made:
-                        os.mkdir(directory, 0o755)
-            write_atomic(change["path"], base64.b64decode(change["after_b64"]), like=meta["changes"][index]["stat"])
-            meta["changes"][index]["written"] = True
-        what = "write"
-        step("write", True, ", ".join(c["path"] for c in changes) or "no files", t0)
-        meta["state"] = "activating"
-        journal.save(meta)
-        if req.get("test_pause_after_write"):
-            time.sleep(req["test_pause_after_write"])
-        for check in in_place:
-            t0 = now()
-            res = run(check["argv"])
-            if res["exit"] != 0:
-                return fail(check["name"], check_failure(res))
-            step(check["name"], True, "in place: " + tail(res), t0)
-        for index, action in enumerate(actions):
-            meta["started"].append(index)
-            journal.save(meta)
-            t0 = now()
-            failure = run_action(action, step, t0)
-            if failure:
-                return fail(*failure)
-        if req.get("probes"):
-            t0 = now()
-            bad_statuses = set(req.get("bad_statuses", [502, 504]))
-            statuses = probe(req["probes"], req.get("probe_budget", 10), bad_statuses)
-            bad, answered = judge(statuses, bad_statuses)
-            if bad:
-                return fail(
-                    "probe",
-                    "still failing after %ss: %s"
-                    % (req.get("probe_budget", 10), ", ".join("%s -> %s" % kv for kv in bad.items())),
-                )
-            step("probe", bool(answered), ", ".join("%s -> %s" % kv for kv in statuses.items()), t0)
-            verified = answered > 0
-        meta["state"] = "committed"
-        meta["finished"] = now()
-        what = "journal"
-        journal.save(meta)
+        call(*args, **kwargs)
     except OSError as exc:
-        if what == "write" or what == "journal":
-            return fail("journal", cannot("record the run in", journal.run_dir(run_id), exc))
-        return fail("write", cannot("write", what, exc))
-    except Exception as exc:  # a bug here must still leave the host as it was
-        return fail(what, "%s: %s" % (type(exc).__name__, exc))
-    return {
-        "outcome": "fixed",
-        "steps": steps,
-        "journal": journal.run_dir(run_id),
-        "written": True,
-        "verified": verified,
-    }
+        raise _WriteError(path, exc) from exc
 
 
-def run_action(action, step, t0):
+def run_action(action: Req, step: Callable[..., None], t0: float) -> tuple[str, ...] | None:
     """Run one action; None when it succeeded, else (step name, detail[, outcome])."""
     if action["kind"] == "reload":
         ok, detail = reload_nginx(action)
@@ -1607,7 +1674,7 @@ def run_action(action, step, t0):
     return action["kind"], "unknown action kind %r" % action["kind"]
 
 
-def op_rollback(req):
+def op_rollback(req: Req) -> Req:
     journal = Journal(req["journal_dir"])
     meta = journal.meta(req["target"])
     if meta is None:
@@ -1651,7 +1718,7 @@ def op_rollback(req):
         lock_release(journal.root)
 
 
-def op_status(req):
+def op_status(req: Req) -> Req:
     """What the journal says of ``target`` (a run id), and who holds the lock."""
     journal = Journal(req["journal_dir"], create=False)
     out = {"lock": lock_holder(journal.root)}
@@ -1665,7 +1732,7 @@ def op_status(req):
     return out
 
 
-def op_unlock(req):
+def op_unlock(req: Req) -> Req:
     """Ask the lock's holder to let go: SIGTERM, which it defers until a transaction in progress ends."""
     journal = Journal(req["journal_dir"], create=False)
     held = lock_holder(journal.root)
@@ -1697,7 +1764,7 @@ def op_unlock(req):
     }
 
 
-def _is_helper(pid):
+def _is_helper(pid: int) -> bool:
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as fh:
             return b"The helper remediate runs *on the host*" in fh.read()
@@ -1716,18 +1783,18 @@ OPS = {
 }
 
 
-def handle(req):
+def handle(req: Req) -> Req:
     try:
         return OPS[req["op"]](req)
     except Exception as exc:  # reported as data: the controller turns it into one line
         return {"outcome": "failed", "error": "%s: %s" % (type(exc).__name__, exc)}
 
 
-def session(idle):
+def session(idle: float) -> None:
     """Serve one request per line until the controller goes away: EOF, or ``idle`` seconds of silence."""
-    stdin, buf = sys.stdin.buffer.raw.fileno(), b""
+    stdin, buf = sys.stdin.fileno(), b""
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -1758,7 +1825,7 @@ def session(idle):
             lock_release(root)
 
 
-def main():
+def main() -> None:
     if sys.argv[1:2] == ["session"]:
         session(float(sys.argv[2]) if len(sys.argv) > 2 else 10.0)
         return

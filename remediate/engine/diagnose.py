@@ -463,11 +463,11 @@ def offline(source: str | bytes, since: float) -> Diagnosis:
     tally = Tally()
     if isinstance(source, str):
         # Streamed in bounded pieces: time linear in the window, memory independent of it.
-        cutoff = hostside.cutoff_of(since, newest)  # type: ignore[no-untyped-call]
-        spans, files = hostside.window_spans(source, cutoff)  # type: ignore[no-untyped-call]
+        cutoff = hostside.cutoff_of(since, newest)
+        spans, files = hostside.window_spans(source, cutoff)
         for name, start, end in spans:
             carry = b""
-            for block in hostside.read_span(name, start, end):  # type: ignore[no-untyped-call]
+            for block in hostside.read_span(name, start, end):
                 block = carry + block
                 cut = block.rfind(b"\n") + 1
                 carry = block[cut:]
@@ -478,7 +478,7 @@ def offline(source: str | bytes, since: float) -> Diagnosis:
         window["bytes"] = sum(end - start for _, start, end in spans)
     else:
         cutoff = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(newest - since)).encode()
-        start = hostside._first_at_or_after(source, cutoff)  # type: ignore[no-untyped-call]
+        start = hostside._first_at_or_after(source, cutoff)
         data = source[start:] if stamps else source
         tally.add(data.decode("utf-8", "surrogateescape"))
         window = {"path": "-", "cutoff": cutoff.decode(), "files": [{"path": "-", "bytes": len(data)}]}
