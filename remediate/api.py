@@ -46,7 +46,7 @@ from remediate.outcomes import Outcome, worst_exit
 from remediate.transport.base import Transport
 
 if TYPE_CHECKING:
-    from remediate.engine.harden import HostAudit
+    from remediate.engine.harden_host import HostAudit
 
 __all__ = ["TRIGGERS", "Connections", "Remediate", "diagnosing", "fixing", "hardening", "hardening_fixes", "open"]
 
@@ -104,7 +104,7 @@ class Remediate:
 
     def harden(self, host: str | Host) -> HostAudit:
         """The hardening rules over ``host``'s nginx config and the services behind it; nothing is written."""
-        from remediate.engine.harden import audit_host
+        from remediate.engine.harden_host import audit_host
 
         target = self.host(host)
         return self._kept(target, lambda t: audit_host(target, self.inventory, transport=t))
@@ -120,7 +120,7 @@ class Remediate:
         show: Callable[[Report], None] | None = None,
     ) -> Report:
         """Fix one hardening rule's findings on ``host`` through the guarded transaction (playbooks/harden)."""
-        from remediate.engine.harden import playbooks_dir
+        from remediate.engine.harden_host import playbooks_dir
         from remediate.engine.run import RunOptions, run
         from remediate.harden import FIXABLE
 

@@ -17,7 +17,7 @@ from remediate.engine.fleet import HostResult, batches, parse_serial, rollout
 from remediate.errors import UsageError
 from remediate.hosts.inventory import Host, Inventory, load_inventory
 from remediate.lab.core import PROBES, Lab
-from remediate.lab.hosts import WebHost
+from remediate.lab.webhost import WebHost
 from remediate.outcomes import Outcome, worst_exit
 
 

@@ -15,7 +15,7 @@ from remediate.engine.render import render_template
 from remediate.errors import InputError, Refused
 from remediate.evidence.framework import Context
 from remediate.hosts.inventory import Host
-from remediate.hosts.services import log_argv, restart_argv
+from remediate.hosts.managers import log_argv, restart_argv
 
 __all__ = [
     "INI_MARKER",

@@ -8,7 +8,7 @@ from typing import Any
 from remediate.evidence.framework import Collector, Context, Request, log_hits, new_request, no_ask
 from remediate.evidence.routing import pass_addresses, probes_where
 from remediate.hosts.inventory import Host, Inventory
-from remediate.hosts.services import status_argv
+from remediate.hosts.managers import status_argv
 
 # -- refused_upstreams -------------------------------------------------------------------
 

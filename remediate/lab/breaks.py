@@ -17,8 +17,8 @@ from typing import Protocol
 
 from remediate.errors import LabError, UsageError
 from remediate.lab import files, procs
-from remediate.lab.hosts import WebHost, each
 from remediate.lab.probes import PROBES
+from remediate.lab.webhost import WebHost, each
 
 
 class Lab(Protocol):

@@ -1,7 +1,7 @@
 """The lab: real nginx, sshd, php-fpm, supervisord, dnsmasq and backends on loopback.
 
 A fleet of web hosts and one app host on one machine, each with its own address, sshd and
-service manager (see remediate.lab.hosts):
+service manager (see remediate.lab.webhost):
 
 * ``web01`` (NET.1), and with ``--web-hosts N`` also ``web02``..``webNN`` (NET.12 upwards): nginx
   under its own prefix (Debian-like layout), php-fpm on a unix socket and sshd, run by the host's
@@ -34,8 +34,8 @@ from typing import Any
 from remediate.errors import LabError, UsageError
 from remediate.lab import files, procs
 from remediate.lab.breaks import BREAKS, CAUSES, Break, find_break
-from remediate.lab.hosts import MAX_WEB_HOSTS, AppHost, LabConfig, WebHost, each
 from remediate.lab.probes import PROBES, wait_healthy
+from remediate.lab.webhost import MAX_WEB_HOSTS, AppHost, LabConfig, WebHost, each
 
 __all__ = ["APT_PACKAGES", "BREAKS", "CAUSES", "PROBES", "Break", "Lab", "LabConfig", "find_break"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from remediate.lab import procs
-from remediate.lab.hosts import AppHost, LabConfig, WebHost
 from remediate.lab.probes import PROBES
+from remediate.lab.webhost import AppHost, LabConfig, WebHost
 
 __all__ = ["build", "render", "rewrite_site", "write_shared_baseline", "write_web_baseline"]
 

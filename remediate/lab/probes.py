@@ -11,7 +11,7 @@ from remediate.errors import LabError
 
 
 class Probed(Protocol):
-    """What wait_healthy needs of a web host (remediate.lab.hosts.WebHost is one)."""
+    """What wait_healthy needs of a web host (remediate.lab.webhost.WebHost is one)."""
 
     @property
     def name(self) -> str: ...

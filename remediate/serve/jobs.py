@@ -107,7 +107,7 @@ def report_hash(report: Any) -> str:
 
 
 class Runner:
-    """``config.workers`` threads running ledger jobs (in the worker process: remediate.serve.worker)."""
+    """``config.workers`` threads running ledger jobs (in the worker process: remediate.serve.dispatcher)."""
 
     def __init__(self, config: ServeConfig, rem: Remediate, stores: Stores, notifier: Notifier) -> None:
         self.config, self.rem, self.stores, self.notifier = config, rem, stores, notifier

@@ -20,6 +20,7 @@ from remediate.errors import RemediateError
 from remediate.hosts.inventory import Host, load_inventory
 from remediate.serve.commands import USAGE, Command, parse_command
 from remediate.serve.config import ServeConfig
+from remediate.serve.dispatcher import WorkerProcess
 from remediate.serve.gate import (
     JSON_TYPE,
     REPLAY_WINDOW,
@@ -33,7 +34,6 @@ from remediate.serve.gate import (
 from remediate.serve.jobs import Stores
 from remediate.serve.metrics import Metrics
 from remediate.serve.notify import Notifier, mrkdwn
-from remediate.serve.worker import WorkerProcess
 from remediate.stores.db import errors
 
 __all__ = ["REPORT_INTERVAL", "Dispatcher", "Service", "log"]
@@ -42,7 +42,7 @@ log = structlog.get_logger("remediate.serve")
 
 
 class Dispatcher(Protocol):
-    """Who runs the ledger's jobs. Two engines: the embedded worker process (remediate.serve.worker,
+    """Who runs the ledger's jobs. Two engines: the embedded worker process (remediate.serve.dispatcher,
     the default), or Procrastinate on PostgreSQL (remediate.serve.queued.ServiceQueue, with ``queue:``)."""
 
     def start(self) -> None: ...

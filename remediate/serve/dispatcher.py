@@ -2,7 +2,7 @@
 
 Jobs are SSH sessions, nginx config parsing and crypto: CPU in Python. In the process that
 answers Slack and Alertmanager they would hold the GIL while 50 requests wait for their ack, so
-``remediate serve`` starts this process beside it (``python -m remediate.serve.worker --config
+``remediate serve`` starts this process beside it (``python -m remediate.serve.dispatcher --config
 FILE``). The two share nothing but the state directory's SQLite files: the HTTP process records
 jobs, this one claims and runs them (remediate.serve.jobs.Runner). A line on its stdin means "a
 job was recorded, look now" (otherwise it looks every half second); end of stdin or SIGTERM
@@ -39,7 +39,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module, the config path we were given
-            [sys.executable, "-m", "remediate.serve.worker", "--config", self.config_path],
+            [sys.executable, "-m", "remediate.serve.dispatcher", "--config", self.config_path],
             stdin=subprocess.PIPE,
         )
         self.starts += 1
