@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from remediate.engine.playbook import find_playbook
 from remediate.engine.replay import MAX_REPLAYS, replay_uris, replays
 from remediate.errors import InventoryError
 from remediate.evidence.classify import classify_text
@@ -59,7 +60,7 @@ def test_replays_are_the_failing_get_requests_of_the_cause_newest_first() -> Non
             'upstream: "http://127.0.0.1:8001/slow", host: "example.org"',
         ]
     )
-    specs = replays(SITE, list(classify_text(log)), "socket")
+    specs = replays(SITE, list(classify_text(log)), find_playbook("socket").replays)
     assert specs == [
         {"url": "http://127.0.0.1:8080/b.php?x=1", "host": "shop", "method": "GET"},
         {"url": "http://127.0.0.1:80/a.php", "host": "example.org", "method": "GET"},
@@ -69,7 +70,7 @@ def test_replays_are_the_failing_get_requests_of_the_cause_newest_first() -> Non
 def test_replays_are_bounded_and_follow_a_port_in_the_host_header() -> None:
     """At most MAX_REPLAYS distinct requests; a Host header with a port picks that listen."""
     lines = [_line("GET", f"/{n}.php", "shop:8080") for n in range(MAX_REPLAYS + 4)]
-    specs = replays(SITE, list(classify_text("\n".join(lines))), "socket")
+    specs = replays(SITE, list(classify_text("\n".join(lines))), find_playbook("socket").replays)
     assert len(specs) == MAX_REPLAYS
     assert all(s["url"].startswith("http://127.0.0.1:8080/") for s in specs)
     assert replay_uris(SITE, ["/api/users", "not-a-uri"]) == [

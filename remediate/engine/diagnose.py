@@ -32,15 +32,6 @@ __all__ = [
     "summarize",
 ]
 
-#: The playbooks that can confirm a label. A refused connect may be `down` or `proxy-pass`.
-PLAYBOOKS = {
-    "socket": ["socket"],
-    "down": ["down", "proxy-pass", "dns"],  # a refused connect: crashed, wrong port, or a moved name
-    "timeout": ["timeout"],
-    "dns": ["dns"],
-    "invalid-response": ["invalid-response"],
-    "workers": ["workers"],
-}
 _ACCESS_5XX = re.compile(r'" 50[24] ')
 # The runbook's upstream_timing log_format: upstream=$upstream_addr upstream_status=$upstream_status
 _ACCESS_UPSTREAM = re.compile(r"upstream(?:_addr)?=(?P<addrs>\S+(?:, \S+)*) upstream_status=(?P<codes>\S+(?:, \S+)*)")
@@ -215,12 +206,14 @@ def gather_candidates(
     ``first_call`` sends the one request to ``host`` (a run sends it through its locked session);
     ``pool`` opens the other hosts' transports (remediate.engine.session.Transports)."""
     from remediate.engine.gather import ask_hosts, evidence_request, finish_evidence, read_evidence, remote_asks
-    from remediate.engine.playbook import find_playbook
+    from remediate.engine.playbook import candidates, load_playbooks
     from remediate.errors import Refused
     from remediate.evidence.window import merge_window, window_request
 
     since = 900.0 if since is None else since
-    books = {cause: find_playbook(cause, playbooks) for cause in CANDIDATES}
+    loaded = load_playbooks(playbooks)
+    by_label = candidates(loaded)  # label → the playbooks that confirm it, in rank order (their `confirms:`)
+    books = {cause: loaded[cause] for causes in by_label.values() for cause in causes}
     request = evidence_request(host, list(books.values()), since=since)
     request["window"] = window_request(host, since)
     if host["nginx_access_log"] not in request["logs"]:
@@ -235,19 +228,19 @@ def gather_candidates(
         other,
     )  # fmt: skip
     diagnosis.access_peers = access_peers(access)
-    confirmable = [f for f in findings if f.label in PLAYBOOKS]
+    confirmable = [f for f in findings if f.label in by_label]
     newest = max((f.last for f in confirmable if f.last), default="")
     # 502s in the access log after the newest error-log cause line: a failure the error log does not show
     # (a proxy_pass that rewrites the path), hidden behind older lines of causes since fixed.
-    candidates = {c for f in confirmable for c in PLAYBOOKS.get(f.label, [])}
-    if confirmable and "proxy-pass" not in candidates and any(t > newest for t in _access_5xx_times(access)):
+    asked = {c for f in confirmable for c in by_label[f.label]}
+    if confirmable and "proxy-pass" not in asked and any(t > newest for t in _access_5xx_times(access)):
         confirmable = []
     if not confirmable and _ACCESS_5XX.search(access):
         # 502s with no error-log cause: a proxy_pass that rewrites the path shows only there.
         found = Finding("access-log-502", count=len(_ACCESS_5XX.findall(access)), example="(access log)")
         findings.append(found)
         confirmable = [found]
-    causes = list(dict.fromkeys(c for f in confirmable for c in PLAYBOOKS.get(f.label, ["proxy-pass"])))
+    causes = list(dict.fromkeys(c for f in confirmable for c in by_label[f.label]))
     options = options or {}
     contexts: dict[str, Context] = {}
     failed: dict[str, str] = {}  # a playbook whose evidence cannot be read (a route remediate cannot tell)
@@ -271,7 +264,7 @@ def gather_candidates(
             failed[c] = str(exc)
             del contexts[c]
     for found in confirmable:
-        for cause in PLAYBOOKS.get(found.label, ["proxy-pass"]):
+        for cause in by_label[found.label]:
             outcome = ("refused", {}, failed[cause]) if cause in failed else _outcome(books[cause], contexts[cause])
             _judge(found, cause, *outcome)
             if found.fixable:
@@ -280,10 +273,6 @@ def gather_candidates(
         _consequence(no_live, confirmable, remote)
     _verdict(diagnosis)
     return diagnosis, contexts
-
-
-#: Every playbook a diagnosis may ask to confirm a label.
-CANDIDATES = (*dict.fromkeys(c for causes in PLAYBOOKS.values() for c in causes), "proxy-pass")
 
 
 def _outcome(book: Any, ctx: Context) -> tuple[str, dict[str, Any], str]:
@@ -357,7 +346,9 @@ def _peer_asks(
 def _consequence(found: Finding, confirmable: list[Finding], remote: dict[str, Any]) -> None:
     """ "no live upstreams" is what nginx says once every peer has failed: name the failure that did it."""
     strong = ("high", "confirmed, not fixable", "over")
-    causes = [f for f in confirmable if f.label in PLAYBOOKS and f.confidence in strong]
+    from remediate.engine.playbook import PSEUDO_LABELS
+
+    causes = [f for f in confirmable if f.label not in PSEUDO_LABELS and f.confidence in strong]
     found.confidence = "consequence"
     if causes:
         found.cause = causes[0].cause or causes[0].label
@@ -491,7 +482,10 @@ def offline(source: str | bytes, since: float) -> Diagnosis:
         other,
     )
     # No host: nothing can confirm the log, so the verdict is what the log alone shows.
-    causes = [f for f in findings if f.label in PLAYBOOKS]
+    from remediate.engine.playbook import candidates, load_playbooks
+
+    confirmed = candidates(load_playbooks())
+    causes = [f for f in findings if f.label in confirmed]
     if len(causes) == 1:
         diagnosis.verdict = causes[0].label
         diagnosis.reason = f"{causes[0].count} line(s) show it; unconfirmed (no host to check the evidence on)"

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from remediate.errors import InputError, RemediateError
+from remediate.evidence.classify import LABELS
 from remediate.evidence.framework import Context
 from remediate.evidence.registry import COLLECTORS
 from remediate.resources import playbooks_dir
 
-__all__ = ["Decision", "Playbook", "Step", "find_playbook", "load_playbook", "load_playbooks"]
+__all__ = [
+    "PSEUDO_LABELS", "Decision", "Playbook", "Step", "candidates", "find_playbook", "load_playbook", "load_playbooks",
+]  # fmt: skip
+
+#: Labels a diagnosis gives that the classifier does not: 502s the access log shows and the error log does not.
+PSEUDO_LABELS = ("access-log-502",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ class Playbook:
     decisions: list[Decision] = field(default_factory=list)
     fixes: dict[str, list[Step]] = field(default_factory=dict)
     verify: list[dict[str, Any]] = field(default_factory=list)
+    #: The classifier's labels this playbook can confirm, each with its rank among the playbooks that
+    #: confirm it (1 first): a diagnosis asks them in that order, and the first fixable one stands.
+    confirms: dict[str, int] = field(default_factory=dict)
+    #: The labels whose error-log lines are the requests this cause's fix must make succeed (replayed).
+    replays: tuple[str, ...] = ()
 
     def decide(self, ctx: Context) -> tuple[Decision, str]:
         """The first decision whose condition holds, with its reason rendered."""
@@ -141,13 +152,27 @@ def load_playbook(path: Path) -> Playbook:
     for key in ("cause", "summary", "evidence", "decisions"):
         if key not in data:
             raise fail(f"missing `{key}:`", 1)
-    unknown = set(data) - {"cause", "summary", "runbook", "evidence", "decisions", "fixes", "verify"}
+    unknown = set(data) - {"cause", "summary", "runbook", "confirms", "replays", "evidence", "decisions", "fixes",
+                           "verify"}  # fmt: skip
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unexpected key {key!r}", line(data, key))
     book = Playbook(
         cause=str(data["cause"]), summary=str(data["summary"]), path=name, runbook=str(data.get("runbook", ""))
     )
+    known = (*LABELS, *PSEUDO_LABELS)
+    confirms = data.get("confirms") or {}
+    if not isinstance(confirms, dict):
+        raise fail("`confirms:` maps a label to its rank, like `{timeout: 1}`", line(data, "confirms"))
+    for label, rank in confirms.items():
+        if label not in known or isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise fail(f"`confirms:` {label!r}: {rank!r} is not a label ({', '.join(known)}) and a rank ≥ 1",
+                       line(data, "confirms"))  # fmt: skip
+        book.confirms[str(label)] = rank
+    replayed = data.get("replays") or []
+    if not isinstance(replayed, list) or not all(label in known for label in replayed):
+        raise fail(f"`replays:` is a list of labels ({', '.join(known)})", line(data, "replays"))
+    book.replays = tuple(str(label) for label in replayed)
     for item in data["evidence"] or []:
         if not isinstance(item, dict) or "name" not in item or "collect" not in item:
             raise fail("each evidence step needs `name` and `collect`", line(item))
@@ -212,6 +237,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def candidates(books: dict[str, Playbook]) -> dict[str, list[str]]:
+    """Label → the causes whose playbooks confirm it, in their rank order (from each ``confirms:``)."""
+    ranked = sorted((rank, label, cause) for cause, book in books.items() for label, rank in book.confirms.items())
+    by_label: dict[str, list[str]] = {}
+    for _, label, cause in ranked:
+        by_label.setdefault(label, []).append(cause)
+    return by_label
 
 
 def load_playbooks(extra: list[str] | None = None) -> dict[str, Playbook]:

@@ -20,29 +20,19 @@ from typing import Any
 from remediate.evidence.classify import Line
 from remediate.nginx import NginxConfig
 
-__all__ = ["CAUSE_LABELS", "MAX_REPLAYS", "replay_uris", "replays"]
+__all__ = ["MAX_REPLAYS", "replay_uris", "replays"]
 
 MAX_REPLAYS = 5
 
-#: The classifier's labels whose lines are the requests a cause's fix must make succeed.
-CAUSE_LABELS: dict[str, tuple[str, ...]] = {
-    "socket": ("socket",),
-    "down": ("down", "no-live-upstreams"),
-    "proxy-pass": ("down",),
-    "dns": ("dns", "down", "no-live-upstreams"),
-    "timeout": ("timeout",),
-    "invalid-response": ("invalid-response",),
-    "workers": ("workers",),
-}
 
 _REQUEST = re.compile(r', request: \\?"(?P<method>[A-Z]+) (?P<uri>/[^\s"\\]*) HTTP/[0-9.]+\\?"')
 _HOST = re.compile(r', host: \\?"(?P<host>[A-Za-z0-9.\-\[\]:]+)\\?"')
 _SAFE = ("GET", "HEAD")
 
 
-def replays(config: NginxConfig | None, lines: list[Line], cause: str) -> list[dict[str, Any]]:
-    """Probe specs ({"url", "host", "method"}) for the failing requests of ``cause``, newest first."""
-    labels = CAUSE_LABELS.get(cause, ())
+def replays(config: NginxConfig | None, lines: list[Line], labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Probe specs ({"url", "host", "method"}) for the failing requests of lines labelled ``labels`` (a
+    playbook's ``replays:``), newest first."""
     seen: dict[tuple[str, str, str], dict[str, Any]] = {}
     for line in reversed(lines):
         if line.label not in labels:

@@ -28,8 +28,8 @@ from remediate.engine.hoststate import (
     lock_message,
 )
 from remediate.engine.plan import Plan
-from remediate.engine.playbook import Playbook, find_playbook, render
-from remediate.engine.replay import CAUSE_LABELS, replay_uris, replays
+from remediate.engine.playbook import Playbook, find_playbook, load_playbooks, render
+from remediate.engine.replay import replay_uris, replays
 from remediate.engine.report import Report, check_trigger, local_user
 from remediate.engine.session import HelperSession, Transports, call_helper
 from remediate.errors import (
@@ -202,7 +202,8 @@ def _run(
             # A healthy host: no line of any cause in the window, or each cause's evidence says it has
             # passed. A script driven by alerts needs "nothing to do" (exit 0) here, not a refusal; but
             # "passed" is only believed once the requests that failed answer again.
-            still = _still_failing(host, contexts, opened[0] if opened else None, transport)
+            books = load_playbooks(playbook_dirs)
+            still = _still_failing(host, contexts, books, opened[0] if opened else None, transport)
             if still:
                 raise Refused(
                     f"{host.name}: --cause auto: the evidence says every cause has passed"
@@ -274,7 +275,7 @@ def _run(
             probes += replay_uris(ctx.config, [value] if isinstance(value, str) else list(value))
     # The requests that failed, replayed through nginx: "fixed" means they succeed now.
     log_now = error_log_of(ctx)
-    probes += replays(ctx.config, log_now.classified if log_now else [], report.cause)
+    probes += replays(ctx.config, log_now.classified if log_now else [], book.replays)
     # Other hosts first (restart the backend), each its own guarded transaction; then the web host
     # (its changes, reload, and the probes through nginx).
     named = [c.host for c in plan.changes] + [a.host for a in plan.actions]
@@ -316,7 +317,7 @@ def _run(
         raise after_drop(host, report.run_id, exc) from None
     report.steps += answer.get("steps", [])
     finish_report(report, answer, reason, log)
-    if report.outcome is Outcome.FIXED and not answer.get("verified") and report.cause in CAUSE_LABELS:
+    if report.outcome is Outcome.FIXED and not answer.get("verified") and book.replays:
         # (a harden fix prevents a failure that is not happening: its check is the audit run again)
         report.outcome = Outcome.APPLIED_UNVERIFIED
         why = (
@@ -331,13 +332,17 @@ def _run(
 
 
 def _still_failing(
-    host: Host, contexts: dict[str, Context], session: HelperSession | None, transport: Transport
+    host: Host,
+    contexts: dict[str, Context],
+    books: dict[str, Playbook],
+    session: HelperSession | None,
+    transport: Transport,
 ) -> str:
     """The window's failed requests, asked once more through nginx (read-only): those that still fail."""
     specs: list[dict[str, Any]] = []
     for cause, ctx in contexts.items():
         log = error_log_of(ctx)
-        specs += replays(ctx.config, log.classified if log else [], cause)
+        specs += replays(ctx.config, log.classified if log else [], books[cause].replays)
     if not specs:
         return ""
     request = {"op": "collect", "replay": {"probes": distinct_probes(specs), "bad": [500, 502, 503, 504]}}

@@ -1,24 +1,37 @@
 """Every collector by name, and the two steps of an evidence round over them: ask, then read.
 
-The collector modules are listed here, not registered by importing them: a reader sees every
-collector's module in one place, and importing any one of them has no effect on the others.
+Each module of this package that defines ``COLLECTORS`` is one family of collectors; the registry
+finds them here, when it is imported, by listing the package (importing a collector module has no
+effect on anything else). A new collector is a new module beside the others: nothing to register.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
-from remediate.evidence import dns, down, hardening, proxy_pass, response, routing, socket, timeout, window, workers
+import remediate.evidence
 from remediate.evidence.framework import Collector, Context, Request, new_request
 from remediate.hosts.inventory import Host
 
 __all__ = ["COLLECTORS", "build_request", "interpret"]
 
+
+def _families() -> list[Any]:
+    """The collector modules of this package (those that define COLLECTORS), by name."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(remediate.evidence.__path__), key=lambda i: i.name):
+        if info.name not in ("framework", "registry", "classify"):
+            module = importlib.import_module(f"remediate.evidence.{info.name}")
+            if hasattr(module, "COLLECTORS"):
+                found.append(module)
+    return found
+
+
 #: Every collector a playbook may name, by name.
 COLLECTORS: dict[str, Collector] = {
-    collector.name: collector
-    for module in (routing, socket, window, down, timeout, proxy_pass, dns, response, workers, hardening)
-    for collector in module.COLLECTORS
+    collector.name: collector for module in _families() for collector in module.COLLECTORS
 }
 
 
