@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pg import Postgres  # noqa: E402
+from support.pg import Postgres  # noqa: E402
 
 from remediate.hosts.inventory import load_inventory  # noqa: E402
 from remediate.queue import producer, schema  # noqa: E402

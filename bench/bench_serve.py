@@ -37,7 +37,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from serving import AM_TOKEN, FakeSlack, Service, alert, alert_payload, signed, slash_body  # noqa: E402
+from support.serving import AM_TOKEN, FakeSlack, Service, alert, alert_payload, signed, slash_body  # noqa: E402
 
 from remediate.lab.core import PROBES, Lab, LabConfig  # noqa: E402
 

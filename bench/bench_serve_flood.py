@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from serving import (
+from support.serving import (
     AM_TOKEN,
     FakeSlack,
     Service,

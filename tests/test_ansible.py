@@ -128,7 +128,7 @@ def test_an_eda_rulebook_takes_a_real_alertmanager_alert_to_a_fix(
     """examples/rulebook.yml under a real ansible-rulebook (Java 17, Drools): Alertmanager's webhook, with the
     bearer token, reaches eda.builtin.webhook; the rule runs examples/fix-one.yml for the alert's instance and
     the lab answers 200 again. A request with the wrong token is refused (401) and starts nothing."""
-    from serving import Alertmanager, free_port, http, write_secret
+    from support.serving import Alertmanager, free_port, http, write_secret
 
     port = free_port()
     examples = SOURCE / "examples"

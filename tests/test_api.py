@@ -54,7 +54,7 @@ def test_the_cli_records_itself_as_the_trigger(lab: Lab, lab_cfg: LabConfig) -> 
     """`remediate run` goes through the same API, as trigger cli and the local user."""
     import getpass
 
-    from conftest import remediate_cli
+    from support.lab import remediate_cli
 
     lab.reset()
     lab.break_("socket", "missing")

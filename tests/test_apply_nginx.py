@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import site_conf
+from support.lab import site_conf
 
 from remediate.engine.apply import apply_plan
 from remediate.engine.plan import Change, Plan

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from remediate.stores.audit import GENESIS, Audit, digest

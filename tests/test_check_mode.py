@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate.errors import EXIT_OK
 from remediate.lab.core import PROBES, Lab, LabConfig, find_break

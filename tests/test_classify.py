@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv
+from support.lab import cli_argv
 
 from remediate.engine.diagnose import access_peers, offline, parse_since
 from remediate.evidence.classify import LABELS, classify, classify_text, label_of
@@ -267,7 +267,7 @@ def test_offline_diagnosis_streams_the_window_in_pieces(tmp_path: Path) -> None:
 def test_collectors_read_the_log_through_the_classifier(tmp_path: Path) -> None:
     """The playbooks' collectors see what diagnose sees: a FreeBSD refused connect behind a syslog prefix is the
     down playbook's refused upstream; a musl-spelled timeout is the timeout playbook's; a client's timeout is not."""
-    from conftest import text_context
+    from support.lab import text_context
 
     from remediate.evidence.down import _read_refused
     from remediate.evidence.framework import Log

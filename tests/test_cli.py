@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate.errors import EXIT_USAGE
 from remediate.hosts.inventory import Inventory

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate.errors import EXIT_OK, EXIT_REFUSED
 from remediate.lab.core import BREAKS, PROBES, Break, Lab, LabConfig

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli, run_at_prompt, run_paused_after_write, site_conf
+from support.lab import remediate_cli, run_at_prompt, run_paused_after_write, site_conf
 
 from remediate.engine.apply import apply_plan
 from remediate.engine.hoststate import host_status, rollback

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FLEET_SIZE, remediate_cli
+from support.lab import FLEET_SIZE, remediate_cli
 
 from remediate.engine.fleet import HostResult, batches, parse_serial, rollout
 from remediate.errors import UsageError

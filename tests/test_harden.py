@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate import harden
 from remediate.errors import EXIT_INPUT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, RemediateError

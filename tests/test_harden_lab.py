@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FLEET_SIZE, inventory_with, remediate_cli
+from support.lab import FLEET_SIZE, inventory_with, remediate_cli
 
 from remediate import harden
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE

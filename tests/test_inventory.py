@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli
+from support.lab import remediate_cli
 
 from remediate.errors import EXIT_INPUT, InventoryError
 from remediate.hosts.inventory import VARS, load_inventory

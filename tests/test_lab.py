@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_lab_dir
+from support.lab import make_lab_dir
 
 from remediate.errors import UsageError
 from remediate.lab.core import BREAKS, PROBES, Break, Lab, LabConfig, _pid_alive, find_break

@@ -259,7 +259,7 @@ def test_a_playbook_whose_route_is_unknown_refuses(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import text_context
+    from support.lab import text_context
 
     from remediate.errors import EXIT_REFUSED, Refused
     from remediate.evidence.framework import Log

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import WorkerProcesses, remediate_cli
-from pg import Postgres
+from support.lab import WorkerProcesses, remediate_cli
+from support.pg import Postgres
 
 from remediate.hosts.inventory import load_inventory
 from remediate.lab.core import PROBES, Lab

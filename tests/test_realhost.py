@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_lab_dir, remediate_cli
+from support.lab import make_lab_dir, remediate_cli
 
 from remediate.lab.realbreaks import PROBES, REAL_BREAKS, RealBreak
 from remediate.lab.realhost import RealHost, RealHostConfig

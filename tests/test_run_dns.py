@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import inventory_with, run_cli, site_conf, text_context
+from support.lab import inventory_with, run_cli, site_conf, text_context
 
 from remediate.engine.nginx_modules import nginx_block_set, nginx_dns_variable
 from remediate.engine.run import RunOptions, run

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import inventory_with, remediate_cli
+from support.lab import inventory_with, remediate_cli
 
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROLLED_BACK

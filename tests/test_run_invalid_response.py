@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import inventory_with, run_cli, site_conf
+from support.lab import inventory_with, run_cli, site_conf
 
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED

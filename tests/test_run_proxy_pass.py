@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli, site_conf
+from support.lab import remediate_cli, site_conf
 
 from remediate.engine.nginx_modules import nginx_retarget
 from remediate.errors import EXIT_OK, EXIT_REFUSED

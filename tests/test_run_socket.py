@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
+from support.lab import cli_argv, remediate_cli, run_at_prompt, run_paused_after_write
 
 from remediate.engine.hoststate import rollback
 from remediate.engine.run import RunOptions, run

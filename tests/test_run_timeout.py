@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import remediate_cli, site_conf, text_context
+from support.lab import remediate_cli, site_conf, text_context
 
 from remediate.engine.nginx_modules import nginx_timeout
 from remediate.engine.run import RunOptions, run

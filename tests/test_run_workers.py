@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import inventory_with, run_cli
+from support.lab import inventory_with, run_cli
 
 from remediate.engine.host_modules import service_nofile
 from remediate.engine.run import RunOptions, run

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import remediate_cli
-from serving import (
+from support.lab import remediate_cli
+from support.serving import (
     CHANNEL,
     Alertmanager,
     FakeSlack,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving import (
+from support.serving import (
     AM_TOKEN,
     API_TOKEN,
     SIGNING_SECRET,
@@ -201,7 +201,7 @@ def test_a_user_the_policy_does_not_allow_gets_a_reason_and_no_job(
 
 
 def test_a_click_on_a_forged_approval_id_changes_nothing(service: Service, fake_slack: FakeSlack) -> None:
-    from serving import click_body
+    from support.serving import click_body
 
     status, _ = service.slack(click_body("forged-approval-id-0000", "U222"))
     assert status == 200  # Slack gets its ack; the answer goes to the thread

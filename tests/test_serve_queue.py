@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import WorkerProcesses, remediate_cli
-from pg import Postgres
-from serving import Alertmanager, FakeSlack, Service, alert, alert_payload, click_body, http, slash_body
+from support.lab import WorkerProcesses, remediate_cli
+from support.pg import Postgres
+from support.serving import Alertmanager, FakeSlack, Service, alert, alert_payload, click_body, http, slash_body
 from test_serve import _answers, _break, _children, _plan_post, _thread_says
 
 from remediate.lab.core import Lab, LabConfig
