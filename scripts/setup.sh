@@ -56,7 +56,7 @@ fetch_corpus microsoft-jest-sarif-1.0.0-beta.0.tgz 748e2c3d1a842e7bb258416685c7e
   curl -fsSL -o microsoft-jest-sarif-1.0.0-beta.0.tgz \
   https://registry.npmjs.org/@microsoft/jest-sarif/-/jest-sarif-1.0.0-beta.0.tgz
 
-# The real host's root file system (Debian bookworm from Debian's packages, for tests/test_realhost.py):
+# The real host's root file system (Debian bookworm from Debian's packages, for tests/realhost/test_realhost.py):
 # built once into /var/cache/remediate/debian-bookworm (about 70 s), reused while its recipe holds.
 echo "==> the Debian host's root file system (remediate.lab.rootfs)"
 .venv/bin/python -c 'from remediate.lab.rootfs import build_rootfs; print(build_rootfs())'

@@ -91,6 +91,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+_TIERS = ("unit", "lab", "service", "realhost")
 #: The tiers, by the real parts a test needs (what its fixtures start): each runs alone with -m.
 _TIER_FIXTURES = {
     "lab": ("lab", "fleet_lab", "lab_cfg", "lab_inventory", "web01"),
@@ -100,7 +101,8 @@ _TIER_FIXTURES = {
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test in exactly one tier: realhost and lab as marked or by their fixtures, service by its
-    fixtures (a running service, PostgreSQL, Slack), and unit for the rest: text and logic only."""
+    fixtures (a running service, PostgreSQL, Slack), and unit for the rest: text and logic only. The
+    tier is also the test's folder (tests/unit, tests/lab, ...); a test in the wrong one stops the run."""
     for item in items:
         marked = {m.name for m in item.iter_markers()} & {"unit", "lab", "service", "realhost"}
         names = set(getattr(item, "fixturenames", ()))
@@ -110,6 +112,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "lab" in marked:
             marked.discard("service")
         if not marked:
-            item.add_marker(pytest.mark.unit)
+            marked.add("unit")
         for tier in marked:
             item.add_marker(getattr(pytest.mark, tier))
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _TIERS and {folder} != marked:
+            raise pytest.UsageError(f"{item.nodeid} is in tests/{folder}/ but its tier is {', '.join(sorted(marked))}")
