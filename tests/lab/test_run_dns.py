@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.lab import inventory_with, run_cli, site_conf
+from support.lab import broken, inventory_with, ran, run_cli, site_conf
 
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
@@ -36,13 +36,8 @@ def _resolver_lines(lab_cfg: LabConfig) -> bytes:
 
 def test_no_resolver_gets_one_from_the_inventory(lab: Lab, lab_cfg: LabConfig) -> None:
     """502 before; a resolver (the inventory's nameservers, valid=30s) and resolver_timeout in the server; 200 after."""
-    lab.reset()
-    lab.break_("dns", "no-resolver", keep=True)
-    before = site_conf(lab).read_bytes()
-    assert lab.probe(lab_cfg, "/dyn/") == 502
-    done = run_cli(lab, "dns")
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    report = json.loads(done.stdout)
+    before = broken(lab, lab_cfg, "dns", "no-resolver", "/dyn/")
+    report = ran(lab, "dns", EXIT_OK)
     dns = report["evidence"]["dns"]
     assert dns["kind"] == "no-resolver" and dns["name"] == "app01.lab"
     assert dns["addresses"] == [lab_cfg.addr(2)] and dns["resolvers_from"] == "inventory"
@@ -104,13 +99,8 @@ def test_stale_record_pinned_when_the_inventory_says_pin(lab: Lab, lab_cfg: LabC
 
 def test_a_name_the_resolver_does_not_know_is_refused(lab: Lab, lab_cfg: LabConfig) -> None:
     """ghost.lab is NXDOMAIN: the run reports what the resolver answered, refuses (exit 3), and changes nothing."""
-    lab.reset()
-    lab.break_("dns", "nxdomain", keep=True)
-    before = site_conf(lab).read_bytes()
-    assert lab.probe(lab_cfg, "/dyn/") == 502
-    done = run_cli(lab, "dns")
-    assert done.returncode == EXIT_REFUSED, done.stdout + done.stderr
-    report = json.loads(done.stdout)
+    before = broken(lab, lab_cfg, "dns", "nxdomain", "/dyn/")
+    report = ran(lab, "dns", EXIT_REFUSED)
     assert report["outcome"] == "refused"
     assert f"ghost.lab does not resolve ({lab_cfg.addr(3)}: NXDOMAIN)" in report["message"]
     assert site_conf(lab).read_bytes() == before

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.lab import inventory_with, run_cli, site_conf
+from support.lab import broken, inventory_with, ran, run_cli, site_conf
 
 from remediate.engine.run import RunOptions, run
 from remediate.errors import EXIT_OK, EXIT_REFUSED
@@ -18,13 +18,8 @@ pytestmark = pytest.mark.usefixtures("state_dir")
 
 def test_empty_reply_is_cured_by_a_restart(lab: Lab, lab_cfg: LabConfig) -> None:
     """The backend, asked directly, sends nothing; restarting it on app01 gives valid HTTP; 502 → 200."""
-    lab.reset()
-    lab.break_("invalid-response", "empty", keep=True)
-    before = site_conf(lab).read_bytes()
-    assert lab.probe(lab_cfg, "/healthz") == 502
-    done = run_cli(lab, "invalid-response")
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    report = json.loads(done.stdout)
+    before = broken(lab, lab_cfg, "invalid-response", "empty", "/healthz")
+    report = ran(lab, "invalid-response", EXIT_OK)
     backend = report["evidence"]["backend"]
     assert backend["kind"] == "empty" and backend["answer"]["bytes"] == 0
     assert backend["signature"] == "upstream prematurely closed connection while reading response header from upstream"
@@ -54,13 +49,8 @@ def test_garbage_after_a_restart_is_refused_with_the_raw_excerpt(lab: Lab, lab_c
 
 def test_private_ca_is_trusted_and_verification_stays_on(lab: Lab, lab_cfg: LabConfig) -> None:
     """TLS verify failure: the certificate's subject and issuer are shown; the inventory's CA is trusted; 200."""
-    lab.reset()
-    lab.break_("invalid-response", "tls", keep=True)
-    before = site_conf(lab).read_bytes()
-    assert lab.probe(lab_cfg, "/secure/") == 502
-    done = run_cli(lab, "invalid-response")
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    report = json.loads(done.stdout)
+    before = broken(lab, lab_cfg, "invalid-response", "tls", "/secure/")
+    report = ran(lab, "invalid-response", EXIT_OK)
     backend = report["evidence"]["backend"]
     assert backend["tls_failure"] and backend["kind"] == "tls"
     assert backend["certificate"] == {"subject": "CN = app01.lab", "issuer": "CN = remediate lab internal-ca"}

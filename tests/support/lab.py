@@ -3,6 +3,7 @@ its prompt, and a run paused after its write."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -121,6 +122,23 @@ def run_cli(lab: Lab, cause: str, *extra: str) -> subprocess.CompletedProcess[st
     return remediate_cli(
         "run", "-i", str(lab.inventory), "--host", "web01", "--cause", cause, "--yes", "--json", *extra
     )
+
+
+def broken(lab: Lab, lab_cfg: LabConfig, cause: str, variant: str, path: str) -> bytes:
+    """The lab reset and broken as ``cause``/``variant`` says, ``path`` answering 502; the site's config then."""
+    lab.reset()
+    lab.break_(cause, variant, keep=True)
+    before = site_conf(lab).read_bytes()
+    assert lab.probe(lab_cfg, path) == 502
+    return before
+
+
+def ran(lab: Lab, cause: str, code: int) -> dict[str, Any]:
+    """The report of `run --cause CAUSE --yes --json` on web01, which must exit ``code``."""
+    done = run_cli(lab, cause)
+    assert done.returncode == code, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def run_at_prompt(lab: Lab) -> tuple[subprocess.Popen[bytes], int, bytes]:
