@@ -135,11 +135,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
     import logging
 
-    # One line per event on stderr: each job's start and end (Procrastinate's), reconnects (ours).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import structlog
+    from remediate.serve.eventlog import configure
 
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # the service's jobs log here too
+    # One line per event on stderr: each job's start and end (Procrastinate's), reconnects (ours); the
+    # service's jobs as JSON lines, as `remediate serve` writes them.
+    configure(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     with api.open(args.inventory, trigger="cli", accept_new_host_key=args.accept_new_host_key) as rem:
         producer.Queue(args.queue).close()  # the schema is there: a worker on an empty database says so at once
         print(

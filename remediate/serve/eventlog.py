@@ -25,8 +25,10 @@ class _ClientFaultsInOneLine(logging.Filter):
         return True
 
 
-def configure() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+def configure(level: int = logging.WARNING, fmt: str = "%(name)s %(levelname)s %(message)s") -> None:
+    """The one place a process of remediate's service configures logging: the standard library's at
+    ``level`` in ``fmt``, and structlog's events as JSON lines, both on stderr."""
+    logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
     logging.getLogger("aiohttp.server").addFilter(_ClientFaultsInOneLine())
     structlog.configure(
         processors=[
