@@ -101,6 +101,9 @@ def test_a_failed_write_never_undoes_a_later_human_fix(lab: Lab, lab_cfg: LabCon
     # The human applies the very diff remediate showed, and restarts php-fpm: 200.
     pool.write_bytes(failed.plan.changes[0].after)
     lab.ctl(lab_cfg, "web01", "restart", "php-fpm")
+    deadline = time.monotonic() + 10  # supervisor says RUNNING before the pool listens, on a busy machine
+    while lab.probe(lab_cfg, "/index.php") != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert lab.probe(lab_cfg, "/index.php") == 200
     human = _fingerprint(pool)
     other = run(web01, "timeout", RunOptions(yes=True))
