@@ -101,7 +101,7 @@ def now() -> float:
 # -- small tools -------------------------------------------------------------------
 
 
-def run(argv: list[str], timeout: float = 60) -> Req:
+def execute(argv: list[str], timeout: float = 60) -> Req:
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         return {
@@ -252,7 +252,7 @@ def log_window(path: str, since: float, max_bytes: int, now_ts: float | None = N
 def journal_window(unit: str, since: float, max_bytes: int) -> Req:
     """What ``unit`` wrote to journald in the last ``since`` seconds (nginx's errors when it logs to
     syslog or stderr), message text only, the newest ``max_bytes``."""
-    res = run(["journalctl", "--unit", unit, "--since", "@%d" % int(now() - since), "--no-pager", "--quiet",
+    res = execute(["journalctl", "--unit", unit, "--since", "@%d" % int(now() - since), "--no-pager", "--quiet",
                "--output", "cat"], 60)  # fmt: skip
     if res["exit"] != 0:
         return {"unit": unit, "text": "", "error": tail(res) or "journalctl exited %d" % res["exit"]}
@@ -563,7 +563,7 @@ def nginx_facts(dump_text: str) -> Req:
     """The unix sockets the dump names, and the worker user with its groups (what initgroups gives it)."""
     found = _USER.search(dump_text)
     user, group = (found.group(1), found.group(2) or found.group(1)) if found else ("nobody", "nogroup")
-    ids = run(["id", "-Gn", "--", user], 10)  # the name comes from the config: never an option
+    ids = execute(["id", "-Gn", "--", user], 10)  # the name comes from the config: never an option
     groups = ids["stdout"].split() if ids["exit"] == 0 else []
     if group not in groups:
         groups.append(group)
@@ -605,7 +605,7 @@ def op_collect(req: Req) -> Req:
         if not out["lock"]["acquired"]:
             return out
         out["recovered"] = recover(journal, req)
-    out["commands"] = {name: run(argv, req.get("timeout", 60)) for name, argv in req.get("commands", {}).items()}
+    out["commands"] = {name: execute(argv, req.get("timeout", 60)) for name, argv in req.get("commands", {}).items()}
     files: dict[str, Req | None] = {}
     wanted = list(req.get("files", []))
     if req.get("php_fpm"):
@@ -777,7 +777,7 @@ def finish_restore(meta: Req, restored: list[str]) -> list[str]:
     if not actions:
         return issues
     for check in meta.get("validate", []):
-        res = run(check["argv"])
+        res = execute(check["argv"])
         if res["exit"] != 0:
             issues.append("after restore, `%s` fails: %s" % (" ".join(check["argv"]), tail(res)))
             return issues
@@ -787,7 +787,7 @@ def finish_restore(meta: Req, restored: list[str]) -> list[str]:
             if not ok:
                 issues.append(detail)
         elif action["kind"] in ("restart", "command"):
-            res = run(action["argv"], action.get("timeout", 60))
+            res = execute(action["argv"], action.get("timeout", 60))
             if res["exit"] != 0:
                 issues.append("`%s` failed: %s" % (" ".join(action["argv"]), tail(res)))
     return issues
@@ -808,7 +808,7 @@ def reload_nginx(action: Req) -> tuple[bool, str]:
     log = action.get("error_log")
     offset = _size(log)
     before = set(children(master))
-    res = run(action["argv"], 30)
+    res = execute(action["argv"], 30)
     if res["exit"] != 0:
         return False, "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
     deadline = now() + action.get("timeout", 10)
@@ -864,7 +864,7 @@ def gave_up(failed_argv: list[str] | None, checked: list[float]) -> bool:
     if not failed_argv or now() - checked[0] < 0.5:
         return False
     checked[0] = now()
-    return bool(run(failed_argv, 5)["exit"] == 0)
+    return bool(execute(failed_argv, 5)["exit"] == 0)
 
 
 def wait_socket(path: str, timeout: float, failed_argv: list[str] | None = None) -> bool:
@@ -1032,7 +1032,7 @@ def ask_listeners(spec: Req) -> Req:
 
     How the port nginx should use is found when the inventory maps no service: GET only, bounded in
     number (``max``) and time (2 s each), never nginx's own ports (``skip_ports``)."""
-    listed = run(["ss", "-Htlnp"], 10)
+    listed = execute(["ss", "-Htlnp"], 10)
     found = {}
     for line in listed["stdout"].splitlines():
         fields = line.split()
@@ -1059,7 +1059,7 @@ def systemd_units_on_port(port: int) -> Req:
 
     How a backend that nobody mapped to its port is found on a systemd host: when it is down no
     socket names it, but its unit's ExecStart usually says where it listens."""
-    listed = run(
+    listed = execute(
         [
             "systemctl",
             "list-units",
@@ -1076,7 +1076,7 @@ def systemd_units_on_port(port: int) -> Req:
     names = [f[0] for f in (ln.split() for ln in listed["stdout"].splitlines()) if f and f[0].endswith(".service")]
     found = []
     if names:
-        shown = run(
+        shown = execute(
             ["systemctl", "show", "--no-pager", "-p", "Id,ActiveState,SubState,Result,ExecStart", "--", *names[:300]],
             20,
         )
@@ -1089,7 +1089,7 @@ def systemd_units_on_port(port: int) -> Req:
                 props["command"] = command
                 found.append(props)
     for unit in found[:3]:
-        logs = run(["journalctl", "-u", unit["Id"], "-n", "5", "--no-pager", "-o", "short-iso"], 10)
+        logs = execute(["journalctl", "-u", unit["Id"], "-n", "5", "--no-pager", "-o", "short-iso"], 10)
         unit["journal"] = [ln for ln in logs["stdout"].splitlines() if ln.strip()][-5:]
     return {"units": found}
 
@@ -1542,7 +1542,7 @@ class Transaction:
             time.sleep(self.req["test_pause_after_write"])
         for check in in_place:
             t0 = now()
-            res = run(check["argv"])
+            res = execute(check["argv"])
             if res["exit"] != 0:
                 raise _Failed(check["name"], check_failure(res))
             self.steps.add(check["name"], True, "in place: " + tail(res), t0)
@@ -1628,7 +1628,7 @@ def run_action(action: Req, step: Callable[..., None], t0: float) -> tuple[str, 
         step("reload", True, detail, t0)
         return None
     if action["kind"] == "restart":
-        res = run(action["argv"], action.get("timeout", 60))
+        res = execute(action["argv"], action.get("timeout", 60))
         problem = None
         if res["exit"] != 0:
             problem = "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
@@ -1636,7 +1636,7 @@ def run_action(action: Req, step: Callable[..., None], t0: float) -> tuple[str, 
             action["wait_socket"], action.get("timeout", 30), action.get("failed_argv")
         ):
             problem = "%s did not come back within %ss" % (action["wait_socket"], action.get("timeout", 30))
-            if action.get("failed_argv") and run(action["failed_argv"], 5)["exit"] == 0:
+            if action.get("failed_argv") and execute(action["failed_argv"], 5)["exit"] == 0:
                 problem = "%s failed to start (%s)" % (action["service"], action["wait_socket"])
         elif action.get("wait_port") and not wait_port(
             action["wait_port"], action.get("timeout", 30), action.get("failed_argv")
@@ -1645,7 +1645,7 @@ def run_action(action: Req, step: Callable[..., None], t0: float) -> tuple[str, 
                 action["wait_port"],
                 action.get("timeout", 30),
             )
-            if action.get("failed_argv") and run(action["failed_argv"], 5)["exit"] == 0:
+            if action.get("failed_argv") and execute(action["failed_argv"], 5)["exit"] == 0:
                 problem = "%s failed to start (nothing listens on %s)" % (action["service"], action["wait_port"])
         elif action.get("expect_http"):
             answer = raw_http(action["expect_http"])
@@ -1661,12 +1661,12 @@ def run_action(action: Req, step: Callable[..., None], t0: float) -> tuple[str, 
         if problem:
             # Say why, from the service's own log; never retry in a loop.
             if action.get("log_argv"):
-                problem += "; %s says: %s" % (action["service"], tail(run(action["log_argv"], 20)))
+                problem += "; %s says: %s" % (action["service"], tail(execute(action["log_argv"], 20)))
             return "restart", problem
         step("restart " + action["service"], True, tail(res), t0)
         return None
     if action["kind"] == "command":
-        res = run(action["argv"], action.get("timeout", 60))
+        res = execute(action["argv"], action.get("timeout", 60))
         if res["exit"] != 0:
             return action["service"], "`%s` failed: %s" % (" ".join(action["argv"]), tail(res))
         step(" ".join(action["argv"]), True, tail(res), t0)
