@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from remediate.engine.diagnose import Diagnosis, parse_since
 from remediate.engine.fleet import HostResult, Rollout
 from remediate.engine.report import TRIGGERS, Report, check_trigger, local_user
 from remediate.errors import (
@@ -42,10 +41,12 @@ from remediate.errors import (
     UsageError,
 )
 from remediate.hosts.inventory import Host, Inventory, load_inventory
+from remediate.hosts.values import parse_since
 from remediate.outcomes import Outcome, worst_exit
 from remediate.transport.base import Transport
 
 if TYPE_CHECKING:
+    from remediate.engine.diagnose import Diagnosis
     from remediate.engine.harden_host import HostAudit
 
 __all__ = ["TRIGGERS", "Connections", "Remediate", "diagnosing", "fixing", "hardening", "hardening_fixes", "open"]

@@ -46,7 +46,8 @@ def add_parsers(sub: Any, argv: Sequence[str] | None = None) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from remediate.engine.diagnose import offline, parse_since
+    from remediate.engine.diagnose import offline
+    from remediate.hosts.values import parse_since
 
     try:
         since = parse_since(args.since)

@@ -94,9 +94,9 @@ def add_parsers(sub: Any, argv: Sequence[str] | None = None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from remediate.engine.diagnose import parse_since
     from remediate.errors import Refused
     from remediate.hosts.inventory import load_inventory
+    from remediate.hosts.values import parse_since
 
     try:
         since = parse_since(args.since)

@@ -28,7 +28,6 @@ __all__ = [
     "choose_cause",
     "diagnose",
     "offline",
-    "parse_since",
     "summarize",
 ]
 
@@ -65,14 +64,6 @@ def access_peers(text: str) -> dict[str, dict[str, int]]:
             if code in ("502", "504", "-"):
                 entry["failed"] += 1
     return dict(sorted(peers.items(), key=lambda kv: -kv[1]["failed"]))
-
-
-def parse_since(value: str) -> float:
-    """``15m``, ``2h``, ``90s``, ``1d`` → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-    if not m:
-        raise ValueError(f"not a duration: {value!r} (use 90s, 15m, 2h or 1d)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 @dataclass

@@ -21,6 +21,7 @@ __all__ = [
     "address",
     "duration",
     "host_name",
+    "parse_since",
     "path",
     "service_name",
     "size",
@@ -108,3 +109,11 @@ def service_name(value: str) -> str:
     if not _SERVICE.fullmatch(value):
         raise ValueError("a service name (letters, digits and . _ @ : + -; not starting with '-')")
     return value
+
+
+def parse_since(value: str) -> float:
+    """``15m``, ``2h``, ``90s``, ``1d`` → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use 90s, 15m, 2h or 1d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remediate.engine.diagnose import parse_since
 from remediate.errors import InputError
+from remediate.hosts.values import parse_since
 from remediate.stores.policy import Policy
 
 __all__ = ["ROUTE_MODES", "AlertRoute", "ServeConfig", "SlackConfig", "load_config"]

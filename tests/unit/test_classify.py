@@ -12,8 +12,9 @@ import pytest
 from support import TESTS
 from support.lab import cli_argv
 
-from remediate.engine.diagnose import access_peers, offline, parse_since
+from remediate.engine.diagnose import access_peers, offline
 from remediate.evidence.classify import LABELS, classify, classify_text, label_of
+from remediate.hosts.values import parse_since
 from remediate.hostside import log_window
 
 CORPUS = TESTS / "corpus" / "errorlog" / "labelled.log"
