@@ -121,20 +121,23 @@ def _apply_request(
     }
 
 
-def validate_plan(transport: Transport, host: Host, plan: Plan) -> dict[str, Any]:
+def validate_plan(transport: Transport, host: Host, plan: Plan, session: HelperSession | None = None) -> dict[str, Any]:
     """Run the plan's checks (nginx -t, php-fpm -t) on the host against the candidate files, with
     nothing live changed: each candidate is bind-mounted over its file in a private mount
-    namespace that ends with the check. Returns {"results": [...]} or {"unavailable": why}."""
+    namespace that ends with the check. Returns {"results": [...]} or {"unavailable": why}.
+    Through ``session`` when the run has one open (no second helper start)."""
     request = _apply_request(host, plan, run_id="check", cause="check", config=None, op="validate")
-    return call_helper(transport, host, request)
+    return session.call(request) if session is not None else call_helper(transport, host, request)
 
 
-def check_candidate(transport: Transport, host: Host, plan: Plan, report: Report) -> None:
+def check_candidate(
+    transport: Transport, host: Host, plan: Plan, report: Report, session: HelperSession | None = None
+) -> None:
     """--check: say whether the candidate passes its checks; a failing one makes the run a refusal."""
     if not any(c.validate != "none" for c in plan.changes):
         return
     started = time.monotonic()
-    answer = validate_plan(transport, host, plan)
+    answer = validate_plan(transport, host, plan, session)
     if "unavailable" in answer:
         report.step("validate", True, f"not validated: {answer['unavailable']}", started)
         report.message += f"; the candidate was not validated ({answer['unavailable']})"

@@ -164,19 +164,17 @@ def _run(
 ) -> None:
     """The run's body; sets report.outcome, or raises Refused."""
     # 1. evidence, in one round trip to a helper session that also takes the lock and keeps it
-    #    until this run ends (not for --check: it writes nothing, so it needs no lock)
+    #    until this run ends (not for --check: it writes nothing, so it needs no lock; its session
+    #    still serves the validation after, so the helper starts once)
     started = time.monotonic()
     transport = pool.get(host)
     opened: list[HelperSession] = []
 
     def first_call(request: dict[str, Any]) -> dict[str, Any]:
         request.update(run_id=report.run_id, journal_dir=host["journal_dir"])
-        if check:
-            answer = call_helper(transport, host, request)
-        else:
-            opened.append(HelperSession(transport, host))
-            pool.sessions.append(opened[-1])
-            answer = opened[-1].call({**request, "lock": True})
+        opened.append(HelperSession(transport, host))
+        pool.sessions.append(opened[-1])
+        answer = opened[-1].call(request if check else {**request, "lock": True})
         lock = answer.get("lock")
         if lock and not lock.get("acquired"):
             raise Refused(lock_message(host, lock.get("held") or {}))
@@ -255,7 +253,7 @@ def _run(
     if check:
         report.outcome, report.message = Outcome.PLANNED, "--check: nothing was written"
         if validate:
-            check_candidate(transport, host, plan, report)
+            check_candidate(transport, host, plan, report, opened[0] if opened else None)
         if show is not None:
             show(report)
         return
