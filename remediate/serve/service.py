@@ -159,25 +159,32 @@ class Service:
         return decided
 
     def record_alerts(self, decided: list[dict[str, Any]]) -> list[str]:
-        """Record every job durably (deduplicated); the reports that are new (unknown hosts, causes)."""
+        """Record every job durably (deduplicated, storms coalesced); the reports that are new (unknown hosts,
+        causes). One audit record per job a webhook creates, and one per job its other alerts joined."""
         ledger, audit, reports = self.stores.ledger, self.stores.audit, []
         remembered = 0
+        joined: dict[str, dict[str, Any]] = {}  # job id -> what this webhook's alerts added to it
         for item in decided:
             if "host" in item:
                 mode = item["mode"]  # a route's modes are ledger modes
-                job, created = ledger.submit(
-                    item["host"], item["cause"], mode, trigger="alertmanager", requested_by=item["fingerprint"],
-                    dedupe=item["dedupe"], data={"reply": {}, "alertname": item["alertname"]},
+                job, became = ledger.submit_alert(
+                    item["host"], item["cause"], mode, fingerprint=item["fingerprint"], dedupe=item["dedupe"],
+                    data={"reply": {}, "alertname": item["alertname"]},
                 )  # fmt: skip
-                if created:
+                fields = {"source": "alertmanager", "job": job.id, "host": job.host, "cause": job.cause, "mode": mode,
+                          "alertname": item["alertname"]}  # fmt: skip
+                if became == "created":
                     self.dispatcher.submitted(job.id, job.host, item["dedupe"])
-                item.update(job=job.id, result="recorded" if created else "duplicate: already job " + job.id)
-                audit.append(
-                    "trigger" if created else "duplicate",
-                    item["fingerprint"],
-                    {"source": "alertmanager", "job": job.id, "host": job.host, "cause": job.cause, "mode": mode,
-                     "alertname": item["alertname"]},
-                )  # fmt: skip
+                    item.update(job=job.id, result="recorded")
+                    audit.append("trigger", item["fingerprint"], fields)
+                    continue
+                item.update(
+                    job=job.id, result=("joined job " if became == "joined" else "duplicate: already job ") + job.id
+                )
+                batch = joined.setdefault(job.id, {**fields, "joined": 0, "duplicates": 0, "fingerprints": []})
+                batch["joined" if became == "joined" else "duplicates"] += 1
+                if len(batch["fingerprints"]) < _REPORTED:
+                    batch["fingerprints"].append(item["fingerprint"])
             elif "report" in item:
                 # Storm control: one report per alert name and unknown value per cool-down window, however
                 # many alerts or new startsAt carry it (an outage on hosts missing from the inventory); and at
@@ -193,6 +200,8 @@ class Service:
                 item["result"] = "reported" if new else "duplicate: already reported"
                 if new:
                     reports.append(item["report"])
+        for batch in joined.values():  # storm coalescing: one record per job and webhook, with the count
+            audit.append("coalesced", "alertmanager", batch)
         if reports:  # one audit record per webhook, however many alerts it reports
             audit.append("refused", "alertmanager", {"source": "alertmanager", "count": len(reports),
                                                      "reasons": reports[:_REPORTED]})  # fmt: skip

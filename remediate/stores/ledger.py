@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from remediate.stores.db import Schema, Where, open_db
@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     data TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (state, host, seq);
+CREATE TABLE IF NOT EXISTS joined (
+    dedupe TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS joined_at ON joined (at);
 """
 _SCHEMA = Schema(
     sqlite=_TABLE.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL"),
@@ -100,6 +106,17 @@ def _job(row: tuple[Any, ...]) -> Job:
     return Job(**fields)
 
 
+#: Fingerprints a coalesced job keeps (its data counts every alert).
+_KEPT_FINGERPRINTS = 20
+#: Seconds the key of an alert that joined a job is kept: a redelivery (Alertmanager retries, repeats
+#: every repeat_interval) is a duplicate for that long, not a second count.
+_JOINED_KEPT = 86400.0
+
+
+def _bounded(kept: list[str], value: str, most: int = _KEPT_FINGERPRINTS) -> list[str]:
+    return kept if value in kept or len(kept) >= most else [*kept, value]
+
+
 class Ledger:
     """The jobs in ``STATE/ledger.db`` or PostgreSQL (remediate.stores.db). One instance per thread."""
 
@@ -132,6 +149,47 @@ class Ledger:
                 (job_id, host, cause, mode, trigger, requested_by, dedupe, time.time(), json.dumps(data or {})),
             )
         return self.get(job_id), True
+
+    def submit_alert(
+        self, host: str, cause: str, mode: str, *, fingerprint: str, dedupe: str, data: dict[str, Any]
+    ) -> tuple[Job, str]:
+        """An alert's job, durably, and what became of the alert: ``created`` (a new job), ``duplicate``
+        (this very alert, fingerprint and start, is recorded already), or ``joined``: storm coalescing,
+        the alert joins the job of the same host, cause and mode that is pending or running, which now
+        answers it too (its data counts the alerts and keeps the first fingerprints). An outage that
+        fires a thousand alerts for one host is one job, not a backlog of a thousand."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        with self.db.write("jobs"):
+            row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE dedupe = ?", (dedupe,)).fetchone()
+            if row is not None:
+                return _job(row), "duplicate"
+            seen = self.db.execute("SELECT job FROM joined WHERE dedupe = ?", (dedupe,)).fetchone()
+            if seen is not None:
+                return self.get(seen[0]), "duplicate"
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE host = ? AND cause = ? AND mode = ? AND trigger = 'alertmanager' "
+                "AND state IN ('pending', 'running') ORDER BY seq DESC LIMIT 1",
+                (host, cause, mode),
+            ).fetchone()
+            if row is not None:
+                job = _job(row)
+                joined = dict(job.data)
+                joined["alerts"] = int(joined.get("alerts", 1)) + 1
+                joined["fingerprints"] = _bounded(joined.get("fingerprints", [job.requested_by]), fingerprint)
+                self.db.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(joined), job.id))
+                # the alert's key, so a redelivery is a duplicate even after the job it joined has ended
+                self.db.execute("INSERT INTO joined (dedupe, job, at) VALUES (?, ?, ?)", (dedupe, job.id, time.time()))
+                return replace(job, data=joined), "joined"
+            self.db.execute("DELETE FROM joined WHERE at < ?", (time.time() - _JOINED_KEPT,))  # (new jobs are rare)
+            job_id = uuid.uuid4().hex[:16]
+            self.db.execute(
+                "INSERT INTO jobs (id, host, cause, mode, trigger, requested_by, dedupe, created, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, host, cause, mode, "alertmanager", fingerprint, dedupe, time.time(),
+                 json.dumps({**data, "alerts": 1, "fingerprints": [fingerprint]})),
+            )  # fmt: skip
+        return self.get(job_id), "created"
 
     def get(self, job_id: str) -> Job:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()

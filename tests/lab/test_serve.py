@@ -173,8 +173,9 @@ def test_a_real_alertmanager_alert_fixes_the_lab_once(
         time.sleep(4)  # ... and again after the restart
         jobs = service.wait_jobs_done()
         assert len(_am_jobs(service)) == 1 and jobs[0]["outcome"] == "fixed", jobs
-        kinds = [r["kind"] for r in _records(service)]
-        assert kinds.count("duplicate") >= 2, kinds
+        records = _records(service)
+        repeats = [r["data"] for r in records if r["kind"] == "coalesced"]  # one record per webhook, with the count
+        assert sum(r["duplicates"] for r in repeats) >= 2 and all(r["job"] == jobs[0]["id"] for r in repeats), records
         verify = remediate_cli("audit", "verify", "--state", str(service.dir / "state"))
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
@@ -203,9 +204,11 @@ def test_twenty_alerts_are_one_fix_and_the_loop_breaker_stops_the_second(
         thread.join()
     assert results == [200] * 20
     jobs = service.wait_jobs_done(timeout=180)
-    assert len(jobs) == 20
+    # storm coalescing: the alerts join the job waiting or running for web01, so the twenty are a handful
+    # of jobs at most (one, unless one ended while alerts still came), each counting the alerts it answers
+    assert 1 <= len(jobs) <= 5 and sum(j["data"]["alerts"] for j in jobs) == 20, jobs
     outcomes = sorted(j["outcome"] for j in jobs)
-    assert outcomes.count("fixed") == 1 and outcomes.count("covered") == 19, outcomes
+    assert outcomes.count("fixed") == 1 and outcomes.count("covered") == len(jobs) - 1, outcomes
     spans = sorted((j["started"], j["ended"]) for j in jobs)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two jobs of web01 overlapped"
     assert answers(lab, lab_cfg) == 200
@@ -225,7 +228,8 @@ def test_twenty_alerts_are_one_fix_and_the_loop_breaker_stops_the_second(
     assert last["outcome"] == "loop-stopped" and last["data"]["previous"] == first_run
     assert answers(lab, lab_cfg) == 502  # left for a human, as the message says
     _status, text = http("GET", service.url + "/metrics")
-    assert 'remediate_jobs_total{outcome="covered",trigger="alertmanager"} 19.0' in str(text)
+    covered = outcomes.count("covered")
+    assert not covered or f'remediate_jobs_total{{outcome="covered",trigger="alertmanager"}} {covered}.0' in str(text)
     assert 'remediate_jobs_total{outcome="loop-stopped",trigger="alertmanager"} 1.0' in str(text)
 
 

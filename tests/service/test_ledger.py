@@ -35,6 +35,37 @@ def test_the_same_alert_twice_is_one_job(store: str | Path) -> None:
     assert created_other and other.id != first.id
 
 
+def test_a_storm_for_one_host_and_cause_is_one_job(store: str | Path) -> None:
+    """Storm coalescing: 100 distinct alerts for web01's socket while its job waits are that one job (it
+    counts them and keeps the first fingerprints); a redelivered alert is a duplicate, not a second count,
+    even once its job has ended (a PostgreSQL restart showed it); another cause is another job; once the job
+    has ended, the next alert starts a new one."""
+    ledger = Ledger(store)
+
+    def alert(n: int, cause: str = "socket", start: str = "t0") -> tuple[str, str]:
+        job, became = ledger.submit_alert("web01", cause, "fix", fingerprint=f"fp{n}", dedupe=f"am:fp{n}:{start}",
+                                          data={"alertname": "Nginx502"})  # fmt: skip
+        return job.id, became
+
+    results = [alert(n) for n in range(100)]
+    assert [became for _, became in results] == ["created"] + ["joined"] * 99
+    (job_id,) = {job_id for job_id, _ in results}
+    job = ledger.get(job_id)
+    assert job.data["alerts"] == 100 and job.data["fingerprints"] == [f"fp{n}" for n in range(20)]
+    assert alert(0) == (job_id, "duplicate") and alert(57) == (job_id, "duplicate")  # delivered again
+    assert ledger.get(job_id).data["alerts"] == 100
+    other, became = alert(100, cause="timeout")
+    assert became == "created" and other != job_id
+    claimed = ledger.claim("w1")
+    assert claimed is not None and claimed.id == job_id
+    assert alert(101) == (job_id, "joined")  # a running job answers the alerts that arrive meanwhile
+    ledger.finish(job_id, "fixed")
+    assert alert(57) == (job_id, "duplicate")  # delivered again after its job ended: still not a new job
+    again, became = alert(102)
+    assert became == "created" and again != job_id
+    assert len(ledger.jobs()) == 3
+
+
 def test_one_job_at_a_time_per_host_in_order(store: str | Path) -> None:
     """Workers claim the oldest pending job of a host with nothing running: web01's jobs wait for each other
     in order, web02's runs beside them."""
