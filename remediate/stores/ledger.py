@@ -236,13 +236,16 @@ class Ledger:
         cause: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> Job:
-        """The job is over: its outcome (fixed, refused, ...), the run it made, the cause ``auto`` found."""
-        job = self.get(job_id)
-        merged = {**job.data, **(data or {})}
-        self.db.execute(
-            "UPDATE jobs SET state = 'done', ended = ?, outcome = ?, run_id = ?, cause = ?, data = ? WHERE id = ?",
-            (time.time(), outcome, run_id, cause or job.cause, json.dumps(merged, default=str), job_id),
-        )
+        """The job is over: its outcome (fixed, refused, ...), the run it made, the cause ``auto`` found.
+        Read and written in one write transaction: alerts may join the job until this moment, and their
+        count is in its data (a read outside it lost the joins that came meanwhile)."""
+        with self.db.write("jobs"):
+            job = self.get(job_id)
+            merged = {**job.data, **(data or {})}
+            self.db.execute(
+                "UPDATE jobs SET state = 'done', ended = ?, outcome = ?, run_id = ?, cause = ?, data = ? WHERE id = ?",
+                (time.time(), outcome, run_id, cause or job.cause, json.dumps(merged, default=str), job_id),
+            )
         return self.get(job_id)
 
     def by_run(self, run_id: str) -> Job | None:
