@@ -122,3 +122,4 @@ def serve(config: ServeConfig) -> None:
     finally:
         service.dispatcher.stop()
         service.pool.shutdown(wait=True)
+        service.probes.shutdown(wait=True)

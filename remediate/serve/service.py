@@ -84,6 +84,7 @@ class Service:
         else:
             self.dispatcher = WorkerProcess(str(config.path), config.workers)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate-store")
+        self.probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remediate-healthz")
         self.slack_app: Any = None  # the Bolt app, set by remediate.serve.app.make_app when slack: is configured
         self._tasks: set[asyncio.Task[Any]] = set()
         self._report_pending: list[str] = []
@@ -425,8 +426,10 @@ class Service:
     # -- the rest ------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # Not on the store pool: a probe must not wait behind a storm's writes (it reads nothing they write;
+        # the local dispatcher answers from its process, the queue's from its own connection).
         try:
-            health = await self.store(self.dispatcher.health)
+            health = await asyncio.get_running_loop().run_in_executor(self.probes, self.dispatcher.health)
         except errors() as exc:
             health = {"ok": False, "workers": 0, "error": str(exc).splitlines()[0] if str(exc) else "unavailable"}
         return web.json_response(health, status=200 if health["ok"] else 503)
