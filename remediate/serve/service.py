@@ -35,6 +35,7 @@ from remediate.serve.jobs import Stores
 from remediate.serve.metrics import Metrics
 from remediate.serve.notify import Notifier, mrkdwn
 from remediate.stores.db import errors
+from remediate.stores.ledger import AlertJob
 
 __all__ = ["REPORT_INTERVAL", "Dispatcher", "Service", "log"]
 
@@ -160,52 +161,58 @@ class Service:
         return decided
 
     def record_alerts(self, decided: list[dict[str, Any]]) -> list[str]:
-        """Record every job durably (deduplicated, storms coalesced); the reports that are new (unknown hosts,
-        causes). One audit record per job a webhook creates, and one per job its other alerts joined."""
+        """Record every job durably (deduplicated, storms coalesced): the webhook's alerts in one ledger
+        transaction, then its audit records in one; the reports that are new (unknown hosts, causes).
+        One audit record per job the webhook created, and one per job its other alerts joined."""
         ledger, audit, reports = self.stores.ledger, self.stores.audit, []
         remembered = 0
+        asks = [item for item in decided if "host" in item]
+        became = ledger.submit_alerts([
+            AlertJob(item["host"], item["cause"], item["mode"], item["fingerprint"], item["dedupe"],
+                     {"reply": {}, "alertname": item["alertname"]})
+            for item in asks
+        ])  # fmt: skip
+        entries: list[tuple[str, str, dict[str, Any] | None]] = []
+        created: list[tuple[str, str, str]] = []
         joined: dict[str, dict[str, Any]] = {}  # job id -> what this webhook's alerts added to it
-        for item in decided:
-            if "host" in item:
-                mode = item["mode"]  # a route's modes are ledger modes
-                job, became = ledger.submit_alert(
-                    item["host"], item["cause"], mode, fingerprint=item["fingerprint"], dedupe=item["dedupe"],
-                    data={"reply": {}, "alertname": item["alertname"]},
-                )  # fmt: skip
-                fields = {"source": "alertmanager", "job": job.id, "host": job.host, "cause": job.cause, "mode": mode,
-                          "alertname": item["alertname"]}  # fmt: skip
-                if became == "created":
-                    self.dispatcher.submitted(job.id, job.host, item["dedupe"])
-                    item.update(job=job.id, result="recorded")
-                    audit.append("trigger", item["fingerprint"], fields)
-                    continue
-                item.update(
-                    job=job.id, result=("joined job " if became == "joined" else "duplicate: already job ") + job.id
-                )
-                batch = joined.setdefault(job.id, {**fields, "joined": 0, "duplicates": 0, "fingerprints": []})
-                batch["joined" if became == "joined" else "duplicates"] += 1
-                if len(batch["fingerprints"]) < _REPORTED:
-                    batch["fingerprints"].append(item["fingerprint"])
-            elif "report" in item:
-                # Storm control: one report per alert name and unknown value per cool-down window, however
-                # many alerts or new startsAt carry it (an outage on hosts missing from the inventory); and at
-                # most _REMEMBERED keys a webhook, so a storm of distinct names grows state by a bounded amount
-                # (the rest are counted in the webhook's one audit record, and may be reported again later).
-                if remembered >= _REMEMBERED:
-                    item["result"] = "reported (storm: counted, not remembered)"
-                    reports.append(item["report"])
-                    continue
-                remembered += 1
-                bucket = int(time.time() // max(self.config.cooldown, 60))
-                new = self.stores.seen.first(f"report:{item['report_key']}:{bucket}")
-                item["result"] = "reported" if new else "duplicate: already reported"
-                if new:
-                    reports.append(item["report"])
-        for batch in joined.values():  # storm coalescing: one record per job and webhook, with the count
-            audit.append("coalesced", "alertmanager", batch)
+        for item, (job, what) in zip(asks, became, strict=True):
+            fields = {"source": "alertmanager", "job": job.id, "host": job.host, "cause": job.cause,
+                      "mode": item["mode"], "alertname": item["alertname"]}  # fmt: skip
+            if what == "created":
+                created.append((job.id, job.host, item["dedupe"]))
+                item.update(job=job.id, result="recorded")
+                entries.append(("trigger", item["fingerprint"], fields))
+                continue
+            said = "joined job " if what == "joined" else "duplicate: already job "
+            item.update(job=job.id, result=said + job.id)
+            batch = joined.setdefault(job.id, {**fields, "joined": 0, "duplicates": 0, "fingerprints": []})
+            batch["joined" if what == "joined" else "duplicates"] += 1
+            if len(batch["fingerprints"]) < _REPORTED:
+                batch["fingerprints"].append(item["fingerprint"])
+        for item in (item for item in decided if "report" in item):
+            # Storm control: one report per alert name and unknown value per cool-down window, however
+            # many alerts or new startsAt carry it (an outage on hosts missing from the inventory); and at
+            # most _REMEMBERED keys a webhook, so a storm of distinct names grows state by a bounded amount
+            # (the rest are counted in the webhook's one audit record, and may be reported again later).
+            if remembered >= _REMEMBERED:
+                item["result"] = "reported (storm: counted, not remembered)"
+                reports.append(item["report"])
+                continue
+            remembered += 1
+            bucket = int(time.time() // max(self.config.cooldown, 60))
+            new = self.stores.seen.first(f"report:{item['report_key']}:{bucket}")
+            item["result"] = "reported" if new else "duplicate: already reported"
+            if new:
+                reports.append(item["report"])
+        # storm coalescing: one record per job and webhook, with the count
+        entries += [("coalesced", "alertmanager", batch) for batch in joined.values()]
         if reports:  # one audit record per webhook, however many alerts it reports
-            audit.append("refused", "alertmanager", {"source": "alertmanager", "count": len(reports),
-                                                     "reasons": reports[:_REPORTED]})  # fmt: skip
+            entries.append(("refused", "alertmanager", {"source": "alertmanager", "count": len(reports),
+                                                         "reasons": reports[:_REPORTED]}))  # fmt: skip
+        if entries:
+            audit.extend(entries)
+        for job_id, host, dedupe in created:  # recorded and audited: now the workers may have them
+            self.dispatcher.submitted(job_id, host, dedupe)
         return reports
 
     def report(self, reports: list[str]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from remediate.stores.db import Schema, Where, open_db
 
-__all__ = ["MODES", "Job", "Ledger"]
+__all__ = ["MODES", "AlertJob", "Job", "Ledger"]
 
 MODES = ("diagnose", "approve", "fix", "run", "rollback", "status")
 _TABLE = """
@@ -106,6 +106,18 @@ def _job(row: tuple[Any, ...]) -> Job:
     return Job(**fields)
 
 
+@dataclass(frozen=True)
+class AlertJob:
+    """What one alert asks of the ledger: a job of ``mode`` for ``cause`` on ``host``."""
+
+    host: str
+    cause: str
+    mode: str
+    fingerprint: str
+    dedupe: str  # the alert's fingerprint and start: the same alert delivered again is a duplicate
+    data: dict[str, Any]
+
+
 #: Fingerprints a coalesced job keeps (its data counts every alert).
 _KEPT_FINGERPRINTS = 20
 #: Seconds the key of an alert that joined a job is kept: a redelivery (Alertmanager retries, repeats
@@ -150,45 +162,57 @@ class Ledger:
             )
         return self.get(job_id), True
 
+    def submit_alerts(self, alerts: list[AlertJob]) -> list[tuple[Job, str]]:
+        """Every alert of a webhook, in one write transaction (one fsync): for each, its job and what became
+        of the alert: ``created`` (a new job), ``duplicate`` (this very alert, fingerprint and start, is
+        recorded already), or ``joined``: storm coalescing, the alert joins the job of the same host,
+        cause and mode that is pending or running, which now answers it too (its data counts the alerts
+        and keeps the first fingerprints). An outage that fires a thousand alerts for one host is one job,
+        not a backlog of a thousand; all of a webhook's alerts are recorded, or none."""
+        for alert in alerts:
+            if alert.mode not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}, not {alert.mode!r}")
+        with self.db.write("jobs"):
+            return [self._submit_alert(alert) for alert in alerts]
+
     def submit_alert(
         self, host: str, cause: str, mode: str, *, fingerprint: str, dedupe: str, data: dict[str, Any]
     ) -> tuple[Job, str]:
-        """An alert's job, durably, and what became of the alert: ``created`` (a new job), ``duplicate``
-        (this very alert, fingerprint and start, is recorded already), or ``joined``: storm coalescing,
-        the alert joins the job of the same host, cause and mode that is pending or running, which now
-        answers it too (its data counts the alerts and keeps the first fingerprints). An outage that
-        fires a thousand alerts for one host is one job, not a backlog of a thousand."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        with self.db.write("jobs"):
-            row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE dedupe = ?", (dedupe,)).fetchone()
-            if row is not None:
-                return _job(row), "duplicate"
-            seen = self.db.execute("SELECT job FROM joined WHERE dedupe = ?", (dedupe,)).fetchone()
-            if seen is not None:
-                return self.get(seen[0]), "duplicate"
-            row = self.db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE host = ? AND cause = ? AND mode = ? AND trigger = 'alertmanager' "
-                "AND state IN ('pending', 'running') ORDER BY seq DESC LIMIT 1",
-                (host, cause, mode),
-            ).fetchone()
-            if row is not None:
-                job = _job(row)
-                joined = dict(job.data)
-                joined["alerts"] = int(joined.get("alerts", 1)) + 1
-                joined["fingerprints"] = _bounded(joined.get("fingerprints", [job.requested_by]), fingerprint)
-                self.db.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(joined), job.id))
-                # the alert's key, so a redelivery is a duplicate even after the job it joined has ended
-                self.db.execute("INSERT INTO joined (dedupe, job, at) VALUES (?, ?, ?)", (dedupe, job.id, time.time()))
-                return replace(job, data=joined), "joined"
-            self.db.execute("DELETE FROM joined WHERE at < ?", (time.time() - _JOINED_KEPT,))  # (new jobs are rare)
-            job_id = uuid.uuid4().hex[:16]
+        """One alert's job (see submit_alerts)."""
+        return self.submit_alerts([AlertJob(host, cause, mode, fingerprint, dedupe, data)])[0]
+
+    def _submit_alert(self, alert: AlertJob) -> tuple[Job, str]:
+        """Inside a write transaction: the alert's job, created, found or joined."""
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE dedupe = ?", (alert.dedupe,)).fetchone()
+        if row is not None:
+            return _job(row), "duplicate"
+        seen = self.db.execute("SELECT job FROM joined WHERE dedupe = ?", (alert.dedupe,)).fetchone()
+        if seen is not None:
+            return self.get(seen[0]), "duplicate"
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE host = ? AND cause = ? AND mode = ? AND trigger = 'alertmanager' "
+            "AND state IN ('pending', 'running') ORDER BY seq DESC LIMIT 1",
+            (alert.host, alert.cause, alert.mode),
+        ).fetchone()
+        if row is not None:
+            job = _job(row)
+            joined = dict(job.data)
+            joined["alerts"] = int(joined.get("alerts", 1)) + 1
+            joined["fingerprints"] = _bounded(joined.get("fingerprints", [job.requested_by]), alert.fingerprint)
+            self.db.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(joined), job.id))
+            # the alert's key, so a redelivery is a duplicate even after the job it joined has ended
             self.db.execute(
-                "INSERT INTO jobs (id, host, cause, mode, trigger, requested_by, dedupe, created, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, host, cause, mode, "alertmanager", fingerprint, dedupe, time.time(),
-                 json.dumps({**data, "alerts": 1, "fingerprints": [fingerprint]})),
-            )  # fmt: skip
+                "INSERT INTO joined (dedupe, job, at) VALUES (?, ?, ?)", (alert.dedupe, job.id, time.time())
+            )
+            return replace(job, data=joined), "joined"
+        self.db.execute("DELETE FROM joined WHERE at < ?", (time.time() - _JOINED_KEPT,))  # (new jobs are rare)
+        job_id = uuid.uuid4().hex[:16]
+        self.db.execute(
+            "INSERT INTO jobs (id, host, cause, mode, trigger, requested_by, dedupe, created, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, alert.host, alert.cause, alert.mode, "alertmanager", alert.fingerprint, alert.dedupe, time.time(),
+             json.dumps({**alert.data, "alerts": 1, "fingerprints": [alert.fingerprint]})),
+        )  # fmt: skip
         return self.get(job_id), "created"
 
     def get(self, job_id: str) -> Job:

@@ -66,6 +66,20 @@ def test_a_storm_for_one_host_and_cause_is_one_job(store: str | Path) -> None:
     assert len(ledger.jobs()) == 3
 
 
+def test_a_webhooks_alerts_are_recorded_together_or_not_at_all(store: str | Path) -> None:
+    """submit_alerts records a webhook's alerts in one transaction: in order (the first creates, the rest
+    join), and a batch with one bad alert records none of them."""
+    from remediate.stores.ledger import AlertJob
+
+    ledger = Ledger(store)
+    batch = [AlertJob("web01", "socket", "fix", f"fp{n}", f"am:fp{n}:t0", {}) for n in range(5)]
+    assert [what for _, what in ledger.submit_alerts(batch)] == ["created", "joined", "joined", "joined", "joined"]
+    bad = [AlertJob("web02", "socket", "fix", "fp9", "am:fp9:t0", {}), AlertJob("web02", "x", "explode", "f", "k", {})]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ledger.submit_alerts(bad)
+    assert [(j.host, j.data["alerts"]) for j in ledger.jobs()] == [("web01", 5)]
+
+
 def test_one_job_at_a_time_per_host_in_order(store: str | Path) -> None:
     """Workers claim the oldest pending job of a host with nothing running: web01's jobs wait for each other
     in order, web02's runs beside them."""
