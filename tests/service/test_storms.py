@@ -64,3 +64,33 @@ def test_a_storm_for_one_host_is_a_handful_of_jobs_each_counting_its_alerts(
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
         svc.stop()
+
+
+def test_a_200_means_every_alert_of_the_webhook_is_recorded_even_if_the_service_dies_at_once(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """The service is killed (SIGKILL) the moment Alertmanager has its 200 for a webhook of 200 alerts; after a
+    restart the ledger holds every one of them (counted in its jobs), and the same webhook again is all
+    duplicates, not a second count."""
+    import signal
+
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    svc = Service(tmp_path / "svc", inventory, fake_slack.url).start()
+    labels = {"alertname": "Nginx502", "instance": "web01", "remediate_cause": "socket"}
+    payload = alert_payload(*[alert(labels, f"kill-{n}") for n in range(200)])
+    try:
+        status, _ = svc.alert(payload)
+        assert svc.proc is not None
+        svc.proc.send_signal(signal.SIGKILL)  # at once: no shutdown, no flush beyond what was committed
+        svc.proc.wait(10)
+        assert status == 200
+        svc.start()
+        jobs = svc.jobs()
+        assert sum(j["data"]["alerts"] for j in jobs) == 200, [(j["id"], j["data"].get("alerts")) for j in jobs]
+        status, again = svc.alert(payload)
+        assert status == 200 and isinstance(again, dict)
+        assert all(a["result"].startswith("duplicate") for a in again["alerts"]), again["alerts"][:3]
+        assert sum(j["data"]["alerts"] for j in svc.jobs()) == 200
+    finally:
+        svc.stop()
