@@ -28,6 +28,7 @@ from remediate.queue.schema import (
     GiveUp,
     _app,
     _connect,
+    _libraries,
     _transient,
     zone_queue,
 )
@@ -115,14 +116,17 @@ def _give_up(url: str, job: Any, message: str, worker: str) -> None:
 
 
 def _record(url: str, job: Any, verb: str, result: HostResult, worker: str, started: float) -> None:
-    """Write the job's result: the commit point of a job. Postgres away (restarting) is waited for."""
+    """Write the job's result: the commit point of a job. Postgres away (restarting) is waited for, whether it
+    refuses the connection or drops it during the write (AdminShutdown is an OperationalError): the write
+    is idempotent (ON CONFLICT on the job's id), so it is simply made again."""
     from remediate.errors import HostUnreachable
 
+    _, pg = _libraries()
     deadline = time.monotonic() + RECORD_PATIENCE
     while True:
         try:
             return _write_result(url, job, verb, result, worker, started)
-        except HostUnreachable:
+        except (HostUnreachable, pg.OperationalError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
